@@ -1,0 +1,295 @@
+"""Sharpness-Aware Minimization (Foret et al., arXiv 2010.01412; ASAM: Kwon et al., arXiv 2102.11600).
+
+`SAM` wraps a base optimizer in the shape of davda54/sam: `first_step` climbs from w to w + e(w),
+`second_step` returns to w and lets the base optimizer step with the gradient taken at w + e(w).
+`sam_step` runs one whole step on a batch, with m-sharpness and mixed precision.
+
+With 1/p + 1/q = 1 and t = T g (T = |w| for ASAM, else 1), the perturbation is (PAPER.md)
+
+    e(w) = rho * T * sign(t) |t|^(q-1) / ||t||_q^(q-1)        [= rho sign(t)|t|^(q-1) / (||t||_q^q)^(1/p)]
+
+with one global norm over every parameter of every group: p = 2 gives rho g / ||g||_2, p = inf gives
+rho sign(g), ASAM (p = 2) gives rho w^2 g / ||w g||_2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.amp import GradScaler
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
+
+# Added to the norm so that a zero gradient gives e(w) = 0 instead of 0/0.
+_TINY = 1e-12
+
+
+def _check_rho(rho: float) -> None:
+    if not rho >= 0:  # also rejects nan
+        raise ValueError(f"rho must be >= 0, got {rho}")
+
+
+def _enabled(scaler: GradScaler | None) -> bool:
+    return scaler is not None and scaler.is_enabled()
+
+
+class SAM(Optimizer):
+    """SAM around `base_optimizer` (a torch.optim.Optimizer class, built with `params` and
+    `**base_kwargs`, or an already-built instance over the same parameters).
+
+    `rho` and `adaptive` may be set per param group; `p` (> 1, may be inf) and `max_grad_norm`
+    (clip the final SAM gradient to this global 2-norm before the base step) are global.
+    SAM shares the base optimizer's `param_groups`; `state_dict()` is the base optimizer's.
+
+    A parameter whose gradient is None in the first pass is not perturbed and not stepped: its
+    second-pass gradient is dropped (set to None) so the base optimizer skips it (davda54/sam #51).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[Optimizer] | Optimizer,
+        rho: float = 0.05,
+        p: float = 2.0,
+        adaptive: bool = False,
+        max_grad_norm: float | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        _check_rho(rho)
+        if not p > 1:
+            raise ValueError(f"p must be > 1 (inf allowed), got {p}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        if isinstance(base_optimizer, Optimizer):
+            if base_kwargs:
+                raise ValueError(f"base kwargs {sorted(base_kwargs)} need an optimizer class, not instance")
+            base = base_optimizer
+            ours = {id(t) for group in _as_groups(params) for t in group}
+            theirs = {id(t) for group in base.param_groups for t in group["params"]}
+            if ours != theirs:
+                raise ValueError("params must be the parameters of the base_optimizer instance")
+        elif isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer):
+            base = base_optimizer(params, **base_kwargs)
+        else:
+            raise ValueError(
+                f"base_optimizer must be a torch.optim.Optimizer class or instance, got {base_optimizer!r}"
+            )
+        self.base_optimizer = base
+        # The base optimizer's group dicts get SAM's per-group defaults (rho, adaptive) filled in.
+        super().__init__(base.param_groups, dict(rho=rho, adaptive=adaptive))
+        self.param_groups = base.param_groups
+        self.defaults.update(base.defaults)
+        self.p = float(p)
+        self.q = 1.0 if math.isinf(self.p) else self.p / (self.p - 1.0)
+        self.max_grad_norm = max_grad_norm
+        self._climbed = False  # True between first_step and second_step
+        self._nonfinite: Tensor | None = None  # a first-pass gradient was inf/nan (with a GradScaler)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_rho(param_group.get("rho", self.defaults["rho"]))
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False, scaler: GradScaler | None = None) -> None:
+        """Climb from w to w + e(w) using the gradients in .grad (taken at w).
+
+        With an enabled GradScaler the gradients are unscaled in place before the norm."""
+        if self._climbed:
+            raise RuntimeError("first_step called twice: call second_step before the next first_step")
+        with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if _enabled(scaler) and with_grad:
+            inv_scale = 1.0 / scaler.scale(torch.ones((), device=with_grad[0][1].grad.device))
+            for _, p in with_grad:
+                p.grad.mul_(inv_scale.to(p.grad.device))
+        # t = T g in at least fp32, with T = |w| in ASAM groups and T = 1 elsewhere
+        ts = [_fp32(p).abs() * _fp32(p.grad) if g["adaptive"] else _fp32(p.grad) for g, p in with_grad]
+        if ts:
+            device = ts[0].device
+            norm = torch.linalg.vector_norm(  # ||t||_q over all parameters of all groups
+                torch.stack([torch.linalg.vector_norm(t, self.q).to(device) for t in ts]), self.q
+            )
+            if _enabled(scaler):
+                bad = ~torch.isfinite(norm)
+                self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+            denominator = norm.pow(self.q - 1.0) + _TINY
+            for (group, p), t in zip(with_grad, ts):
+                # e(w) = rho * T * sign(t)|t|^(q-1) / ||t||_q^(q-1)
+                e_w = _dual_direction(t, self.q) * (group["rho"] / denominator.to(t.device))
+                if group["adaptive"]:
+                    e_w.mul_(_fp32(p).abs())
+                self.state[p]["old_p"] = p.detach().clone()
+                p.add_(e_w.to(p.dtype))  # climb to w + e(w)
+        self._climbed = True
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False, scaler: GradScaler | None = None) -> None:
+        """Return to w and take the base optimizer's step with the gradients in .grad (taken at w + e(w)).
+
+        With an enabled GradScaler: unscale, and skip the step if either pass had inf/nan gradients;
+        the caller then calls scaler.update() as usual."""
+        self._descend()
+        self._base_step(scaler)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, model: nn.Module | None = None) -> Any:
+        """One SAM step; `closure` zeroes the gradients, runs forward and backward and returns the loss.
+
+        It runs at w, then at w + e(w) (BatchNorm running stats of `model` untouched there, if given).
+        Returns the loss at w. No GradScaler here (as for any closure step): use first/second_step."""
+        if closure is None:
+            raise RuntimeError("SAM.step needs a closure; or call first_step and second_step")
+        closure = torch.enable_grad()(closure)
+        loss = closure()
+        self.first_step()
+        with disable_running_stats(model) if model is not None else nullcontext():
+            closure()
+        self.second_step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state (momentum buffers, step counts) and param groups (incl. rho)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups  # loading replaced the base's group list
+
+    @torch.no_grad()
+    def _descend(self) -> None:
+        """Return to w exactly (from the saved copy); drop the gradients of unperturbed parameters."""
+        if not self._climbed:
+            raise RuntimeError("second_step called without first_step")
+        for group in self.param_groups:
+            for p in group["params"]:
+                old_p = self.state[p].pop("old_p", None)
+                if old_p is None:
+                    p.grad = None
+                else:
+                    p.copy_(old_p)
+        self._climbed = False
+
+    @torch.no_grad()
+    def _base_step(self, scaler: GradScaler | None) -> None:
+        """Base optimizer step on the SAM gradients in .grad (clipped, unscaled, skipped on inf/nan)."""
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if _enabled(scaler):
+            if self._nonfinite is not None and params:
+                # Carry a first-pass overflow into the gradients GradScaler checks, so it skips the step
+                # and lowers the scale exactly as for an overflow in the second pass.
+                params[0].grad.mul_(torch.where(self._nonfinite, math.nan, 1.0).to(params[0].grad.device))
+            scaler.unscale_(self.base_optimizer)
+        if self.max_grad_norm is not None and params:
+            nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if _enabled(scaler):
+            scaler.step(self.base_optimizer)
+        else:
+            self.base_optimizer.step()
+        self._nonfinite = None
+        # An LR scheduler counts calls of this object's (wrapped) step(); second_step is a step too.
+        self._opt_called = True
+
+
+@contextmanager
+def disable_running_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of `model` normalise with batch statistics but leave running_mean/var and
+    num_batches_tracked untouched inside (for SAM's perturbed pass, PAPER.md)."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def sam_step(
+    optimizer: SAM,
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Any], Tensor],
+    inputs: Tensor,
+    targets: Tensor | tuple[Tensor, ...],
+    m: int | None = None,
+    scaler: GradScaler | None = None,
+) -> Tensor:
+    """One SAM step on a batch; returns the detached mean loss at w.
+
+    m-sharpness: the batch is split into chunks of `m` examples (None or >= batch: one chunk, plain
+    SAM); each chunk gets its own e(w) from its own gradient, and the SAM gradients are averaged,
+    weighted by chunk size. Each chunk's first pass updates BatchNorm running stats, its second
+    doesn't. `loss_fn(logits, targets_chunk)` returns a mean loss; `targets` is a tensor or a tuple
+    of tensors with the batch on dim 0. Call under torch.autocast as usual; with an enabled
+    GradScaler, the losses are scaled, the step skipped on inf/nan and scaler.update() called here.
+    Equivalent, for m=None, to: zero_grad; loss(w).backward(); first_step(zero_grad=True);
+    loss(w + e).backward() under disable_running_stats; second_step().
+    """
+    batch = inputs.shape[0]
+    if m is not None and m < 1:
+        raise ValueError(f"m must be >= 1 or None, got {m}")
+    size = batch if m is None else min(m, batch)
+    target_chunks = (
+        list(zip(*(t.split(size) for t in targets))) if isinstance(targets, tuple) else targets.split(size)
+    )
+    sam_grads: dict[Tensor, Tensor] = {}
+    mean_loss: Tensor | float = 0.0
+    for x, y in zip(inputs.split(size), target_chunks):
+        weight = x.shape[0] / batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        _backward(loss, scaler)
+        optimizer.first_step(zero_grad=True, scaler=scaler)
+        with disable_running_stats(model):
+            _backward(loss_fn(model(x), y) * weight, scaler)
+        optimizer._descend()
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p in sam_grads:
+                    sam_grads[p].add_(p.grad)
+                else:
+                    sam_grads[p] = p.grad
+        mean_loss = mean_loss + loss.detach() * weight
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = sam_grads.get(p)
+    optimizer._base_step(scaler)
+    if _enabled(scaler):
+        scaler.update()
+    assert isinstance(mean_loss, Tensor)
+    return mean_loss
+
+
+def _backward(loss: Tensor, scaler: GradScaler | None) -> None:
+    (scaler.scale(loss) if _enabled(scaler) else loss).backward()
+
+
+def _fp32(t: Tensor) -> Tensor:
+    """t in at least fp32: the perturbation is computed in fp32 even for half-precision tensors."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _dual_direction(t: Tensor, q: float) -> Tensor:
+    """sign(t)|t|^(q-1): t itself for q = 2, sign(t) for q = 1 (p = inf)."""
+    if q == 2.0:
+        return t
+    if q == 1.0:
+        return t.sign()
+    return t.sign() * t.abs().pow(q - 1.0)
+
+
+def _as_groups(params: Any) -> list[list[Tensor]]:
+    groups = list(params)
+    if groups and isinstance(groups[0], dict):
+        return [list(g["params"]) if not isinstance(g["params"], Tensor) else [g["params"]] for g in groups]
+    return [groups]
+
