@@ -1,0 +1,345 @@
+"""Label corruption: every common noise model, seeded, with its realised statistics and provenance.
+
+Noise models follow the conventions of the learning-with-noisy-labels literature (PAPER.md,
+"Conventions that differ between codebases"); which one was used is recorded in every result:
+
+- symmetric, ``mode="replace"``: with probability ``rate`` the label is re-drawn uniformly from all K
+  classes, possibly landing on the true class (realised rate about rate*(K-1)/K; DivideMix/ELR).
+- symmetric, ``mode="flip"``: with probability ``rate`` the label moves to a uniformly drawn *different*
+  class (realised rate about ``rate``; Co-teaching).
+- asymmetric: class-dependent flips, by default the CIFAR-10 mapping of Patrini et al. 2017.
+- pairflip: class i -> i+1 mod K (Han et al. 2018, Co-teaching).
+- from_transition: any row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)``.
+- cifar10n: real human labels, CIFAR-10N (Wei et al. 2022, "Learning with Noisy Labels Revisited: A
+  Study Using Real-World Human Annotations", ICLR 2022; CC BY-NC 4.0).
+
+Randomness: every function takes an explicit ``seed`` (int or ``numpy.random.Generator``) and uses only
+``Generator.random`` / ``integers`` / ``permutation`` of numpy's default PCG64 generator, whose streams
+are integer arithmetic or exact 53-bit doubles and therefore identical on every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Mapping, Union
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+__all__ = [
+    "CIFAR10_ASYMMETRIC",
+    "CIFAR10N_KINDS",
+    "KINDS",
+    "NoisyLabels",
+    "asymmetric",
+    "cifar10n",
+    "from_transition",
+    "make",
+    "pairflip",
+    "symmetric",
+]
+
+Seed = Union[int, np.random.Generator]
+
+#: CIFAR-10 class-dependent noise (torchvision class order): truck->automobile, bird->airplane,
+#: deer->horse, cat<->dog (Patrini et al. 2017, "Making Deep Neural Networks Robust to Label Noise").
+CIFAR10_ASYMMETRIC: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+#: The five CIFAR-10N label sets, with the fraction of wrong labels on all 50,000 training images.
+CIFAR10N_KINDS: dict[str, float] = {
+    "aggre": 0.0901, "random1": 0.1723, "random2": 0.1812, "random3": 0.1764, "worse": 0.4021,
+}
+
+#: Names accepted by :func:`make` (the trainer's and CLI's ``noise`` option).
+KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple(
+    f"cifar10n-{k}" for k in CIFAR10N_KINDS
+)
+
+_FILE_FORMAT = "noisysam.NoisyLabels/1"
+
+
+def _labels_hash(clean: np.ndarray) -> str:
+    """sha256 of the clean labels as little-endian int64: identifies which labels were corrupted."""
+    return hashlib.sha256(np.ascontiguousarray(clean, dtype="<i8").tobytes()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class NoisyLabels:
+    """Noisy labels together with the clean ones they came from and how they were made.
+
+    ``noisy``/``clean``: int64 arrays of shape (n,). Derived on construction: ``is_noisy`` (bool,
+    exactly ``noisy != clean``), ``rate`` (realised fraction of wrong labels) and ``transition``, the
+    realised K x K row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)`` estimated with
+    ``sklearn.metrics.confusion_matrix`` normalised per row; a class with no samples gets the identity
+    row (nothing observed, nothing corrupted), so T stays row-stochastic. ``provenance`` is a JSON-able
+    dict: ``kind``, ``nominal_rate``, ``mode``, ``seed``, ... and ``clean_sha256``, the sha256 of the clean
+    labels (as little-endian int64), checked against ``clean`` on construction and on load.
+    """
+
+    noisy: np.ndarray
+    clean: np.ndarray
+    num_classes: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+    is_noisy: np.ndarray = field(init=False, repr=False)
+    rate: float = field(init=False)
+    transition: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        clean, k = _check_labels(self.clean, self.num_classes, "clean")
+        noisy, _ = _check_labels(self.noisy, k, "noisy")
+        if noisy.shape != clean.shape:
+            raise ValueError(f"noisy and clean must have the same length, got {noisy.shape[0]} and {clean.shape[0]}")
+        provenance = json.loads(json.dumps(self.provenance))  # a JSON-able copy, detached from the caller's
+        digest = _labels_hash(clean)
+        if provenance.setdefault("clean_sha256", digest) != digest:
+            raise ValueError("provenance['clean_sha256'] does not match the clean labels: they are not the labels "
+                             "this provenance describes")
+        is_noisy = noisy != clean
+        counts = confusion_matrix(clean, noisy, labels=np.arange(k)).astype(np.float64)
+        rows = counts.sum(axis=1, keepdims=True)
+        transition = np.where(rows > 0, counts / np.maximum(rows, 1), np.eye(k))
+        for name, value in [("num_classes", k), ("noisy", noisy), ("clean", clean), ("provenance", provenance),
+                            ("is_noisy", is_noisy), ("rate", float(is_noisy.mean())),
+                            ("transition", transition)]:
+            object.__setattr__(self, name, value)  # frozen dataclass: fields are set once, here
+
+    def __len__(self) -> int:
+        return int(self.noisy.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description: provenance, realised rate overall and per clean class, realised T."""
+        per_class = [float(1.0 - self.transition[i, i]) for i in range(self.num_classes)]
+        return {
+            **self.provenance,
+            "n": len(self),
+            "num_classes": self.num_classes,
+            "realised_rate": self.rate,
+            "num_noisy": int(self.is_noisy.sum()),
+            "realised_rate_per_class": per_class,
+            "transition": self.transition.tolist(),
+        }
+
+    def save(self, path: Union[str, PathLike]) -> None:
+        """Write to ``path`` (exactly that name) as .npz: arrays plus provenance as a JSON string."""
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f, format=np.array(_FILE_FORMAT), noisy=self.noisy, clean=self.clean,
+                num_classes=np.array(self.num_classes, dtype=np.int64),
+                provenance=np.array(json.dumps(self.provenance, sort_keys=True)),
+            )
+
+    @classmethod
+    def load(cls, path: Union[str, PathLike]) -> "NoisyLabels":
+        """Read a file written by :meth:`save`; validates it and checks the clean labels' hash."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot read noisy labels from {path}: not a noisysam .npz file ({e})") from None
+        missing = {"format", "noisy", "clean", "num_classes", "provenance"} - set(arrays)
+        if missing or str(arrays["format"]) != _FILE_FORMAT:
+            raise ValueError(f"{path} is not a NoisyLabels file (expected format {_FILE_FORMAT!r}; "
+                             f"missing keys: {sorted(missing)})")
+        try:
+            return cls(arrays["noisy"], arrays["clean"], int(arrays["num_classes"]),
+                       json.loads(str(arrays["provenance"])))
+        except ValueError as e:  # includes a clean-labels hash that no longer matches: altered or corrupt
+            raise ValueError(f"{path}: invalid NoisyLabels file: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+def _check_labels(labels: Any, num_classes: int | None = None, name: str = "labels") -> tuple[np.ndarray, int]:
+    """Labels as a fresh 1-D int64 array with values in [0, K), and K: ``num_classes`` validated, or
+    inferred as max(labels) + 1 (pass ``num_classes`` when some classes may be absent)."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if num_classes is None:
+        num_classes = max(hi + 1, 2)
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
+    return arr.astype(np.int64, copy=True), int(num_classes)
+
+
+def _check_rate(rate: Any) -> float:
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}") from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"rate must be in [0, 1], got {rate!r}")
+    return value
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int or numpy Generator, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
+def _seed_record(seed: Seed) -> int | None:
+    """The seed as recorded in provenance (None: a caller-owned Generator, not reproducible from the file)."""
+    return None if isinstance(seed, np.random.Generator) else int(seed)
+
+
+def _select(rng: np.random.Generator, n: int, rate: float, exact: bool) -> np.ndarray:
+    """Boolean mask over n items: independent Bernoulli(rate) draws, or exactly round(rate * n) items."""
+    if exact:
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.permutation(n)[: round(rate * n)]] = True
+        return mask
+    return rng.random(n) < rate
+
+
+# --------------------------------------------------------------------------------------- noise models
+
+def symmetric(labels: Any, rate: float, num_classes: int | None = None, *, seed: Seed,
+              mode: str = "replace", exact: bool = False) -> NoisyLabels:
+    """Class-independent noise.
+
+    ``mode="replace"``: each selected label is re-drawn uniformly from all K classes (may stay correct:
+    realised rate about rate*(K-1)/K). ``mode="flip"``: each selected label becomes a uniformly drawn
+    different class (realised rate about ``rate``). Selection is per-sample Bernoulli(rate), or with
+    ``exact=True`` exactly round(rate * n) samples (Python rounding, half to even).
+    """
+    clean, k = _check_labels(labels, num_classes)
+    rate = _check_rate(rate)
+    if mode not in ("replace", "flip"):
+        raise ValueError(f"mode must be 'replace' or 'flip', got {mode!r}")
+    rng = _rng(seed)
+    mask = _select(rng, clean.size, rate, exact)
+    if mode == "replace":
+        new = rng.integers(0, k, size=clean.size)
+    else:  # a uniform offset in 1..K-1 lands uniformly on the K-1 other classes
+        new = (clean + rng.integers(1, k, size=clean.size)) % k
+    noisy = np.where(mask, new, clean)
+    return NoisyLabels(noisy, clean, k, dict(kind="symmetric", nominal_rate=rate, mode=mode, exact=bool(exact),
+                                            seed=_seed_record(seed)))
+
+
+def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num_classes: int | None,
+            seed: Seed, exact: bool) -> NoisyLabels:
+    """Move each label of a class in ``mapping`` to ``mapping[class]`` with probability ``rate``."""
+    mapping = {int(a): int(b) for a, b in mapping.items()}
+    clean, k = _check_labels(labels, num_classes)
+    if num_classes is None and mapping:  # the mapping names classes too
+        k = max(k, max(max(mapping), max(mapping.values())) + 1)
+    rate = _check_rate(rate)
+    bad = [(a, b) for a, b in mapping.items() if a == b or not (0 <= a < k and 0 <= b < k)]
+    if bad:
+        raise ValueError(f"mapping must send classes in [0, {k}) to a different class, got {bad}")
+    target = np.arange(k)
+    target[list(mapping)] = list(mapping.values())
+    eligible = np.flatnonzero(target[clean] != clean)
+    noisy = clean.copy()
+    chosen = eligible[_select(_rng(seed), eligible.size, rate, exact)]
+    noisy[chosen] = target[clean[chosen]]
+    provenance = dict(kind=kind, nominal_rate=rate, exact=bool(exact), seed=_seed_record(seed))
+    if kind == "asymmetric":
+        provenance["mapping"] = {str(a): b for a, b in sorted(mapping.items())}
+    return NoisyLabels(noisy, clean, k, provenance)
+
+
+def asymmetric(labels: Any, rate: float, *, seed: Seed, mapping: Mapping[int, int] = CIFAR10_ASYMMETRIC,
+               num_classes: int | None = None, exact: bool = False) -> NoisyLabels:
+    """Class-dependent noise: a label of class ``a`` in ``mapping`` becomes ``mapping[a]`` with
+    probability ``rate`` (or, with ``exact``, exactly round(rate * n_eligible) of them); classes not in
+    ``mapping`` are untouched. Default: the CIFAR-10 mapping :data:`CIFAR10_ASYMMETRIC`."""
+    return _mapped("asymmetric", labels, rate, mapping, num_classes, seed, exact)
+
+
+def pairflip(labels: Any, rate: float, num_classes: int | None = None, *, seed: Seed,
+             exact: bool = False) -> NoisyLabels:
+    """Pair-flip noise: class i becomes i+1 mod K with probability ``rate`` (Han et al. 2018)."""
+    _, k = _check_labels(labels, num_classes)
+    return _mapped("pairflip", labels, rate, {i: (i + 1) % k for i in range(k)}, k, seed, exact)
+
+
+def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
+    """Draw each noisy label from row ``clean`` of ``T`` (K x K, ``T[i, j] = P(noisy = j | clean = i)``).
+
+    Vectorised inverse-CDF sampling, equivalent to ``for s: noisy[s] = first j with u[s] < cumsum(T[clean[s]])[j]``.
+    """
+    T = np.asarray(T, dtype=np.float64)
+    if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
+        raise ValueError(f"T must be a K x K matrix with K >= 2, got shape {T.shape}")
+    if not np.all(np.isfinite(T)) or T.min() < 0 or not np.allclose(T.sum(axis=1), 1.0, atol=1e-6, rtol=0):
+        raise ValueError(f"T must be row-stochastic (entries >= 0, rows summing to 1), got row sums {T.sum(axis=1)}")
+    clean, k = _check_labels(labels, T.shape[0])
+    cdf = np.cumsum(T, axis=1)
+    cdf[:, -1] = 1.0  # guard against rows summing to 1 - 1e-16
+    u = _rng(seed).random(clean.size)
+    noisy = (u[:, None] >= cdf[clean]).sum(axis=1)
+    return NoisyLabels(noisy, clean, k, dict(kind="transition", T=T.tolist(), seed=_seed_record(seed)))
+
+
+def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
+    """CIFAR-10N human labels (Wei et al. 2022) for ``dataset.y_train``, looked up by ``dataset.train_index``
+    (each image's position in torchvision's CIFAR-10 training set). ``kind``: aggre, random1, random2,
+    random3 or worse. Raises ValueError if the dataset's labels are not CIFAR-10's clean labels there."""
+    from .data import find_data_file  # data.py imports this module; import here to avoid a cycle
+
+    if kind not in CIFAR10N_KINDS:
+        raise ValueError(f"kind must be one of {list(CIFAR10N_KINDS)}, got {kind!r}")
+    index = getattr(dataset, "train_index", None)
+    if index is None:
+        raise ValueError("dataset.train_index is None: CIFAR-10N needs each image's position in CIFAR-10's training set")
+    with np.load(find_data_file("cifar10n.npz"), allow_pickle=False) as f:
+        table_clean, table_noisy = f["clean"].astype(np.int64), f[kind].astype(np.int64)
+    index = np.asarray(index)
+    if index.ndim != 1 or index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= table_clean.size:
+        raise ValueError(f"dataset.train_index must be integers in [0, {table_clean.size}), got "
+                         f"dtype {index.dtype}, values in [{index.min()}, {index.max()}]")
+    clean, _ = _check_labels(dataset.y_train, 10, "dataset.y_train")
+    if clean.shape != index.shape:
+        raise ValueError(f"dataset.y_train and train_index differ in length: {clean.size} vs {index.size}")
+    wrong = int((table_clean[index] != clean).sum())
+    if wrong:
+        raise ValueError(f"dataset.y_train disagrees with CIFAR-10's labels at {wrong} of {clean.size} "
+                         "train_index positions: not a CIFAR-10 training subset in torchvision order")
+    return NoisyLabels(table_noisy[index], clean, 10, dict(kind=f"cifar10n-{kind}", seed=None,
+                                                          source="CIFAR-10N, Wei et al. 2022 (CC BY-NC 4.0)"))
+
+
+def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None = None, mode: str = "replace",
+         num_classes: int | None = None, exact: bool = False, mapping: Mapping[int, int] | None = None,
+         dataset: Any = None) -> NoisyLabels:
+    """One entry point by name (see :data:`KINDS`): ``none``, ``symmetric``, ``asymmetric``, ``pairflip``,
+    ``cifar10n-<set>``. ``labels`` defaults to ``dataset.y_train``; CIFAR-10N needs ``dataset``
+    (for its ``train_index``); ``seed`` is required by the random kinds; arguments a kind does not use
+    are ignored."""
+    if kind not in KINDS:
+        raise ValueError(f"noise kind must be one of {list(KINDS)}, got {kind!r}")
+    if labels is None:
+        if dataset is None:
+            raise ValueError("make() needs labels or a dataset with y_train")
+        labels = dataset.y_train
+    if kind.startswith("cifar10n-"):
+        if dataset is None:
+            raise ValueError(f"noise kind {kind!r} needs dataset= (an ImageDataset with train_index)")
+        if not np.array_equal(np.asarray(labels), np.asarray(dataset.y_train)):
+            raise ValueError(f"noise kind {kind!r}: labels must be dataset.y_train")
+        return cifar10n(dataset, kind.removeprefix("cifar10n-"))
+    if kind == "symmetric":
+        return symmetric(labels, rate, num_classes, seed=seed, mode=mode, exact=exact)
+    if kind == "asymmetric":
+        return asymmetric(labels, rate, seed=seed, num_classes=num_classes, exact=exact,
+                          mapping=CIFAR10_ASYMMETRIC if mapping is None else mapping)
+    if kind == "pairflip":
+        return pairflip(labels, rate, num_classes, seed=seed, exact=exact)
+    clean, k = _check_labels(labels, num_classes)
+    return NoisyLabels(clean.copy(), clean, k, dict(kind="none", nominal_rate=0.0, seed=None))
