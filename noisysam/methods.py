@@ -1,0 +1,493 @@
+"""Training methods for noisy labels, by name: what loss a step minimises and how the step is taken.
+
+A :class:`Method` is the composition of three small rules, so every named method below is one
+mechanism with different parts (and a user can build or register their own):
+
+- a **loss rule** ``(logits, labels) -> mean loss``: cross-entropy; label smoothing (Szegedy et al.,
+  arXiv 1512.00567); Reed et al.'s soft/hard bootstrap (arXiv 1412.6596); generalized cross-entropy
+  (Zhang & Sabuncu, arXiv 1805.07836);
+- an **input rule** turning a batch into inputs plus weighted label sets: plain, or mixup
+  (Zhang et al., arXiv 1710.09412);
+- an **update rule**: one SGD step, or one SAM step (Foret et al., arXiv 2010.01412; adaptive
+  variant ASAM, Kwon et al., arXiv 2102.11600) through :func:`noisysam.sam.sam_step`.
+
+The loss of a step is ``sum_k w_k * loss_rule(model(inputs), labels_k)``: one label set with weight 1
+for plain inputs; ``(y, y[perm])`` with weights ``(lam, 1 - lam)`` for mixup.
+
+"bootstrap" has two meanings. ``mode="relabel"`` is the SAM paper's (its Table 4): train, predict the
+training labels with that model, retrain from scratch on them. A method cannot do that inside a step,
+so it returns a :class:`RelabelAndRetrain` (``relabel=True``) whose ``base`` the trainer runs twice.
+``mode="soft"`` / ``"hard"`` is Reed et al.'s loss, used inside every step.
+
+Names and defaults (``get_method(name, **params)``):
+
+==================  ==========================================================================
+sgd                 (no parameters)
+mixup               alpha=1.0
+bootstrap           mode="relabel" | "soft" (beta=0.95) | "hard" (beta=0.8)
+bootstrap-mixup     mode="relabel", beta=None, alpha=1.0
+sam                 rho=0.05, p=2.0, adaptive=False, m=None
+bootstrap-sam       mode="relabel", beta=None, rho=0.05, p=2.0, adaptive=False, m=None
+mixup-sam           alpha=1.0, rho=0.05, p=2.0, adaptive=False, m=None
+asam                rho=0.5, p=2.0, m=None   (ASAM's CIFAR-10 radius; adaptive=True)
+gce                 q=0.7
+label-smoothing     eps=0.1
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Protocol, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from noisysam.sam import SAM, sam_step
+
+__all__ = [
+    "METHODS",
+    "get_method",
+    "register_method",
+    "Method",
+    "RelabelAndRetrain",
+    "CrossEntropy",
+    "LabelSmoothing",
+    "BootstrapLoss",
+    "GeneralizedCrossEntropy",
+    "PlainInputs",
+    "MixupInputs",
+    "SGDUpdate",
+    "SAMUpdate",
+]
+
+Targets = tuple[Tensor, ...]
+LossFn = Callable[[Tensor, Targets], Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# Loss rules: (logits (B, K), integer labels (B,)) -> mean loss. Computed in float32 so that they
+# are accurate under bf16/fp16 autocast.
+# --------------------------------------------------------------------------------------------
+
+
+class LossRule(Protocol):
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor: ...
+
+
+def _soft_cross_entropy(log_probs: Tensor, target: Tensor) -> Tensor:
+    """Mean over the batch of -sum_k target_k log p_k."""
+    return -(target * log_probs).sum(dim=1).mean()
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Cross-entropy against the given labels."""
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), labels)
+
+
+@dataclass(frozen=True)
+class LabelSmoothing:
+    """Cross-entropy against (1 - eps) * onehot(y) + eps / K (Szegedy et al. 2016, Section 7)."""
+
+    eps: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eps < 1.0:
+            raise ValueError(f"eps must be in [0, 1), got {self.eps}")
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.eps)
+
+
+@dataclass(frozen=True)
+class BootstrapLoss:
+    """Reed et al. 2015 bootstrapping: cross-entropy against beta * onehot(y) + (1 - beta) * q.
+
+    Soft (``hard=False``, their Eq. 6): q = softmax(logits). Hard (Eq. 7): q = onehot(argmax logits).
+    q is the model's prediction on this very forward pass, detached (a target, not a path for
+    gradients); under SAM it is therefore recomputed at w and at w + eps.
+    """
+
+    beta: float
+    hard: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        num_classes = log_probs.shape[1]
+        if self.hard:
+            prediction = F.one_hot(log_probs.detach().argmax(dim=1), num_classes).to(log_probs.dtype)
+        else:
+            prediction = log_probs.detach().exp()
+        target = self.beta * F.one_hot(labels, num_classes).to(log_probs.dtype) + (1 - self.beta) * prediction
+        return _soft_cross_entropy(log_probs, target)
+
+
+@dataclass(frozen=True)
+class GeneralizedCrossEntropy:
+    """Zhang & Sabuncu 2018, Eq. 6: L_q = (1 - p_y^q) / q; q -> 0 is cross-entropy, q = 1 is MAE."""
+
+    q: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.q <= 1.0:
+            raise ValueError(f"q must be in (0, 1], got {self.q}")
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
+        return ((1 - torch.exp(self.q * log_p_y)) / self.q).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Input rules: (x, y, generator) -> (inputs, label sets, weights of the label sets).
+# --------------------------------------------------------------------------------------------
+
+
+class InputRule(Protocol):
+    def prepare(
+        self, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Targets, tuple[float, ...]]: ...
+
+
+@dataclass(frozen=True)
+class PlainInputs:
+    """The batch as it is: one label set, weight 1."""
+
+    def prepare(
+        self, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Targets, tuple[float, ...]]:
+        return x, (y,), (1.0,)
+
+
+@dataclass(frozen=True)
+class MixupInputs:
+    """Mixup (Zhang et al. 2018): x~ = lam * x + (1 - lam) * x[perm], loss lam * L(y) + (1 - lam) * L(y[perm]).
+
+    One lam ~ Beta(alpha, alpha) per batch, as in the paper's reference code.
+    """
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[float, Tensor]:
+        """The step's randomness, from ``generator`` only, in this order:
+
+        1. one int64 ``s = torch.randint(0, 2**63 - 1, (), generator=generator)`` seeds
+           ``numpy.random.default_rng(s)``, which draws lam = ``.beta(alpha, alpha)``
+           (torch's Beta sampler takes no generator);
+        2. ``perm = torch.randperm(batch_size, generator=generator)`` on the generator's device.
+
+        Pass a CPU generator: then reading ``s`` needs no device synchronisation.
+        """
+        seed = int(torch.randint(0, 2**63 - 1, (), generator=generator, device=generator.device))
+        lam = float(np.random.default_rng(seed).beta(self.alpha, self.alpha))
+        perm = torch.randperm(batch_size, generator=generator, device=generator.device)
+        return lam, perm
+
+    def prepare(
+        self, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Targets, tuple[float, ...]]:
+        lam, perm = self.draw(x.shape[0], generator)
+        perm = perm.to(x.device, non_blocking=True)
+        return lam * x + (1 - lam) * x[perm], (y, y[perm]), (lam, 1 - lam)
+
+
+# --------------------------------------------------------------------------------------------
+# Update rules: the optimizer to build and how one step on (inputs, targets) is taken.
+# --------------------------------------------------------------------------------------------
+
+
+class UpdateRule(Protocol):
+    def make_optimizer(
+        self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
+    ) -> torch.optim.Optimizer: ...
+
+    def step(
+        self, optimizer: torch.optim.Optimizer, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
+        scaler: Any = None,
+    ) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class SGDUpdate:
+    """One forward/backward pass and one step of SGD (with momentum / weight decay / Nesterov)."""
+
+    def make_optimizer(
+        self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
+    ) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+    def step(
+        self, optimizer: torch.optim.Optimizer, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
+        scaler: Any = None,
+    ) -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        if scaler is not None and scaler.is_enabled():  # fp16: scaled backward, inf/nan steps skipped
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+
+
+@dataclass(frozen=True)
+class SAMUpdate:
+    """One SAM step (two passes) with an SGD base optimizer: radius ``rho``, ``p``-norm ball, ASAM's
+    scale-invariant ball when ``adaptive``, and m-sharpness over chunks of ``m`` samples (None: whole batch).
+    """
+
+    rho: float = 0.05
+    p: float = 2.0
+    adaptive: bool = False
+    m: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.rho > 0 and math.isfinite(self.rho)):
+            raise ValueError(f"rho must be a finite number > 0, got {self.rho}")
+        if not self.p > 1:
+            raise ValueError(f"p must be in (1, inf], got {self.p}")
+        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
+            raise ValueError(f"m must be None or an integer >= 1, got {self.m!r}")
+
+    def make_optimizer(
+        self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
+    ) -> torch.optim.Optimizer:
+        return SAM(
+            params,
+            torch.optim.SGD,
+            rho=self.rho,
+            p=self.p,
+            adaptive=self.adaptive,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+        )
+
+    def step(
+        self, optimizer: torch.optim.Optimizer, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
+        scaler: Any = None,
+    ) -> Tensor:
+        if not isinstance(optimizer, SAM):
+            raise ValueError(f"a SAM method needs the optimizer from its make_optimizer, got {type(optimizer).__name__}")
+        return sam_step(optimizer, model, loss_fn, inputs, targets, m=self.m, scaler=scaler)
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: loss rule + input rule + update rule.
+
+    ``params`` is the JSON-able record of the arguments it was built from (saved in the run's config).
+    """
+
+    name: str
+    loss: LossRule = field(default_factory=CrossEntropy)
+    inputs: InputRule = field(default_factory=PlainInputs)
+    update: UpdateRule = field(default_factory=SGDUpdate)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    relabel = False  # class attribute: a Method trains once; see RelabelAndRetrain
+
+    def make_optimizer(
+        self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool = False
+    ) -> torch.optim.Optimizer:
+        """The optimizer for this method's steps: SGD, or SAM wrapping SGD for SAM-based methods."""
+        return self.update.make_optimizer(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
+
+    def train_step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: Tensor,
+        y: Tensor,
+        idx: Tensor,
+        *,
+        generator: torch.Generator,
+        scaler: Any = None,
+    ) -> Tensor:
+        """One optimizer update on the batch (x, labels y, dataset indices idx); returns the detached
+        mean training loss (at w for SAM) without synchronising with the device.
+
+        ``generator`` (a CPU ``torch.Generator``) is the only source of the step's randomness (mixup).
+        ``idx`` is unused by the built-in methods; it is there for methods that keep per-sample state.
+        Autocast, if any, is set up by the caller; ``scaler``: a GradScaler for fp16 (None otherwise).
+        """
+        inputs, targets, weights = self.inputs.prepare(x, y, generator)
+        loss_rule = self.loss
+
+        def loss_fn(logits: Tensor, chunk_targets: Targets) -> Tensor:
+            return sum(w * loss_rule(logits, t) for w, t in zip(weights, chunk_targets))  # type: ignore[return-value]
+
+        return self.update.step(optimizer, model, loss_fn, inputs, targets, scaler)
+
+
+@dataclass(frozen=True)
+class RelabelAndRetrain:
+    """The SAM paper's bootstrap: train with ``base``, relabel the training set with that model's
+    predictions, retrain ``base`` from scratch on them. The trainer runs the two stages; steps and
+    optimizers are those of ``base``.
+    """
+
+    name: str
+    base: Method
+    params: dict[str, Any] = field(default_factory=dict)
+
+    relabel = True
+
+    def make_optimizer(
+        self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool = False
+    ) -> torch.optim.Optimizer:
+        """The base method's optimizer."""
+        return self.base.make_optimizer(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+    def train_step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: Tensor,
+        y: Tensor,
+        idx: Tensor,
+        *,
+        generator: torch.Generator,
+        scaler: Any = None,
+    ) -> Tensor:
+        """One step of the base method (both stages train with it)."""
+        return self.base.train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
+
+
+AnyMethod = Union[Method, RelabelAndRetrain]
+
+BOOTSTRAP_BETA = {"soft": 0.95, "hard": 0.8}  # Reed et al.'s values (their Section 4)
+
+
+def _sgd() -> Method:
+    return Method("sgd")
+
+
+def _mixup(alpha: float = 1.0) -> Method:
+    return Method("mixup", inputs=MixupInputs(alpha), params={"alpha": alpha})
+
+
+def _sam(rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None) -> Method:
+    update = SAMUpdate(rho, p, adaptive, m)
+    return Method("sam", update=update, params={"rho": rho, "p": p, "adaptive": adaptive, "m": m})
+
+
+def _asam(rho: float = 0.5, p: float = 2.0, m: int | None = None) -> Method:
+    # ASAM's CIFAR-10 experiments use rho = 0.5 (10x SAM's); davda54/sam's example uses 2.0.
+    return replace(_sam(rho, p, True, m), name="asam")
+
+
+def _mixup_sam(
+    alpha: float = 1.0, rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None
+) -> Method:
+    sam = _sam(rho, p, adaptive, m)
+    return replace(sam, name="mixup-sam", inputs=MixupInputs(alpha), params={"alpha": alpha, **sam.params})
+
+
+def _gce(q: float = 0.7) -> Method:
+    return Method("gce", loss=GeneralizedCrossEntropy(q), params={"q": q})
+
+
+def _label_smoothing(eps: float = 0.1) -> Method:
+    return Method("label-smoothing", loss=LabelSmoothing(eps), params={"eps": eps})
+
+
+def _with_bootstrap(name: str, base: Method, mode: str, beta: float | None) -> AnyMethod:
+    """``base`` bootstrapped: relabel-and-retrain around it, or its loss replaced by Reed et al.'s."""
+    if mode == "relabel":
+        if beta is not None:
+            raise ValueError(f"beta applies to mode 'soft' or 'hard' only, got beta={beta} with mode 'relabel'")
+        return RelabelAndRetrain(name, base, params={"mode": mode, **base.params})
+    if mode not in BOOTSTRAP_BETA:
+        raise ValueError(f"mode must be one of ['relabel', 'soft', 'hard'], got {mode!r}")
+    beta = BOOTSTRAP_BETA[mode] if beta is None else beta
+    loss = BootstrapLoss(beta, hard=mode == "hard")
+    return replace(base, name=name, loss=loss, params={"mode": mode, "beta": beta, **base.params})
+
+
+def _bootstrap(mode: str = "relabel", beta: float | None = None) -> AnyMethod:
+    return _with_bootstrap("bootstrap", _sgd(), mode, beta)
+
+
+def _bootstrap_mixup(mode: str = "relabel", beta: float | None = None, alpha: float = 1.0) -> AnyMethod:
+    return _with_bootstrap("bootstrap-mixup", _mixup(alpha), mode, beta)
+
+
+def _bootstrap_sam(
+    mode: str = "relabel",
+    beta: float | None = None,
+    rho: float = 0.05,
+    p: float = 2.0,
+    adaptive: bool = False,
+    m: int | None = None,
+) -> AnyMethod:
+    return _with_bootstrap("bootstrap-sam", _sam(rho, p, adaptive, m), mode, beta)
+
+
+MethodFactory = Callable[..., AnyMethod]
+
+METHODS: dict[str, MethodFactory] = {
+    "sgd": _sgd,
+    "mixup": _mixup,
+    "bootstrap": _bootstrap,
+    "bootstrap-mixup": _bootstrap_mixup,
+    "sam": _sam,
+    "bootstrap-sam": _bootstrap_sam,
+    "mixup-sam": _mixup_sam,
+    "asam": _asam,
+    "gce": _gce,
+    "label-smoothing": _label_smoothing,
+}
+
+
+def register_method(name: str, factory: MethodFactory, *, overwrite: bool = False) -> None:
+    """Make ``get_method(name, **params)`` call ``factory(**params)``.
+
+    The factory returns an object with ``name``, ``params``, ``relabel``, ``make_optimizer`` and
+    ``train_step`` as :class:`Method` has (usually a ``Method`` built from rules). Re-registering an
+    existing name needs ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise ValueError(f"factory must be callable, got {type(factory).__name__}")
+    if name in METHODS and not overwrite:
+        raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
+    METHODS[name] = factory
+
+
+def get_method(name: str, **params: Any) -> AnyMethod:
+    """Build the method registered as ``name`` with its parameters (defaults in the module docstring)."""
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    factory = METHODS[name]
+    signature = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    unknown = sorted(set(params) - set(signature))
+    if unknown and not takes_any:
+        raise ValueError(f"method {name!r} accepts parameters {list(signature)}, got unknown {unknown}")
+    return factory(**params)

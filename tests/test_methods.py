@@ -1,0 +1,396 @@
+"""Methods: each step checked against a hand-written step on the loss written out from its formula."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from noisysam import methods
+from noisysam.methods import METHODS, get_method, register_method
+
+LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
+K = 4  # classes
+
+
+def linear_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(6, K)
+
+
+def batch(seed=1, n=8):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, K, (n,), generator=g), torch.arange(n)
+
+
+def optimizer_for(method, model):
+    return method.make_optimizer(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+
+
+def params_of(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def grad_at(model, params, loss_of_logits, x):
+    """(loss, gradient dict) of loss_of_logits(model(x)) at the given parameter values."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    loss = loss_of_logits(functional_call(model, leaves, (x,)))
+    return loss.detach(), dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+
+def sgd_update(w, g):
+    # First step of SGD with momentum: the buffer is the (decayed) gradient itself.
+    return {k: w[k] - LR * (g[k] + WD * w[k]) for k in w}
+
+
+def manual_sgd(model, loss_of_logits, x):
+    w = params_of(model)
+    loss, g = grad_at(model, w, loss_of_logits, x)
+    return loss, sgd_update(w, g)
+
+
+def manual_sam(model, loss_of_logits, x, rho, adaptive=False):
+    """SAM from the paper's formula (p = 2): eps = rho g / ||g|| (ASAM: rho w^2 g / ||w g||), one global norm."""
+    w = params_of(model)
+    loss, g = grad_at(model, w, loss_of_logits, x)
+    scale = {k: (w[k] if adaptive else torch.ones_like(w[k])) for k in w}
+    norm = torch.sqrt(sum(((scale[k] * g[k]) ** 2).sum() for k in w))
+    w_eps = {k: w[k] + rho * scale[k] ** 2 * g[k] / norm for k in w}
+    _, g_sam = grad_at(model, w_eps, loss_of_logits, x)
+    return loss, sgd_update(w, g_sam)  # the base step starts from w, not w + eps
+
+
+def assert_weights(model, expected):
+    for k, v in model.named_parameters():
+        torch.testing.assert_close(v.detach(), expected[k], rtol=1e-5, atol=1e-6)
+
+
+def count_forwards(model):
+    """The inputs of every forward pass of ``model`` from now on."""
+    calls = []
+
+    def hook(module, args):
+        calls.append(args[0].detach().clone())
+
+    model.register_forward_pre_hook(hook)
+    return calls
+
+
+def ce(y):
+    return lambda logits: F.cross_entropy(logits, y)
+
+
+# ----------------------------------------------------------------------------- loss rules
+
+
+def test_soft_bootstrap_target_is_beta_y_plus_one_minus_beta_p():
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, -2.0]], requires_grad=True)
+    y = torch.tensor([1, 3])
+    z = logits.detach().numpy().astype(np.float64)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    t = 0.95 * np.eye(K)[[1, 3]] + 0.05 * p
+    expected = -(t * np.log(p)).sum(1).mean()
+    loss = get_method("bootstrap", mode="soft").loss(logits, y)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # The prediction in the target is detached: d loss / d logits = (softmax - t) / B.
+    (grad,) = torch.autograd.grad(loss, logits)
+    np.testing.assert_allclose(grad.numpy(), (p - t) / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_hard_bootstrap_target_uses_argmax():
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, -2.0]])
+    y = torch.tensor([1, 3])
+    z = logits.numpy().astype(np.float64)
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    t = 0.8 * np.eye(K)[[1, 3]] + 0.2 * np.eye(K)[[0, 2]]  # argmaxes are 0 and 2
+    expected = -(t * log_p).sum(1).mean()
+    method = get_method("bootstrap", mode="hard")
+    assert method.params == {"mode": "hard", "beta": 0.8}
+    assert method.loss(logits, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gce_formula():
+    logits = torch.tensor([[1.0, -1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0], [3.0, 1.0, -2.0, 0.0]])
+    y = torch.tensor([0, 2, 0])
+    z = logits.numpy().astype(np.float64)
+    p_y = (np.exp(z) / np.exp(z).sum(1, keepdims=True))[[0, 1, 2], [0, 2, 0]]
+    for q in (0.7, 1.0, 0.2):
+        expected = ((1 - p_y**q) / q).mean()
+        assert get_method("gce", q=q).loss(logits, y).item() == pytest.approx(expected, rel=1e-6)
+    assert get_method("gce").params == {"q": 0.7}
+
+
+def test_label_smoothing_matches_torch_and_formula():
+    torch.manual_seed(0)
+    logits, y = torch.randn(5, K), torch.tensor([0, 1, 2, 3, 0])
+    loss = get_method("label-smoothing").loss(logits, y)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y, label_smoothing=0.1))
+    log_p = F.log_softmax(logits, 1)
+    by_hand = 0.9 * F.nll_loss(log_p, y) + 0.1 * (-log_p.mean(1)).mean()  # (1-eps) CE + eps * uniform CE
+    torch.testing.assert_close(loss, by_hand)
+
+
+# ----------------------------------------------------------------------------- plain steps
+
+
+@pytest.mark.parametrize(
+    "name, params, loss_rule",
+    [
+        ("sgd", {}, lambda z, y: F.cross_entropy(z, y)),
+        ("label-smoothing", {"eps": 0.2}, lambda z, y: F.cross_entropy(z, y, label_smoothing=0.2)),
+        ("gce", {}, lambda z, y: ((1 - F.softmax(z, 1).gather(1, y[:, None]) ** 0.7) / 0.7).mean()),
+        (
+            "bootstrap",
+            {"mode": "soft"},
+            lambda z, y: -((0.95 * F.one_hot(y, K) + 0.05 * F.softmax(z, 1).detach()) * F.log_softmax(z, 1)).sum(1).mean(),
+        ),
+    ],
+)
+def test_sgd_based_step_matches_hand_step(name, params, loss_rule):
+    model = linear_model()
+    x, y, idx = batch()
+    method = get_method(name, **params)
+    optimizer = optimizer_for(method, model)
+    assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["momentum"] == MOMENTUM
+    expected_loss, expected = manual_sgd(model, lambda z: loss_rule(z, y), x)
+    loss = method.train_step(model, optimizer, x, y, idx, generator=torch.Generator().manual_seed(0))
+    assert isinstance(loss, torch.Tensor) and not loss.requires_grad
+    torch.testing.assert_close(loss, expected_loss)
+    assert_weights(model, expected)
+
+
+def redraw_mixup(seed, alpha, n):
+    """The documented draw order: an int64 seeds numpy's Beta sampler, then a torch permutation."""
+    g = torch.Generator().manual_seed(seed)
+    s = int(torch.randint(0, 2**63 - 1, (), generator=g))
+    lam = np.random.default_rng(s).beta(alpha, alpha)
+    return lam, torch.randperm(n, generator=g)
+
+
+def test_mixup_inputs_and_step():
+    model = linear_model()
+    x, y, idx = batch()
+    method = get_method("mixup", alpha=0.5)
+    optimizer = optimizer_for(method, model)
+    lam, perm = redraw_mixup(7, 0.5, len(x))
+    assert 0 < lam < 1 and not torch.equal(perm, torch.arange(len(x)))
+    mixed = lam * x + (1 - lam) * x[perm]
+    mixup_loss = lambda z: lam * F.cross_entropy(z, y) + (1 - lam) * F.cross_entropy(z, y[perm])  # noqa: E731
+    _, expected = manual_sgd(model, mixup_loss, mixed)
+    seen = count_forwards(model)
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    method.train_step(model, optimizer, x, y, idx, generator=torch.Generator().manual_seed(7))
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], mixed)
+    assert_weights(model, expected)
+    # Randomness came from the generator only.
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 8.0])
+def test_mixup_lambda_is_beta_distributed(alpha):
+    rule = get_method("mixup", alpha=alpha).inputs
+    g = torch.Generator().manual_seed(0)
+    lams = np.array([rule.draw(4, g)[0] for _ in range(3000)])
+    var = 1 / (4 * (2 * alpha + 1))  # variance of Beta(alpha, alpha)
+    assert abs(lams.mean() - 0.5) < 4 * math.sqrt(var / len(lams))
+    assert lams.var() == pytest.approx(var, rel=0.1)
+
+
+# ----------------------------------------------------------------------------- SAM steps
+
+
+def run_one_step(name, params, seed=0, x=None, y=None):
+    model = linear_model()
+    bx, by, idx = batch()
+    x = bx if x is None else x
+    y = by if y is None else y
+    method = get_method(name, **params)
+    optimizer = optimizer_for(method, model)
+    seen = count_forwards(model)
+    loss = method.train_step(model, optimizer, x, y, idx, generator=torch.Generator().manual_seed(seed))
+    return model, loss, seen
+
+
+@pytest.mark.parametrize("name, params, rho, adaptive", [("sam", {"rho": 0.3}, 0.3, False), ("asam", {}, 0.5, True)])
+def test_sam_step_matches_manual_sam(name, params, rho, adaptive):
+    x, y, _ = batch()
+    expected_loss, expected = manual_sam(linear_model(), ce(y), x, rho, adaptive)
+    model, loss, seen = run_one_step(name, params)
+    assert len(seen) == 2  # two forward passes: at w and at w + eps
+    torch.testing.assert_close(loss, expected_loss)
+    assert_weights(model, expected)
+
+
+def test_sam_step_differs_from_sgd_step():
+    x, y, _ = batch()
+    _, sgd_weights = manual_sgd(linear_model(), ce(y), x)
+    model, _, _ = run_one_step("sam", {"rho": 0.3})
+    assert not torch.allclose(model.weight, sgd_weights["weight"], atol=1e-4)
+
+
+def test_mixup_sam_uses_the_same_mixed_batch_in_both_passes():
+    x, y, _ = batch()
+    lam, perm = redraw_mixup(3, 1.0, len(x))
+    mixed = lam * x + (1 - lam) * x[perm]
+    mixup_loss = lambda z: lam * F.cross_entropy(z, y) + (1 - lam) * F.cross_entropy(z, y[perm])  # noqa: E731
+    _, expected = manual_sam(linear_model(), mixup_loss, mixed, rho=0.2)
+    model, _, seen = run_one_step("mixup-sam", {"rho": 0.2}, seed=3)
+    assert len(seen) == 2
+    torch.testing.assert_close(seen[0], mixed)
+    torch.testing.assert_close(seen[1], mixed)
+    assert_weights(model, expected)
+
+
+@pytest.mark.parametrize("mode, beta", [("soft", 0.95), ("hard", 0.8)])
+def test_bootstrap_sam_recomputes_the_target_at_each_pass(mode, beta):
+    x, y, _ = batch()
+
+    def loss(z):  # the target uses the prediction of this very pass (at w, then at w + eps)
+        q = F.softmax(z, 1).detach() if mode == "soft" else F.one_hot(z.argmax(1), K).float()
+        t = beta * F.one_hot(y, K) + (1 - beta) * q
+        return -(t * F.log_softmax(z, 1)).sum(1).mean()
+
+    _, expected = manual_sam(linear_model(), loss, x, rho=0.5)
+    model, _, seen = run_one_step("bootstrap-sam", {"mode": mode, "rho": 0.5})
+    assert len(seen) == 2
+    assert_weights(model, expected)
+
+
+def test_m_sharpness_chunks_get_their_own_perturbation():
+    x, y, _ = batch(n=8)
+    w = params_of(linear_model())
+    model = linear_model()
+    g_sam = {k: torch.zeros_like(v) for k, v in w.items()}
+    for chunk in (slice(0, 4), slice(4, 8)):
+        _, g = grad_at(model, w, ce(y[chunk]), x[chunk])
+        norm = torch.sqrt(sum((v**2).sum() for v in g.values()))
+        _, g2 = grad_at(model, {k: w[k] + 0.1 * g[k] / norm for k in w}, ce(y[chunk]), x[chunk])
+        g_sam = {k: g_sam[k] + g2[k] / 2 for k in w}
+    model, _, _ = run_one_step("sam", {"rho": 0.1, "m": 4})
+    assert_weights(model, sgd_update(w, g_sam))
+
+
+def test_sam_method_rejects_a_plain_optimizer():
+    model = linear_model()
+    x, y, idx = batch()
+    with pytest.raises(ValueError, match="make_optimizer"):
+        get_method("sam").train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, idx, generator=torch.Generator())
+
+
+# ----------------------------------------------------------------------------- relabel-and-retrain
+
+
+@pytest.mark.parametrize(
+    "name, params, base_name, base_params",
+    [
+        ("bootstrap", {}, "sgd", {}),
+        ("bootstrap-mixup", {"alpha": 8.0}, "mixup", {"alpha": 8.0}),
+        ("bootstrap-sam", {"rho": 0.1}, "sam", {"rho": 0.1, "p": 2.0, "adaptive": False, "m": None}),
+    ],
+)
+def test_relabel_methods_expose_their_base(name, params, base_name, base_params):
+    method = get_method(name, **params)
+    assert method.relabel is True and method.base.relabel is False
+    assert method.base.name == base_name and method.base.params == base_params
+    assert method.params == {"mode": "relabel", **base_params}
+    # A step of the relabel method is a step of its base.
+    x, y, idx = batch()
+    trained = []
+    for m in (method, method.base):
+        model = linear_model()
+        m.train_step(model, optimizer_for(m, model), x, y, idx, generator=torch.Generator().manual_seed(0))
+        trained.append(params_of(model))
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+# ----------------------------------------------------------------------------- every method, registry
+
+
+def tiny_convnet():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_a_tiny_convnet(name):
+    method = get_method(name)
+    json.dumps(method.params)  # recordable in the run's config
+    model = tiny_convnet().to(memory_format=torch.channels_last)
+    before = params_of(model)
+    optimizer = optimizer_for(method, model)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, K, (8,), generator=g)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = method.train_step(model, optimizer, x, y, torch.arange(8), generator=g)
+        assert loss.ndim == 0 and torch.isfinite(loss) and not loss.requires_grad
+    assert all(not torch.equal(before[k], v) for k, v in model.named_parameters())
+
+
+def test_default_params():
+    assert get_method("sam").params == {"rho": 0.05, "p": 2.0, "adaptive": False, "m": None}
+    assert get_method("asam").params == {"rho": 0.5, "p": 2.0, "adaptive": True, "m": None}
+    assert get_method("mixup").params == {"alpha": 1.0}
+    assert get_method("mixup-sam").params == {"alpha": 1.0, "rho": 0.05, "p": 2.0, "adaptive": False, "m": None}
+    assert get_method("bootstrap", mode="soft").params == {"mode": "soft", "beta": 0.95}
+    assert get_method("label-smoothing").params == {"eps": 0.1}
+    assert get_method("sgd").params == {} and get_method("sgd").relabel is False
+
+
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("sgdd", {}, "bootstrap-sam"),  # lists the choices
+        ("sgd", {"rho": 0.1}, "rho"),
+        ("mixup", {"alpha": 0.0}, "alpha"),
+        ("sam", {"rho": -0.1}, "rho"),
+        ("sam", {"m": 0}, "m must"),
+        ("sam", {"p": 0.5}, "p must"),
+        ("bootstrap", {"mode": "reed"}, "relabel"),
+        ("bootstrap", {"beta": 0.9}, "beta"),
+        ("bootstrap", {"mode": "soft", "beta": 1.5}, "beta"),
+        ("gce", {"q": 0.0}, "q must"),
+        ("label-smoothing", {"eps": 1.0}, "eps"),
+        ("asam", {"adaptive": False}, "adaptive"),
+    ],
+)
+def test_bad_names_and_params_raise(name, params, match):
+    with pytest.raises(ValueError, match=match):
+        get_method(name, **params)
+
+
+def test_register_method(monkeypatch):
+    monkeypatch.setattr(methods, "METHODS", dict(METHODS))
+
+    def focal_ish(gamma: float = 2.0):
+        def loss(logits, labels):
+            log_p_y = F.log_softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+            return (-((1 - log_p_y.exp()) ** gamma) * log_p_y).mean()
+
+        return methods.Method("focal", loss=loss, params={"gamma": gamma})
+
+    register_method("focal", focal_ish)
+    method = methods.get_method("focal", gamma=1.0)
+    assert method.params == {"gamma": 1.0}
+    model = linear_model()
+    x, y, idx = batch()
+    expected_loss, expected = manual_sgd(
+        model, lambda z: (-(1 - F.softmax(z, 1).gather(1, y[:, None])) * F.log_softmax(z, 1).gather(1, y[:, None])).mean(), x
+    )
+    method.train_step(model, optimizer_for(method, model), x, y, idx, generator=torch.Generator())
+    assert_weights(model, expected)
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("focal", focal_ish)
+    register_method("focal", methods._sgd, overwrite=True)
+    assert methods.get_method("focal").name == "sgd"
+    with pytest.raises(ValueError, match="callable"):
+        register_method("x", 3)

@@ -1,0 +1,99 @@
+"""Models: exact sizes from the papers, option A shortcuts, init, channels_last and bf16 autocast."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from noisysam.models import MODELS, get_model
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_resnet32_matches_he_et_al():
+    model = get_model("resnet32", 10)
+    # He et al. 2016 / the SAM paper: 464,154 parameters with option A (parameter-free) shortcuts.
+    assert n_params(model) == 464_154
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    # 6n + 2 = 32 weighted layers, all convolutions 3x3 (no 1x1 projection shortcuts).
+    assert len(convs) + len(linears) == 32
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert [c.out_channels for c in convs] == [16] * 11 + [32] * 10 + [64] * 10
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads():
+    model = get_model("resnet32")
+    block = model.layers[5]  # first block of stage 2: 16 -> 32 channels, stride 2
+    x = torch.randn(2, 16, 8, 8)
+    s = block.shortcut(x)
+    assert s.shape == (2, 32, 4, 4)
+    torch.testing.assert_close(s[:, 8:24], x[:, :, ::2, ::2])
+    assert s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0
+
+
+def test_other_model_sizes():
+    # Pre-activation ResNet-18 at CIFAR size (11.17M; includes the final BN of He et al. 2016b).
+    assert n_params(get_model("preact_resnet18")) == 11_172_170
+    # Simple CNN of width w: 3x3 convs 3->w->2w->4w->8w with BN (2 params per channel), linear 8w->K.
+    w, k = 8, 7
+    convs = 9 * (3 * w + w * 2 * w + 2 * w * 4 * w + 4 * w * 8 * w)
+    bns = 2 * (w + 2 * w + 4 * w + 8 * w)
+    assert n_params(get_model("cnn", k, width=w)) == convs + bns + 8 * w * k + k
+
+
+def test_wrn28_10_builds_and_runs():
+    model = get_model("wrn28_10", num_classes=100)
+    assert n_params(model) == 36_536_884  # WRN-28-10, 100 classes (36.5M, Zagoruyko & Komodakis Table 5)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+@pytest.mark.parametrize("name", ["resnet32", "preact_resnet18", "cnn"])
+def test_forward_channels_last_and_bf16_autocast(name):
+    torch.manual_seed(0)
+    model = get_model(name, num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert ref.shape == (3, 5)
+        model_cl = model.to(memory_format=torch.channels_last)
+        out_cl = model_cl(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(out_cl, ref, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf16 = model_cl(x.contiguous(memory_format=torch.channels_last))
+    assert out_bf16.dtype == torch.bfloat16
+    # bf16 has 8 mantissa bits: agreement to a few percent of the logit scale.
+    assert (out_bf16.float() - ref).abs().max() <= 0.05 * ref.abs().max() + 0.05
+
+
+def test_training_step_under_autocast_gives_finite_grads():
+    model = get_model("resnet32").train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(model(x).float(), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_kaiming_init_scale():
+    torch.manual_seed(1)
+    model = get_model("resnet32")
+    conv = model.layers[14].conv2  # 64 -> 64, 3x3
+    expected = math.sqrt(2.0 / (64 * 9))  # He et al. 2015, fan_out mode
+    assert abs(conv.weight.std().item() / expected - 1) < 0.05
+
+
+def test_registry_errors():
+    assert set(MODELS) >= {"resnet32", "preact_resnet18", "wrn28_10", "cnn"}
+    with pytest.raises(ValueError, match="resnet32"):
+        get_model("resnet33")
+    with pytest.raises(ValueError, match="width"):
+        get_model("resnet32", width=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        get_model("cnn", num_classes=1)
+    with pytest.raises(ValueError, match="width"):
+        get_model("cnn", width=0)
