@@ -1,0 +1,524 @@
+"""One training run under label noise: dataset -> noise -> loader -> method -> metrics -> run directory.
+
+:func:`train` is the engine behind the paper's table (Foret et al., arXiv 2010.01412, Table 4) and
+behind the CLI. It reports clean-test accuracy three ways: ``last`` (final epoch), ``best`` (max over
+epochs: it peeks at the test set) and ``selected`` (the epoch with the best accuracy on a validation
+split carved out of the *noisy* training set: honest model selection).
+
+Reproducibility: every random draw comes from generators seeded from ``(seed, stage, epoch, purpose)``
+(:func:`derive_seed`); the caller's global RNG state is left untouched. A checkpoint is written
+atomically after every epoch, so ``resume=True`` continues a killed run to the same final weights
+as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisysam import __version__
+from noisysam.data import ImageDataset, Loader, load_dataset
+from noisysam.files import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
+from noisysam.methods import METHODS, get_method
+from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
+from noisysam.models import MODELS, get_model
+from noisysam.noise import KINDS, NoisyLabels, make as make_noise
+
+# Profiles fill the fields left as None. "cpu": the embedded data on 2 cores in a few minutes, tuned so
+# that SGD memorises the wrong labels and SAM's advantage shows (README, "CPU profile"). "paper": the
+# paper's ResNet-32 protocol; what it leaves unstated follows ASAM's public CIFAR code (PAPER.md).
+PROFILES: dict[str, dict[str, Any]] = {
+    "cpu": dict(model="cnn", epochs=40, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine",
+                augment=False, rho=0.1),
+    "paper": dict(model="resnet32", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine",
+                  augment=True, rho=None),  # rho None: the paper's 0.1 (0.05 at 80% noise)
+}
+SCHEDULES = ("cosine", "step", "constant")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
+VAL_LABELS = ("noisy", "clean")
+
+RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.jsonl", "result.json", "checkpoint.pt")
+
+
+def paper_rho(rate: float) -> float:
+    """The paper's radius for the noise table: 0.1 at 20/40/60%, 0.05 at 80% (its Section 3.3)."""
+    return 0.05 if rate >= 0.8 else 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json``. ``None`` fields come from the profile.
+
+    ``noise``: a kind of :data:`noisysam.noise.KINDS` or the path of a saved labels file (.npz).
+    ``method_params``: extra parameters of the method (e.g. ``{"p": 3}``, ``{"mode": "soft"}``, ``{"q": 0.7}``);
+    ``rho`` and ``mixup_alpha`` go to the methods that take them.
+    ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
+    (noisy: honest; clean: the paper's rho search on a clean split).
+    """
+
+    dataset: str = "cifar10-mini"
+    data_root: Optional[str] = None
+    download: bool = False
+    noise: str = "symmetric"
+    noise_rate: float = 0.4
+    noise_mode: str = "replace"
+    noise_exact: bool = False
+    method: str = "sam"
+    method_params: dict = field(default_factory=dict)
+    rho: Optional[float] = None
+    mixup_alpha: float = 1.0
+    model: Optional[str] = None
+    model_params: dict = field(default_factory=dict)
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: Optional[float] = None
+    schedule: Optional[str] = None
+    warmup_epochs: int = 0
+    augment: Optional[bool] = None
+    cutout: int = 0
+    val_fraction: float = 0.1
+    val_labels: str = "noisy"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    eval_batch_size: int = 1000
+    profile: str = "cpu"
+    out: Optional[str] = None
+    resume: bool = False
+
+    def resolved(self) -> "TrainConfig":
+        """Validate and fill the ``None`` fields from the profile (rho from the noise rate for "paper")."""
+        _validate(self)
+        fill = {k: v for k, v in PROFILES[self.profile].items() if getattr(self, k) is None}
+        if self.rho is None and fill.get("rho", None) is None:
+            fill["rho"] = paper_rho(self.noise_rate)
+        return dataclasses.replace(self, **fill)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _validate(c: TrainConfig) -> None:
+    """Boundary checks: each message names the field, what is allowed and what was given."""
+    _check(c.profile in PROFILES, f"profile must be one of {list(PROFILES)}, got {c.profile!r}")
+    _check(c.method in METHODS, f"method must be one of {sorted(METHODS)}, got {c.method!r}")
+    _check(c.model is None or c.model in MODELS, f"model must be one of {sorted(MODELS)}, got {c.model!r}")
+    _check(c.noise in KINDS or str(c.noise).endswith(".npz"),
+           f"noise must be one of {list(KINDS)} or a saved labels file (.npz), got {c.noise!r}")
+    _check(isinstance(c.noise_rate, (int, float)) and 0.0 <= c.noise_rate <= 1.0,
+           f"noise_rate must be in [0, 1], got {c.noise_rate!r}")
+    _check(c.noise_mode in ("replace", "flip"), f"noise_mode must be 'replace' or 'flip', got {c.noise_mode!r}")
+    for name in ("epochs", "batch_size"):
+        v = getattr(c, name)
+        _check(v is None or (isinstance(v, int) and v >= 1), f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("lr", "weight_decay", "rho"):
+        v = getattr(c, name)
+        _check(v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0),
+               f"{name} must be a finite number >= 0, got {v!r}")
+    _check(0.0 <= c.momentum < 1.0, f"momentum must be in [0, 1), got {c.momentum!r}")
+    _check(c.schedule is None or c.schedule in SCHEDULES, f"schedule must be one of {list(SCHEDULES)}, got {c.schedule!r}")
+    _check(isinstance(c.warmup_epochs, int) and c.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {c.warmup_epochs!r}")
+    _check(0.0 <= c.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {c.val_fraction!r}")
+    _check(c.val_labels in VAL_LABELS, f"val_labels must be one of {list(VAL_LABELS)}, got {c.val_labels!r}")
+    _check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer >= 0, got {c.seed!r}")
+    _check(c.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {c.amp!r}")
+    _check(isinstance(c.cutout, int) and c.cutout >= 0, f"cutout must be an integer >= 0, got {c.cutout!r}")
+    _check(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
+           f"device must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}")
+    if c.device.startswith("cuda"):
+        _check(torch.cuda.is_available(), f"device {c.device!r} asked for, but CUDA is not available here")
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for one purpose, mixed from the run's seed and integer keys (stage, epoch, ...)."""
+    state = np.random.SeedSequence((seed, *keys)).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+# Purposes for derive_seed: one stream per use, so adding a use never shifts another.
+_SPLIT, _INIT, _LOADER, _STEP, _TORCH = range(5)
+
+
+def lr_at(step: int, total: int, base: float, schedule: str, warmup: int = 0) -> float:
+    """Learning rate at optimizer step ``step`` of ``total``: linear warm-up over ``warmup`` steps, then
+    cosine to 0, step decay (x0.1 at 50% and 75%, as in He et al.) or constant."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "step":
+        return base * (0.1 ** ((t >= 0.5) + (t >= 0.75)))
+    return base
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype (None: fp32). "auto": bf16 on CUDA where supported (else fp16) and on CPUs
+    with native bf16 (AVX-512 BF16 / AMX), fp32 elsewhere."""
+    if amp == "none":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    return None
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: ``summary`` (the content of result.json), ``history`` (one record per epoch,
+    as in metrics.jsonl), the trained ``model``, the ``noisy_labels`` it trained on, its ``run_dir``."""
+
+    summary: dict
+    history: list
+    model: nn.Module
+    noisy_labels: NoisyLabels
+    run_dir: Optional[Path] = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    @property
+    def test_accuracy(self) -> dict:
+        return self.summary["test_accuracy"]
+
+
+Callback = Callable[[str, dict], None]
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted (train, val) row indices; ``round(fraction * n)`` rows go to validation."""
+    order = np.random.default_rng(derive_seed(seed, _SPLIT)).permutation(n)
+    n_val = int(round(fraction * n))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Loader, dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class and per-sample cross-entropy against the loader's labels, in loader order (CPU)."""
+    model.eval()
+    preds, losses = [], []
+    for x, y, _ in loader:
+        with _autocast(x.device, dtype):
+            logits = model(x).float()
+        preds.append(logits.argmax(1))
+        losses.append(nn.functional.cross_entropy(logits, y, reduction="none"))
+    return torch.cat(preds).cpu(), torch.cat(losses).cpu()
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+class _Run:
+    """The state of one run between epochs; :func:`train` builds it and drives the loop."""
+
+    def __init__(self, cfg: TrainConfig, dataset: ImageDataset, labels: NoisyLabels, model_template: Optional[nn.Module],
+                 method: Any, callback: Optional[Callback]):
+        self.cfg, self.dataset, self.labels, self.method, self.callback = cfg, dataset, labels, method, callback
+        self.model_template = model_template
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_amp(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.train_idx, self.val_idx = _split(len(labels), cfg.val_fraction, cfg.seed)
+        x = dataset.x_train
+        self.train_x = x[self.train_idx]
+        common = dict(device=self.device, channels_last=cfg.channels_last)
+        # Normalisation statistics come from the training split and are shared by every loader.
+        probe = Loader(self.train_x, labels.noisy[self.train_idx], batch_size=cfg.batch_size, augment=False, **common)
+        self.norm = dict(mean=probe.mean, std=probe.std)
+        evaluation = dict(batch_size=cfg.eval_batch_size, shuffle=False, augment=False, **self.norm, **common)
+        self.eval_train = Loader(self.train_x, labels.noisy[self.train_idx], **evaluation)
+        self.eval_test = Loader(dataset.x_test, dataset.y_test, **evaluation)
+        val_targets = (labels.noisy if cfg.val_labels == "noisy" else labels.clean)[self.val_idx]
+        self.eval_val = Loader(x[self.val_idx], val_targets, **evaluation) if len(self.val_idx) else None
+        self.history: list[dict] = []
+        self.relabels: Optional[np.ndarray] = None
+        self.stage1: Optional[dict] = None
+
+    @property
+    def stages(self) -> int:
+        return 2 if getattr(self.method, "relabel", False) else 1
+
+    def build(self, stage: int, train_labels: np.ndarray) -> None:
+        """A fresh model, optimizer and training loader for ``stage`` (1, or 2 for relabel-and-retrain)."""
+        cfg = self.cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, _INIT, stage))
+            if self.model_template is not None:
+                model = copy.deepcopy(self.model_template)
+            else:
+                model = get_model(cfg.model, self.dataset.num_classes, **cfg.model_params)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = self.method.make_optimizer(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
+                             augment=cfg.augment, cutout=cfg.cutout, seed=derive_seed(cfg.seed, _LOADER, stage),
+                             device=self.device, channels_last=cfg.channels_last, **self.norm)
+        self.stage = stage
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the training split; returns the mean training loss (one host sync per epoch)."""
+        cfg, model = self.cfg, self.model
+        steps = len(self.loader)
+        total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, _STEP, self.stage, epoch))
+        torch.manual_seed(derive_seed(cfg.seed, _TORCH, self.stage, epoch))  # dropout etc.; global state is forked
+        self.loader.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        for b, (x, y, idx) in enumerate(self.loader):
+            lr = lr_at(epoch * steps + b, total_steps, cfg.lr, cfg.schedule, warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(self.device, self.dtype):
+                loss = self.method.train_step(model, self.optimizer, x, y, idx, generator=generator,
+                                              scaler=self.scaler)
+            loss_sum += loss.float()
+            if self.callback:
+                self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
+        return float(loss_sum) / steps
+
+    def evaluate(self) -> dict:
+        """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy."""
+        labels = self.labels
+        pred, loss = predict(self.model, self.eval_train, self.dtype)
+        noisy, clean = labels.noisy[self.train_idx], labels.clean[self.train_idx]
+        mem, rec = memorisation_recovery(pred, noisy, clean)
+        test_pred, _ = predict(self.model, self.eval_test, self.dtype)
+        record = dict(
+            test_accuracy=accuracy(test_pred, self.dataset.y_test),
+            train_noisy_accuracy=accuracy(pred, noisy),
+            train_clean_accuracy=accuracy(pred, clean),
+            memorisation=mem,
+            recovery=rec,
+            noise_auroc=noise_auroc(loss, labels.is_noisy[self.train_idx]),
+            val_accuracy=None,
+        )
+        if self.eval_val is not None:
+            val_pred, _ = predict(self.model, self.eval_val, self.dtype)
+            record["val_accuracy"] = accuracy(val_pred, self.eval_val.labels.cpu())
+        self._train_pred = pred.numpy()
+        return record
+
+    def checkpoint(self, epoch: int, wall: float) -> dict:
+        return dict(format=1, stage=self.stage, epoch=epoch, model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(), history=self.history, wall_seconds=wall,
+                    relabels=None if self.relabels is None else torch.from_numpy(self.relabels), stage1=self.stage1,
+                    scaler=self.scaler.state_dict() if self.scaler else None)
+
+
+def _summary(run: _Run, wall: float) -> dict:
+    cfg, labels = run.cfg, run.labels
+    final = [r for r in run.history if r["stage"] == run.stages]
+    acc = [r["test_accuracy"] for r in final]
+    best = int(np.argmax(acc))
+    vals = [r["val_accuracy"] for r in final]
+    selected = None if vals[0] is None else int(np.argmax(vals))
+    last = final[-1]
+    return dict(
+        method=cfg.method, method_params=run.method.params, model=cfg.model, dataset=cfg.dataset, seed=cfg.seed,
+        epochs=cfg.epochs, profile=cfg.profile,
+        noise=dict(type=labels.provenance.get("kind", cfg.noise), mode=labels.provenance.get("mode"),
+                   rate=labels.provenance.get("nominal_rate"), realised_rate=labels.rate),
+        test_accuracy=dict(last=last["test_accuracy"], best=acc[best], best_epoch=final[best]["epoch"],
+                           selected=None if selected is None else acc[selected],
+                           selected_epoch=None if selected is None else final[selected]["epoch"],
+                           selected_by=f"{cfg.val_labels}-validation accuracy" if selected is not None else None),
+        memorisation_last=last["memorisation"], recovery_last=last["recovery"],
+        noise_auroc_last=last["noise_auroc"], val_accuracy_last=last["val_accuracy"],
+        stage1=run.stage1, wall_seconds=wall, device=str(run.device),
+        amp=str(run.dtype).replace("torch.", "") if run.dtype else "fp32",
+    )
+
+
+def _prepare_out(cfg: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
+    """Check the run directory before anything is written; return it and a checkpoint to resume from."""
+    if cfg.out is None:
+        return None, None
+    out = Path(cfg.out)
+    _check(not out.exists() or out.is_dir(), f"out {str(out)!r} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        _check(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
+                           "or choose another out")
+        ckpt = out / "checkpoint.pt"
+        if (out / "config.json").exists():
+            saved = read_json(out / "config.json")["config"]
+            mine = _comparable(cfg.to_dict())
+            diff = sorted(k for k, v in _comparable(saved).items() if mine.get(k) != v)
+            _check(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
+        return out, (load_checkpoint(ckpt) if ckpt.exists() else None)
+    return out, None
+
+
+def _comparable(d: dict) -> dict:
+    """Config fields that must match to resume a run (not where it lives or how it was started)."""
+    return {k: v for k, v in d.items() if k not in ("out", "resume", "device")}
+
+
+def saved_config(out: Union[str, Path]) -> dict:
+    """The config dict saved in a run directory (to resume it with the same settings)."""
+    return read_json(Path(out) / "config.json")["config"]
+
+
+def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageDataset, None] = None,
+          noise: Union[str, NoisyLabels, None] = None, model: Union[str, nn.Module, None] = None,
+          callback: Optional[Callback] = None, **overrides: Any) -> TrainResult:
+    """Train ``config.method`` on noisy labels and report clean-test accuracy (see the module docstring).
+
+    ``config`` (or keyword ``overrides`` of its fields) says what to run; ``dataset``, ``noise`` and
+    ``model`` given as strings are those config fields. For your own data pass
+    ``dataset`` (an :class:`~noisysam.data.ImageDataset`), ``noise`` (a :class:`~noisysam.noise.NoisyLabels`
+    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits;
+    relabel-and-retrain restarts from a copy of it as given). ``callback(event, info)`` receives
+    ``"start"``, ``"batch"`` (the loss as an unsynchronised tensor), ``"epoch"`` and ``"end"`` events.
+    Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.
+    """
+    for name, value in (("dataset", dataset), ("noise", noise), ("model", model)):
+        if isinstance(value, str):
+            overrides[name] = value
+    dataset, noise, model = (None if isinstance(v, str) else v for v in (dataset, noise, model))
+    cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
+    custom: dict[str, Any] = {}
+    if dataset is not None:
+        custom["dataset"] = f"custom:{dataset.name}"
+    if noise is not None:
+        custom["noise"] = f"custom:{noise.provenance.get('kind', 'labels')}"
+    if model is not None:
+        custom.update(model=f"custom:{type(model).__name__}", model_params={})
+    cfg = dataclasses.replace(cfg, **custom)
+    method = get_method(cfg.method, **_method_params(cfg))
+    out, ckpt = _prepare_out(cfg)
+
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+    if noise is not None:
+        labels = noise
+    elif cfg.noise.endswith(".npz"):
+        labels = NoisyLabels.load(cfg.noise)
+    else:
+        labels = make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
+                            num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data)
+    _check(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
+           f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
+           f"({len(labels)} vs {len(data.y_train)} samples)")
+
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+        return _train(cfg, data, labels, model, method, callback, out, ckpt)
+
+
+def _method_params(cfg: TrainConfig) -> dict:
+    """The method's parameters: the config's ``rho``/``mixup_alpha`` where the method takes them, plus
+    ``method_params``."""
+    import inspect
+
+    accepted = inspect.signature(METHODS[cfg.method]).parameters
+    common = {"rho": cfg.rho, "alpha": cfg.mixup_alpha}
+    return {**{k: v for k, v in common.items() if k in accepted and v is not None}, **cfg.method_params}
+
+
+def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
+           callback: Optional[Callback], out: Optional[Path], ckpt: Optional[dict]) -> TrainResult:
+    run = _Run(cfg, data, labels, model, method, callback)
+    wall0 = 0.0
+    start_stage, start_epoch = 1, 0
+    if ckpt is not None:
+        run.history, run.stage1, wall0 = ckpt["history"], ckpt["stage1"], ckpt["wall_seconds"]
+        run.relabels = None if ckpt["relabels"] is None else ckpt["relabels"].numpy()
+        start_stage, start_epoch = ckpt["stage"], ckpt["epoch"]
+    if out is not None and (out / "result.json").exists() and ckpt is not None and \
+            start_stage == run.stages and start_epoch == cfg.epochs:
+        run.build(start_stage, _stage_labels(run, start_stage))
+        run.model.load_state_dict(ckpt["model"])
+        return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
+    if out is not None and ckpt is None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
+                                             noise=labels.summary(), noisysam_version=__version__,
+                                             torch_version=torch.__version__, device=str(run.device),
+                                             train_rows=len(run.train_idx), val_rows=len(run.val_idx)))
+        labels.save(out / "noisy_labels.npz")
+    run.build(start_stage, _stage_labels(run, start_stage))
+    if ckpt is not None:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        if run.scaler and ckpt.get("scaler"):
+            run.scaler.load_state_dict(ckpt["scaler"])
+    if callback:
+        callback("start", dict(stages=run.stages, epochs=cfg.epochs, batches=len(run.loader), config=cfg,
+                               stage=start_stage, epoch=start_epoch, history=list(run.history)))
+    t0 = time.perf_counter() - wall0
+    for stage in range(start_stage, run.stages + 1):
+        if stage != run.stage:
+            run.build(stage, _stage_labels(run, stage))
+        for epoch in range(start_epoch if stage == start_stage else 0, cfg.epochs):
+            train_loss = run.train_epoch(epoch)
+            if not math.isfinite(train_loss):
+                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if out else "none (no out)"
+                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} of stage {stage}; "
+                                       f"stopped. Last good checkpoint: {where}. Try a lower lr.")
+            record = dict(stage=stage, epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"],
+                          train_loss=train_loss, **run.evaluate(), seconds=time.perf_counter() - t0)
+            run.history.append(record)
+            if stage == 1 and run.stages == 2 and epoch + 1 == cfg.epochs:
+                # Relabel-and-retrain: the first model's predictions become the training labels of stage 2.
+                run.relabels = run._train_pred.copy()
+                last = run.history[-1]
+                run.stage1 = dict(test_accuracy=last["test_accuracy"], memorisation=last["memorisation"],
+                                  relabel_accuracy=accuracy(run.relabels, labels.clean[run.train_idx]))
+            if callback:
+                callback("epoch", record)
+            if out is not None:
+                write_jsonl(out / "metrics.jsonl", run.history)
+                if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
+                    run.build(2, run.relabels)
+                    save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
+                else:
+                    save_checkpoint(out / "checkpoint.pt", run.checkpoint(epoch + 1, time.perf_counter() - t0))
+    wall = time.perf_counter() - t0
+    summary = _summary(run, wall)
+    if out is not None:
+        write_json(out / "result.json", summary)
+    if callback:
+        callback("end", summary)
+    return TrainResult(summary, run.history, run.model, labels, out)
+
+
+def _stage_labels(run: _Run, stage: int) -> np.ndarray:
+    """Training labels of a stage: the noisy labels, or in stage 2 the first model's predictions."""
+    return run.labels.noisy[run.train_idx] if stage == 1 else run.relabels

@@ -1,0 +1,526 @@
+"""The trainer: run directory, resume, determinism, atomic writes, NaN handling, validation split,
+metrics and relabel-and-retrain, each checked against values recomputed here from the run's own
+outputs (its model's predictions, metrics.jsonl, the split) rather than read back from the trainer.
+
+Every run uses a tiny slice of the embedded data (256 train / 128 test images) and a width-4 CNN, so
+the whole file takes seconds; ``amp="none"`` wherever bitwise equality is asserted.
+"""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+import noisysam
+from noisysam.data import ImageDataset, Loader
+from noisysam.files import atomic_write, read_json, write_json
+from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
+from noisysam.noise import NoisyLabels, symmetric
+from noisysam.train import RUN_FILES, TrainConfig, TrainingDiverged, _split, predict, train
+
+N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
+# 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
+RUN = dict(model="cnn", model_params={"width": 4}, epochs=3, batch_size=64, amp="none", noise_rate=0.4,
+           augment=True, val_fraction=VAL_FRACTION, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    d = noisysam.load_dataset("cifar10-mini")
+    return ImageDataset("tiny", d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_test[:N_TEST], d.y_test[:N_TEST],
+                        d.classes)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    """Uninterrupted 3-epoch runs with a run directory, one per method, built once and shared."""
+    runs = {}
+
+    def get(method):
+        if method not in runs:
+            out = tmp_path_factory.mktemp(method) / "run"
+            runs[method] = train(dataset=tiny, method=method, out=str(out), **RUN)
+        return runs[method]
+
+    return get
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def canonical(obj, drop=("seconds", "wall_seconds")):
+    """JSON text of obj without timing fields (NaN-safe equality)."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in drop}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return json.dumps(strip(obj), sort_keys=True)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def train_rows(n=N_TRAIN, fraction=VAL_FRACTION, seed=0):
+    return _split(n, fraction, seed)[0]
+
+
+def train_split_predictions(result, dataset, seed=0):
+    """(pred, per-sample loss) of the run's model on its training split, through a loader built here
+    (normalisation from the training-split images, as the trainer's)."""
+    rows = train_rows(seed=seed)
+    loader = Loader(dataset.x_train[rows], result.noisy_labels.noisy[rows], batch_size=100, shuffle=False,
+                    augment=False, channels_last=True)
+    return predict(result.model, loader, None)
+
+
+# ------------------------------------------------------------------------------------- run directory
+
+@pytest.mark.parametrize("method, stages", [("sam", 1), ("bootstrap-sam", 2)])
+def test_run_directory_is_complete_and_result_agrees_with_metrics(reference, tiny, method, stages):
+    result = reference(method)
+    out = result.run_dir
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES)  # and no temp files left behind
+
+    config = read_json(out / "config.json")["config"]
+    assert config["method"] == method and config["epochs"] == 3 and config["seed"] == 0
+    labels = NoisyLabels.load(out / "noisy_labels.npz")
+    assert np.array_equal(labels.noisy, result.noisy_labels.noisy)
+    assert np.array_equal(labels.clean, tiny.y_train)
+
+    lines = read_jsonl(out / "metrics.jsonl")
+    assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in range(1, stages + 1) for e in (1, 2, 3)]
+    final = [r for r in lines if r["stage"] == stages]
+
+    summary = read_json(out / "result.json")
+    assert summary == json.loads(json.dumps(result.summary))
+    for key in ("method", "model", "dataset", "seed", "epochs", "noise", "test_accuracy", "memorisation_last",
+                "noise_auroc_last", "wall_seconds"):
+        assert key in summary, key
+    assert (summary["method"], summary["model"], summary["dataset"], summary["seed"], summary["epochs"]) == \
+        (method, "cnn", "custom:tiny", 0, 3)
+    realised = float(np.mean(labels.noisy != tiny.y_train))
+    noise = summary["noise"]
+    assert (noise["type"], noise["mode"], noise["rate"], noise["realised_rate"]) == ("symmetric", "replace", 0.4, realised)
+    acc = summary["test_accuracy"]
+    assert all(0.0 <= acc[k] <= 1.0 for k in ("last", "best", "selected"))
+    assert acc["last"] == lines[-1]["test_accuracy"]
+    assert acc["best"] == max(r["test_accuracy"] for r in final)
+    by_val = max(final, key=lambda r: r["val_accuracy"])  # first of equal maxima: the earliest epoch
+    assert acc["selected"] == by_val["test_accuracy"]
+    assert summary["memorisation_last"] == lines[-1]["memorisation"]
+    assert summary["noise_auroc_last"] == lines[-1]["noise_auroc"]
+    assert summary["wall_seconds"] > 0
+    # Test accuracy is a share of the 128 test images.
+    assert all((r["test_accuracy"] * N_TEST).is_integer() for r in lines)
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_the_final_model(reference):
+    result = reference("sgd")
+    ckpt = torch.load(result.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert (ckpt["stage"], ckpt["epoch"]) == (1, 3)
+    assert same_weights(ckpt["model"], weights(result.model))
+    assert canonical(ckpt["history"]) == canonical(result.history)
+
+
+# ------------------------------------------------------------------------------------------- resume
+
+# (stage, epoch) at whose first batch the run is killed: the checkpoint then holds the epoch before.
+# For relabel-and-retrain: mid stage 1, right at the stage boundary, and mid stage 2, in one chain.
+INTERRUPTS = {"sgd": [(1, 2)], "sam": [(1, 3)], "bootstrap-sam": [(1, 2), (2, 1), (2, 2)]}
+
+
+@pytest.mark.parametrize("method", list(INTERRUPTS))
+def test_resume_after_interruption_gives_the_same_weights_and_history(reference, tiny, tmp_path, method):
+    expected = reference(method)
+    points = list(INTERRUPTS[method])
+
+    def kill(event, info):
+        if event == "batch" and points and info["batch"] == 1 and (info["stage"], info["epoch"]) == points[0]:
+            points.pop(0)
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    for i, (stage, epoch) in enumerate(INTERRUPTS[method]):
+        with pytest.raises(KeyboardInterrupt):
+            train(dataset=tiny, method=method, out=str(out), callback=kill, resume=i > 0, **RUN)
+        ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert (ckpt["stage"], ckpt["epoch"]) == (stage, epoch - 1)
+        assert not (out / "result.json").exists()
+        if stage == 2:  # the boundary checkpoint carries stage 2's labels: the stage-1 (= sam) model's predictions
+            first = train_split_predictions(reference("sam"), tiny)[0].numpy()
+            assert np.array_equal(ckpt["relabels"].numpy(), first)
+    result = train(dataset=tiny, method=method, out=str(out), callback=kill, resume=True, **RUN)
+
+    assert same_weights(weights(result.model), weights(expected.model))
+    assert canonical(result.history) == canonical(expected.history)
+    assert canonical(read_jsonl(out / "metrics.jsonl")) == canonical(read_jsonl(expected.run_dir / "metrics.jsonl"))
+    assert canonical(result.summary) == canonical(expected.summary)
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+
+    # A finished run resumed again trains nothing and returns the same model.
+    batches = []
+    again = train(dataset=tiny, method=method, out=str(out), resume=True,
+                  callback=lambda event, info: batches.append(event) if event == "batch" else None, **RUN)
+    assert batches == [] and same_weights(weights(again.model), weights(expected.model))
+
+
+# ------------------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_weights_other_seed_different_and_global_rng_untouched(reference, tiny):
+    expected = reference("sam")
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)  # the caller's global state must not matter either
+        again = train(dataset=tiny, method="sam", **RUN)  # and no run directory this time
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    again_state = torch.get_rng_state()
+    other = train(dataset=tiny, method="sam", **{**RUN, "seed": 1})
+    assert torch.equal(torch.get_rng_state(), again_state)
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()
+
+    assert same_weights(weights(again.model), weights(expected.model))
+    assert canonical(again.history) == canonical(expected.history)
+    w0, w1 = weights(expected.model), weights(other.model)
+    assert not torch.equal(w0["fc.weight"], w1["fc.weight"])
+    assert not np.array_equal(other.noisy_labels.noisy, expected.noisy_labels.noisy)
+
+
+# ------------------------------------------------------------------------------------ atomic writes
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_atomic_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
+    target = tmp_path / "result.json"
+    write_json(target, {"a": 1})
+    before = target.read_bytes()
+
+    def half_then_fail(f):
+        f.write(b'{"a": 2, "trunc')
+        raise error("disk full")
+
+    with pytest.raises(error):
+        atomic_write(target, half_then_fail)
+    assert target.read_bytes() == before and read_json(target) == {"a": 1}
+    assert os.listdir(tmp_path) == ["result.json"]
+
+    fresh = tmp_path / "new.bin"
+    with pytest.raises(error):
+        atomic_write(fresh, half_then_fail)
+    assert os.listdir(tmp_path) == ["result.json"]
+
+
+def test_atomic_write_replaces_the_whole_file(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write(target, lambda f: f.write("a long first version\n"), mode="w")
+    atomic_write(target, lambda f: f.write("short\n"), mode="w")
+    assert target.read_text() == "short\n" and os.listdir(tmp_path) == ["f.txt"]
+
+
+# ------------------------------------------------------------------------------------ NaN handling
+
+class SmallNet(nn.Module):
+    """conv-BN-ReLU-pool-linear; with ``nan_after`` set, its training forward passes after that many
+    return NaN logits (a model that breaks down mid-run)."""
+
+    def __init__(self, nan_after=None):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4, 10)
+        self.nan_after, self.calls = nan_after, 0
+
+    def forward(self, x):
+        logits = self.fc(self.body(x))
+        if self.training:
+            self.calls += 1
+            if self.nan_after is not None and self.calls > self.nan_after:
+                return logits * float("nan")
+        return logits
+
+
+def _diverge(tiny, out, **overrides):
+    with pytest.raises(TrainingDiverged) as info:
+        train(dataset=tiny, method="sgd", out=str(out), **{**RUN, **overrides})
+    return str(info.value)
+
+
+def _assert_last_good_kept(out, good_epochs):
+    lines = read_jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == list(range(1, good_epochs + 1))
+    assert all(math.isfinite(r["train_loss"]) and r["noise_auroc"] is not None for r in lines)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (ckpt["stage"], ckpt["epoch"]) == (1, good_epochs)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (out / "result.json").exists()
+
+
+def test_nan_loss_after_epoch_1_stops_with_a_clear_message_and_keeps_epoch_1(tiny, tmp_path):
+    out = tmp_path / "run"
+    message = _diverge(tiny, out, model=SmallNet(nan_after=4))  # sgd: 4 training passes = epoch 1
+    assert "nan" in message and "epoch 2" in message and "checkpoint.pt" in message and "lr" in message
+    _assert_last_good_kept(out, good_epochs=1)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: weights that blow up while the epoch's training loss is still finite "
+                                       "make evaluate() raise ValueError from noise_auroc instead of TrainingDiverged")
+def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path):
+    # One batch per epoch: epoch 1's loss is measured before its (huge) step, so it is finite; the
+    # next evaluation sees overflowing weights.
+    out = tmp_path / "run"
+    message = _diverge(tiny, out, lr=1e3, batch_size=N_TRAIN)
+    assert "lr" in message
+    good = len(read_jsonl(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
+    if good:
+        _assert_last_good_kept(out, good_epochs=good)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the divergence message names checkpoint.pt even when no epoch "
+                                       "finished and no checkpoint was written")
+def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    message = _diverge(tiny, out, model=SmallNet(nan_after=0))
+    assert not (out / "checkpoint.pt").exists()
+    assert "checkpoint.pt" not in message
+
+
+# ------------------------------------------------------------------------------- validation split
+
+@pytest.mark.parametrize("n, fraction", [(256, 0.1), (1000, 0.25), (7, 0.5), (50, 0.0)])
+def test_split_is_disjoint_covers_everything_and_has_the_asked_size(n, fraction):
+    train_idx, val_idx = _split(n, fraction, seed=3)
+    assert len(val_idx) == round(fraction * n)
+    assert np.intersect1d(train_idx, val_idx).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train_idx, val_idx])), np.arange(n))
+    assert np.array_equal(_split(n, fraction, seed=3)[1], val_idx)
+    if 0 < len(val_idx) < n - 1:
+        assert not np.array_equal(_split(n, fraction, seed=4)[1], val_idx)
+
+
+class Recorder:
+    """sgd that records each batch the trainer feeds it: (inputs, labels, rows)."""
+
+    name, relabel, params = "recorder", False, {}
+
+    def __init__(self):
+        self.base, self.batches = get_method("sgd"), []
+
+    def make_optimizer(self, params, **kwargs):
+        return self.base.make_optimizer(params, **kwargs)
+
+    def train_step(self, model, optimizer, x, y, idx, *, generator, scaler=None):
+        self.batches.append((x.detach().clone(), y.clone(), idx.clone()))
+        return self.base.train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
+
+
+@pytest.fixture
+def registered():
+    """Register methods for one test and remove them afterwards."""
+    names = []
+
+    def add(name, factory):
+        register_method(name, factory)
+        names.append(name)
+
+    yield add
+    for name in names:
+        METHODS.pop(name, None)
+
+
+def test_training_only_ever_sees_the_training_split(tiny, tmp_path, registered):
+    recorder = Recorder()
+    registered("recorder", lambda: recorder)
+    result = train(dataset=tiny, method="recorder", out=str(tmp_path / "run"),
+                   **{**RUN, "epochs": 1, "augment": False, "val_fraction": 0.25})
+    config = read_json(result.run_dir / "config.json")
+    assert (config["train_rows"], config["val_rows"]) == (192, 64)
+    rows, val_rows = _split(N_TRAIN, 0.25, 0)
+    # Undo the normalisation and find each seen image among the dataset's rows.
+    loader = Loader(tiny.x_train[rows], tiny.y_train[rows], batch_size=64)
+    mean, std = torch.tensor(loader.mean).view(1, 3, 1, 1), torch.tensor(loader.std).view(1, 3, 1, 1)
+    where = {tiny.x_train[i].tobytes(): i for i in range(N_TRAIN)}
+    seen = []
+    for x, y, idx in recorder.batches:
+        images = ((x * std + mean) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        seen += [where[img.tobytes()] for img in images]
+        assert np.array_equal(y.numpy(), result.noisy_labels.noisy[rows][idx.numpy()])
+    assert sorted(seen) == sorted(rows.tolist())  # every training row once per epoch, no validation row
+    assert not set(seen) & set(val_rows.tolist())
+
+
+def test_val_fraction_zero_selects_nothing(tiny):
+    result = train(dataset=tiny, method="sgd", **{**RUN, "epochs": 1, "val_fraction": 0.0})
+    assert result.test_accuracy["selected"] is None
+    assert result.summary["test_accuracy"]["last"] == result.history[-1]["test_accuracy"]
+    assert all(r["val_accuracy"] is None for r in result.history)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def test_last_epoch_metrics_equal_those_recomputed_from_the_model(reference, tiny):
+    result = reference("sam")
+    last = result.history[-1]
+    rows, val_rows = _split(N_TRAIN, VAL_FRACTION, 0)
+    noisy, clean = result.noisy_labels.noisy[rows], tiny.y_train[rows]
+    pred, loss = train_split_predictions(result, tiny)
+    pred, loss = pred.numpy(), loss.double().numpy()
+    corrupted = noisy != clean
+    assert 0 < corrupted.sum() < len(rows)
+    assert last["memorisation"] == pytest.approx(np.mean(pred[corrupted] == noisy[corrupted]), abs=1e-12)
+    assert last["recovery"] == pytest.approx(np.mean(pred[corrupted] == clean[corrupted]), abs=1e-12)
+    assert last["train_noisy_accuracy"] == pytest.approx(np.mean(pred == noisy), abs=1e-12)
+    assert last["train_clean_accuracy"] == pytest.approx(np.mean(pred == clean), abs=1e-12)
+    # AUROC as the Mann-Whitney statistic: P(loss of a corrupted > loss of a clean) + P(tie) / 2.
+    ln, lc = loss[corrupted][:, None], loss[~corrupted][None, :]
+    mann_whitney = np.mean(ln > lc) + 0.5 * np.mean(ln == lc)
+    assert last["noise_auroc"] == pytest.approx(mann_whitney, abs=1e-9)
+    assert last["noise_auroc"] == pytest.approx(roc_auc_score(corrupted, loss), abs=1e-12)
+
+    norm = dict(batch_size=100, shuffle=False, augment=False, channels_last=True)
+    probe = Loader(tiny.x_train[rows], noisy, **norm)
+    stats = dict(mean=probe.mean, std=probe.std)
+    test_pred, _ = predict(result.model, Loader(tiny.x_test, tiny.y_test, **norm, **stats), None)
+    assert last["test_accuracy"] == np.mean(test_pred.numpy() == tiny.y_test)
+    val_pred, _ = predict(result.model, Loader(tiny.x_train[val_rows], result.noisy_labels.noisy[val_rows],
+                                               **norm, **stats), None)
+    assert last["val_accuracy"] == np.mean(val_pred.numpy() == result.noisy_labels.noisy[val_rows])
+
+
+# ---------------------------------------------------------------------------- relabel-and-retrain
+
+def test_relabel_and_retrain_trains_a_second_model_on_the_first_models_predictions(reference, tiny, registered):
+    recorder = Recorder()
+    registered("relabel-recorder", lambda: RelabelAndRetrain("relabel-recorder", recorder))
+    stages = []
+    result = train(dataset=tiny, method="relabel-recorder",
+                   callback=lambda event, info: stages.append(info["stage"]) if event == "batch" else None, **RUN)
+    assert [(r["stage"], r["epoch"]) for r in result.history] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+    assert len(stages) == len(recorder.batches) == 2 * 3 * 4
+
+    # Stage 1 is a plain sgd run (same seeds): its model's predictions are stage 2's training labels.
+    first = reference("sgd")
+    assert canonical(result.history[:3]) == canonical(first.history)
+    rows = train_rows()
+    relabels = train_split_predictions(first, tiny)[0].numpy()
+    noisy = result.noisy_labels.noisy[rows]
+    assert (relabels != noisy).any()
+    for stage, (_, y, idx) in zip(stages, recorder.batches):
+        assert np.array_equal(y.numpy(), (noisy if stage == 1 else relabels)[idx.numpy()])
+
+    stage1 = result.summary["stage1"]
+    assert stage1["relabel_accuracy"] == pytest.approx(np.mean(relabels == tiny.y_train[rows]), abs=1e-12)
+    assert stage1["test_accuracy"] == first.test_accuracy["last"]
+    assert stage1["memorisation"] == first.summary["memorisation_last"]
+    # Stage 2 is a second model trained from a fresh start, not the first model fine-tuned.
+    assert not torch.equal(result.model.fc.weight, first.model.fc.weight)
+    assert result.test_accuracy["last"] == result.history[-1]["test_accuracy"]
+
+
+def test_bootstrap_sam_stage_1_is_a_sam_run_and_relabel_accuracy_is_that_models(reference, tiny):
+    result = reference("bootstrap-sam")
+    first = reference("sam")
+    assert canonical(result.history[:3]) == canonical(first.history)
+    relabels = train_split_predictions(first, tiny)[0].numpy()
+    assert result.summary["stage1"]["relabel_accuracy"] == \
+        pytest.approx(np.mean(relabels == tiny.y_train[train_rows()]), abs=1e-12)
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("override, field, value", [
+    (dict(method="nope"), "method", "'nope'"),
+    (dict(model="nope"), "model", "'nope'"),
+    (dict(noise="nope"), "noise", "'nope'"),
+    (dict(noise_rate=1.5), "noise_rate", "1.5"),
+    (dict(val_fraction=1.0), "val_fraction", "1.0"),
+    (dict(epochs=0), "epochs", "0"),
+])
+def test_bad_input_raises_value_error_naming_the_field_before_writing(tiny, tmp_path, override, field, value):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        train(dataset=tiny, out=str(out), **{**RUN, **override})
+    message = str(info.value)
+    assert message.startswith(field + " ") and value in message
+    assert not out.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the model is built after config.json and noisy_labels.npz are "
+                                       "written, so a bad model_params leaves a run directory behind")
+def test_bad_model_params_raise_before_writing(tiny, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="widht"):
+        train(dataset=tiny, out=str(out), **{**RUN, "model_params": {"widht": 4}})
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_non_empty_out_without_resume_is_refused(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="resume"):
+        train(dataset=tiny, out=str(out), **RUN)
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_a_different_config_is_refused_naming_the_field(reference, tiny, tmp_path):
+    source = reference("sgd").run_dir
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
+        train(dataset=tiny, out=str(out), resume=True, **{**RUN, "lr": 0.01, "method": "sgd"})
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+# ------------------------------------------------------------------------------------- Python API
+
+def test_custom_module_and_custom_noisy_labels(tiny, tmp_path):
+    labels = symmetric(tiny.y_train, 0.5, seed=3, mode="flip")
+    net = SmallNet()
+    before = weights(net)
+    result = train(dataset=tiny, noise=labels, method="sam", out=str(tmp_path / "run"),
+                   **{**RUN, "epochs": 1, "model": net})
+    assert result.noisy_labels is labels
+    assert same_weights(weights(net), before)  # the module passed in is a template, copied
+    assert isinstance(result.model, SmallNet) and not torch.equal(result.model.fc.weight, net.fc.weight)
+    noise = result.summary["noise"]
+    assert (noise["type"], noise["mode"], noise["rate"]) == ("symmetric", "flip", 0.5)
+    assert noise["realised_rate"] == np.mean(labels.noisy != tiny.y_train)
+    config = read_json(result.run_dir / "config.json")["config"]
+    assert (config["model"], config["dataset"]) == ("custom:SmallNet", "custom:tiny")
+    assert np.array_equal(NoisyLabels.load(result.run_dir / "noisy_labels.npz").noisy, labels.noisy)
+    assert 0.0 <= result.test_accuracy["last"] <= 1.0
+
+
+def test_noisy_labels_of_another_dataset_are_refused(tiny, tmp_path):
+    labels = symmetric(tiny.y_train[:100], 0.5, seed=3)
+    with pytest.raises(ValueError, match="noisy labels"):
+        train(dataset=tiny, noise=labels, out=str(tmp_path / "run"), **RUN)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------- profiles
+
+@pytest.mark.parametrize("rate, rho", [(0.2, 0.1), (0.4, 0.1), (0.6, 0.1), (0.8, 0.05)])
+def test_paper_profile_follows_the_paper(rate, rho):
+    cfg = TrainConfig(profile="paper", noise_rate=rate).resolved()
+    assert (cfg.rho, cfg.model, cfg.epochs) == (rho, "resnet32", 200)
+
+
+def test_explicit_fields_override_the_profile():
+    cfg = TrainConfig(profile="paper", noise_rate=0.8, rho=0.3, epochs=5, model="cnn").resolved()
+    assert (cfg.rho, cfg.epochs, cfg.model) == (0.3, 5, "cnn")
+    assert TrainConfig(profile="cpu").resolved().model == "cnn"
