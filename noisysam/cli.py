@@ -1,0 +1,547 @@
+"""The ``noisysam`` command line: parses options and calls the Python API (``noisysam.train``,
+``noisysam.table``, ``noisysam.noise``); rich progress and tables, no training logic of its own.
+
+Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
+run directory without ``--resume``), reported as one line on stderr before anything is written;
+1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+from contextlib import contextmanager
+from functools import reduce
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import click
+import numpy as np
+import torch
+from click.core import ParameterSource
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from noisysam import __version__
+from noisysam import table as grid
+from noisysam.data import find_data_file, load_dataset
+from noisysam.files import _jsonable
+from noisysam.methods import METHODS
+from noisysam.models import MODELS
+from noisysam.noise import KINDS, NoisyLabels, make as make_noise
+from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, resolve_amp,
+                            resolve_device, saved_config, train)
+
+_DEFAULT = TrainConfig()
+_PROFILE = "[default: from --profile]"
+
+
+def _json_value(text: str) -> Any:
+    """A parameter value: JSON where it parses (3, 0.5, true, null, [1, 2]), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        out[key] = _json_value(value)
+    return out
+
+
+def _list_of(kind: Callable[[str], Any], low: Optional[float] = None, high: Optional[float] = None):
+    """A click callback turning "a,b c" into a list of ``kind`` values within [low, high]."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list:
+        items = [v for v in value.replace(",", " ").split() if v]
+        try:
+            parsed = [kind(v) for v in items]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list of {kind.__name__} values, got {value!r}",
+                                     ctx=ctx, param=param) from None
+        bad = [v for v in parsed if (low is not None and v < low) or (high is not None and v > high)]
+        if bad or not parsed:
+            raise click.BadParameter(f"values must lie in [{low}, {high}], got {value!r}", ctx=ctx, param=param)
+        return parsed
+
+    return parse
+
+
+# Every option that maps to a TrainConfig field, defined once; commands pick theirs by field name.
+_OPTIONS: dict[str, Callable] = {
+    "dataset": click.option("--dataset", default=_DEFAULT.dataset, show_default=True,
+                            help="cifar10-mini (embedded), cifar10, cifar100, a dataset .npz or an image folder."),
+    "data_root": click.option("--data-root", type=click.Path(file_okay=False),
+                              help="Where cifar10/cifar100 live [default: ~/.cache/noisysam]."),
+    "download": click.option("--download", is_flag=True, help="Download cifar10/cifar100 into --data-root."),
+    "noise": click.option("--noise", default=_DEFAULT.noise, show_default=True,
+                          help=f"One of {', '.join(KINDS)}, or a labels file (.npz) from `noisysam noise`."),
+    "noise_rate": click.option("--noise-rate", type=click.FloatRange(0, 1), default=_DEFAULT.noise_rate,
+                               show_default=True, help="Share of training labels to corrupt."),
+    "noise_mode": click.option("--noise-mode", type=click.Choice(["replace", "flip"]), default=_DEFAULT.noise_mode,
+                               show_default=True,
+                               help="Symmetric noise: replace = redraw from all classes (may hit the true one), "
+                                    "flip = always a different class."),
+    "noise_exact": click.option("--noise-exact", "--exact", "noise_exact", is_flag=True,
+                                help="Corrupt exactly round(rate*n) labels instead of each with probability rate."),
+    "method": click.option("--method", type=click.Choice(sorted(METHODS)), default=_DEFAULT.method,
+                           show_default=True, help="Training method."),
+    "method_params": click.option("--method-param", "method_params", multiple=True, callback=_key_values,
+                                  metavar="KEY=VALUE",
+                                  help="Method parameter, repeatable; VALUE read as JSON where possible "
+                                       "(e.g. mode=soft, p=3, m=32)."),
+    "rho": click.option("--rho", type=click.FloatRange(min=0), help="SAM radius [default: from --profile; "
+                                                                      "paper: 0.1, 0.05 at 80% noise]."),
+    "mixup_alpha": click.option("--mixup-alpha", type=click.FloatRange(min=0, min_open=True),
+                                default=_DEFAULT.mixup_alpha, show_default=True, help="Mixup Beta(alpha, alpha)."),
+    "model": click.option("--model", type=click.Choice(sorted(MODELS)), help=f"Network. {_PROFILE}"),
+    "model_params": click.option("--model-param", "model_params", multiple=True, callback=_key_values,
+                                 metavar="KEY=VALUE", help="Model option, repeatable (e.g. width=16 for cnn)."),
+    "epochs": click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs (per stage). {_PROFILE}"),
+    "batch_size": click.option("--batch-size", type=click.IntRange(min=1), help=f"Batch size. {_PROFILE}"),
+    "lr": click.option("--lr", type=click.FloatRange(min=0), help=f"Peak learning rate. {_PROFILE}"),
+    "momentum": click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=_DEFAULT.momentum,
+                             show_default=True, help="SGD momentum."),
+    "weight_decay": click.option("--weight-decay", type=click.FloatRange(min=0), help=f"Weight decay. {_PROFILE}"),
+    "schedule": click.option("--schedule", type=click.Choice(SCHEDULES), help=f"Learning-rate schedule. {_PROFILE}"),
+    "warmup_epochs": click.option("--warmup-epochs", type=click.IntRange(min=0), default=_DEFAULT.warmup_epochs,
+                                  show_default=True, help="Linear learning-rate warm-up."),
+    "augment": click.option("--augment/--no-augment", default=None,
+                            help=f"Random crop + horizontal flip. {_PROFILE}"),
+    "cutout": click.option("--cutout", type=click.IntRange(min=0), default=_DEFAULT.cutout, show_default=True,
+                           help="Cutout square size in pixels (0: off)."),
+    "val_fraction": click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+                                 default=_DEFAULT.val_fraction, show_default=True,
+                                 help="Share of the training set held out to select an epoch."),
+    "val_labels": click.option("--val-labels", type=click.Choice(VAL_LABELS), default=_DEFAULT.val_labels,
+                               show_default=True, help="Labels of the held-out split (noisy: honest selection)."),
+    "seed": click.option("--seed", type=click.IntRange(min=0), default=_DEFAULT.seed, show_default=True,
+                         help="Seed of the noise, split, initialisation and batches."),
+    "device": click.option("--device", default=_DEFAULT.device, show_default=True, help="auto, cpu or cuda[:N]."),
+    "amp": click.option("--amp", type=click.Choice(AMP_MODES), default=_DEFAULT.amp, show_default=True,
+                        help="Mixed precision (auto: bf16 where the hardware has it)."),
+    "profile": click.option("--profile", type=click.Choice(sorted(PROFILES)), default=_DEFAULT.profile,
+                            show_default=True,
+                            help="Fills model, epochs, batch size, lr, weight decay, schedule, augmentation, rho."),
+}
+
+_threads_option = click.option("--threads", type=click.IntRange(min=1),
+                               help="CPU threads for torch [default: torch's choice]; on a busy machine fewer "
+                                    "threads than cores can be much faster.")
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+#: The training options shared by `train` and `table` (`table` sets method, noise rate and seed per cell).
+_TRAINING = ("dataset", "data_root", "download", "noise", "noise_mode", "noise_exact", "method_params", "rho",
+             "mixup_alpha", "model", "model_params", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+             "schedule", "warmup_epochs", "augment", "cutout", "val_fraction", "val_labels", "device", "amp",
+             "profile")
+
+
+def _options(*names: str) -> Callable:
+    """Apply the shared option definitions ``names`` to a command, listed in that order in --help."""
+    return lambda f: reduce(lambda g, name: _OPTIONS[name](g), reversed(names), f)
+
+
+def _given(ctx: click.Context, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options the user actually gave (command line or environment): only those override a config."""
+    unset = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    return {n: ctx.params[n] for n in names if ctx.get_parameter_source(n) not in unset}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise SystemExit(code)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, (FileNotFoundError, FileExistsError)) and e.filename and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    return str(e)
+
+
+@contextmanager
+def _user_errors(on_interrupt: str) -> Iterator[None]:
+    """API errors -> one line on stderr and an exit code (see the module docstring)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\n{on_interrupt}", err=True)
+        raise SystemExit(130) from None
+    except TrainingDiverged as e:
+        _fail(str(e), 1)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        _fail(_message(e), 2)
+    except RuntimeError as e:
+        _fail(str(e), 1)
+
+
+class RunProgress:
+    """A :func:`noisysam.train.train` callback drawing live progress: epochs over all stages, batches of
+    the current epoch with ETA, the loss (read every ``every`` batches: each read is a device sync),
+    clean test accuracy and memorisation after each epoch. Use as a context manager."""
+
+    def __init__(self, console: Console, every: int = 10):
+        self.every = every
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[status]}"), console=console)
+        self.tasks: tuple = ()
+
+    def __enter__(self) -> "RunProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tasks:  # the display starts with the first run: not for a bad option or a finished run
+            self.progress.stop()
+
+    @staticmethod
+    def _status(record: dict) -> str:
+        mem = record.get("memorisation")
+        return f"test {record['test_accuracy']:.1%}" + ("" if mem is None else f"  memorised {mem:.1%}")
+
+    def __call__(self, event: str, info: dict) -> None:
+        p = self.progress
+        if event == "start":
+            p.start()
+            for task in self.tasks:
+                p.remove_task(task)
+            cfg = info["config"]
+            self.stages, self.epochs = info["stages"], info["epochs"]
+            done = (info["stage"] - 1) * self.epochs + info["epoch"]
+            history = info["history"]
+            label = f"{cfg.method} {cfg.noise} {cfg.noise_rate:.0%} seed {cfg.seed}"
+            self.tasks = (p.add_task(label, total=self.stages * self.epochs, completed=done,
+                                     status=self._status(history[-1]) if history else ""),
+                          p.add_task("  batches", total=info["batches"], status=""))
+        elif event == "batch":
+            b, stage = info["batch"], info["stage"]
+            where = f"  epoch {info['epoch']}/{self.epochs}" + (f" stage {stage}/{self.stages}" if self.stages > 1 else "")
+            fields = dict(description=where, completed=b, total=info["batches"])
+            if b % self.every == 0 or b == info["batches"]:
+                fields["status"] = f"loss {float(info['loss']):.3f}"
+            p.update(self.tasks[1], **fields)
+        elif event == "epoch":
+            p.update(self.tasks[0], advance=1, status=self._status(info))
+            p.reset(self.tasks[1])
+        elif event == "end":
+            p.update(self.tasks[1], visible=False)
+
+
+class _Group(click.Group):
+    """click's usage errors (unknown option, value out of range, bad choice) as one line on stderr, exit 2,
+    like the API's errors; ``standalone_mode=False`` keeps click's plain behaviour for embedding."""
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name or "noisysam", complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            code = 0
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
+@click.version_option(__version__, prog_name="noisysam")
+def cli() -> None:
+    """Train image classifiers on noisy labels with Sharpness-Aware Minimization (SAM), and reproduce
+    the label-noise table of the SAM paper (Foret et al. 2021, Table 4)."""
+
+
+def main() -> None:
+    """Console entry point (``noisysam``)."""
+    cli.main()
+
+
+def _saved(out: str) -> TrainConfig:
+    """The config saved in run directory ``out`` (what ``--resume`` continues)."""
+    try:
+        return TrainConfig(**saved_config(out))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot resume {out!r}: its config.json is unreadable or from another version ({e})") from None
+
+
+def _plot(console: Console, make: Callable[..., Path], *args: Any) -> None:
+    """Write a plot; without matplotlib, a one-line note instead (plots are optional)."""
+    try:
+        path = make(*args)
+    except ImportError:
+        console.print("[dim]note: matplotlib is not installed, no plot written (pip install 'noisysam[plot]')[/]")
+        return
+    console.print(f"[dim]plot: {path}[/]")
+
+
+def _pct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:.1%}"
+
+
+def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
+    acc = s["test_accuracy"]
+    t = Table(title=f"{s['method']} on {s['dataset']}, {s['noise']['type']} noise {_pct(s['noise']['rate'])} "
+                    f"(realised {_pct(s['noise']['realised_rate'])}), seed {s['seed']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("clean test accuracy, last epoch", _pct(acc["last"]))
+    if acc["selected"] is not None:
+        t.add_row("  at the epoch selected by validation", f"{_pct(acc['selected'])} (epoch {acc['selected_epoch']}, "
+                                                            f"{acc['selected_by']})")
+    t.add_row("  best epoch (peeks at the test set)", f"{_pct(acc['best'])} (epoch {acc['best_epoch']})")
+    if s.get("stage1"):
+        t.add_row("  first model (before relabelling)", f"{_pct(s['stage1']['test_accuracy'])}; relabels correct: "
+                                                         f"{_pct(s['stage1']['relabel_accuracy'])}")
+    t.add_row("memorised wrong labels (last)", _pct(s["memorisation_last"]))
+    t.add_row("recovered true labels (last)", _pct(s["recovery_last"]))
+    auroc = s["noise_auroc_last"]
+    t.add_row("noise detection AUROC (loss)", "–" if auroc is None or auroc != auroc else f"{auroc:.3f}")
+    t.add_row("model / epochs / profile", f"{s['model']} / {s['epochs']} / {s['profile']}")
+    t.add_row("time / device", f"{s['wall_seconds']:.0f} s on {s['device']} ({s['amp']})")
+    t.add_row("run directory", str(run_dir) if run_dir else "not saved (pass --out DIR)")
+    return t
+
+
+@cli.command("train")
+@_options("method", "noise_rate", "seed", *_TRAINING)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (config, labels, metrics, result, "
+                                                                "checkpoint). Without it nothing is saved.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings (options given "
+                                             "now must agree with them).")
+@click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
+@_threads_option
+@click.pass_context
+def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
+                  threads: Optional[int], **_: Any) -> None:
+    """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
+    _set_threads(threads)
+    if resume and not out:
+        raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
+    console = Console(stderr=as_json)
+    hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
+            else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
+    with _user_errors(hint):
+        base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
+        config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
+                                     out=out, resume=resume)
+        with RunProgress(console) as progress:
+            result = train(config, callback=progress)
+    if out and plot:
+        _plot(console, _plot_run, out)
+    if as_json:
+        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(_jsonable(result.summary), indent=2))
+    else:
+        console.print(_summary_table(result.summary, result.run_dir))
+
+
+def _plot_run(run_dir: str) -> Path:
+    from noisysam.plot import plot_run
+
+    return plot_run(run_dir)
+
+
+def _plot_table(root: Path, rows: list[dict]) -> Path:
+    from noisysam.plot import plot_table
+
+    return plot_table(root, rows)
+
+
+def _rich_table(table: dict, root: Path) -> Table:
+    rows = table["rows"]
+    rates = sorted({r["rate"] for r in rows})
+    by_key = {(r["method"], r["rate"]): r for r in rows}
+    t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds: last epoch; paper (Table 4) and Δ; "
+                    f"epoch selected on noisy validation\n{root}")
+    t.add_column("method", style="bold")
+    for rate in rates:
+        t.add_column(f"{rate:.0%}", justify="right")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for rate in rates:
+            r = by_key.get((method, rate))
+            if r is None:
+                cells.append("")
+                continue
+            paper = "" if r["paper"] is None else f"\n[dim]paper {r['paper']:.1f}  Δ {grid.fmt_diff(r['last_minus_paper'])}[/]"
+            cells.append(f"{grid.fmt(r['last_mean'], r['last_std'])}{paper}\n"
+                         f"[dim]selected {grid.fmt(r['selected_mean'], r['selected_std'])}[/]")
+        t.add_row(method, *cells)
+    s = table["settings"]
+    t.caption = (f"{', '.join(map(str, s['dataset']))}, {', '.join(map(str, s['model']))}, "
+                 f"{', '.join(map(str, s['epochs']))} epochs, profile {', '.join(map(str, s['profile']))}; "
+                 f"seeds per cell: {', '.join(sorted({str(len(r['seeds'])) for r in rows}))}")
+    return t
+
+
+def _render(console: Console, root: Path, plot: bool) -> None:
+    table = grid.write_table(root)
+    console.print(_rich_table(table, root))
+    console.print(f"[dim]wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}[/]")
+    if plot:
+        _plot(console, _plot_table, root, table["rows"])
+
+
+@cli.command("table")
+@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str),
+              help="Comma-separated methods.")
+@click.option("--rates", default=",".join(map(str, grid.PAPER_RATES)), show_default=True,
+              callback=_list_of(float, 0.0, 1.0), help="Comma-separated noise rates.")
+@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, 0), help="Comma-separated seeds.")
+@click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
+@click.option("--report", type=click.Path(exists=True, file_okay=False),
+              help="Only re-render the table of the finished runs in this directory (no training).")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and table.png.")
+@_threads_option
+@_options(*_TRAINING)
+@click.pass_context
+def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
+                  report: Optional[str], plot: bool, threads: Optional[int], **_: Any) -> None:
+    """Reproduce the SAM paper's noise table: train methods x rates x seeds one after another into one
+    directory (re-running skips finished runs and resumes a killed one), then tabulate mean ± std
+    beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
+    console = Console()
+    _set_threads(threads)
+    if report:
+        if out:
+            raise click.UsageError("give either --report DIR (render only) or --out DIR (train), not both")
+        with _user_errors("interrupted"):
+            _render(console, Path(report), plot)
+        return
+    config = dataclasses.replace(_DEFAULT, **_given(ctx, _TRAINING))
+    root = Path(out or f"results/table-{config.profile}")
+    cells = grid.grid(root, methods, rates, seeds)
+
+    progress = RunProgress(console)
+    position = iter(range(1, len(cells) + 1))
+
+    def finished(cell: grid.Cell, summary: dict, skipped: bool) -> None:
+        acc = summary["test_accuracy"]
+        how = "already finished" if skipped else f"{summary['wall_seconds']:.0f} s"
+        progress.progress.console.print(f"[{next(position)}/{len(cells)}] {cell.label()}: last {_pct(acc['last'])}, "
+                                        f"selected {_pct(acc['selected'])} ({how})")
+        if plot and not skipped:
+            _plot(progress.progress.console, _plot_run, str(cell.dir))
+
+    hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
+    with _user_errors(hint):
+        with progress:
+            grid.run_grid(cells, config, callback=progress, on_cell=finished)
+        _render(console, root, plot)
+
+
+@cli.command("noise")
+@_options("dataset", "data_root", "download", "noise", "noise_rate", "noise_mode", "noise_exact", "seed")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the labels to this .npz file.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--inspect", type=click.Path(dir_okay=False),
+              help="Show an existing labels file instead (class names from the file, or from --dataset if given).")
+@click.pass_context
+def noise_command(ctx: click.Context, dataset: str, data_root: Optional[str], download: bool, noise: str,
+                  noise_rate: float, noise_mode: str, noise_exact: bool, seed: int, output: Optional[str],
+                  force: bool, inspect: Optional[str]) -> None:
+    """Make a noisy labels file for a dataset's training labels (for `train --noise FILE`), or inspect
+    one: realised noise rate and transition matrix T[clean, noisy]."""
+    console = Console()
+    with _user_errors("interrupted"):
+        if inspect:
+            if output:
+                raise click.UsageError("--inspect shows a file; it does not take --output")
+            labels = NoisyLabels.load(inspect)
+            given = ctx.get_parameter_source("dataset") == ParameterSource.COMMANDLINE
+            classes = (load_dataset(dataset, root=data_root, download=download).classes if given
+                       else labels.provenance.get("classes"))
+        else:
+            if output and Path(output).exists() and not force:
+                raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+            data = load_dataset(dataset, root=data_root, download=download)
+            made = make_noise(noise, data.y_train, noise_rate, seed=seed, mode=noise_mode,
+                              num_classes=data.num_classes, exact=noise_exact, dataset=data)
+            labels = NoisyLabels(made.noisy, made.clean, made.num_classes,
+                                 {**made.provenance, "dataset": dataset, "classes": data.classes})
+            classes = data.classes
+            if output:
+                labels.save(output)
+    _show_labels(console, labels, classes, inspect or output)
+
+
+def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list], path: Optional[str]) -> None:
+    k = labels.num_classes
+    names = [str(c) for c in classes] if classes and len(classes) == k else [str(i) for i in range(k)]
+    p = labels.provenance
+    console.print(f"realised noise rate: {labels.rate:.4f} ({int(labels.is_noisy.sum())} of {len(labels)} labels "
+                  f"wrong); kind {p.get('kind')}, nominal rate {p.get('nominal_rate')}, mode {p.get('mode')}, "
+                  f"seed {p.get('seed')}")
+    # Compact enough for 80 columns with 10 classes: headers are the first 4 letters of the class names.
+    t = Table(title="realised transition matrix T\\[clean, noisy] = P(noisy label | clean class)",
+              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    t.add_column("clean", style="bold", no_wrap=True)
+    for name in names:
+        t.add_column(name[:4], justify="right", no_wrap=True, min_width=4)
+    t.add_column("wrong", justify="right", style="bold", no_wrap=True)
+    for i, name in enumerate(names):
+        row = [("[bold]" if i == j else "") + (f"{v:.2f}" if v else "[dim]·[/]") + ("[/]" if i == j else "")
+               for j, v in enumerate(labels.transition[i])]
+        t.add_row(name, *row, f"{1 - labels.transition[i, i]:.1%}")
+    console.print(t)
+    if path:
+        console.print(f"[dim]labels file: {path}[/]")
+
+
+@cli.command("info")
+def info_command() -> None:
+    """Versions, compute device, where the embedded data was found, available methods and models."""
+    import sklearn
+    import torchvision
+
+    console = Console()
+    t = Table(show_header=False, title="noisysam")
+    t.add_column(style="bold")
+    t.add_column()
+    versions = dict(noisysam=__version__, python=platform.python_version(), torch=torch.__version__,
+                    torchvision=torchvision.__version__, numpy=np.__version__, **{"scikit-learn": sklearn.__version__})
+    t.add_row("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))
+    device = resolve_device("auto")
+    amp = resolve_amp("auto", device)
+    gpu = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CUDA: not available"
+    t.add_row("device", f"{device} ({gpu}); mixed precision (--amp auto): "
+                        f"{str(amp).replace('torch.', '') if amp else 'off (fp32)'}; torch threads: {torch.get_num_threads()}")
+    for name in ("cifar10-mini.npz", "cifar10n.npz"):
+        try:
+            path = find_data_file(name)
+        except FileNotFoundError as e:
+            t.add_row(name, f"[red]{e}[/]")
+            continue
+        detail = f"{path} ({path.stat().st_size / 2**20:.1f} MiB)"
+        if name == "cifar10-mini.npz":
+            d = load_dataset("cifar10-mini")
+            detail += (f": {len(d.y_train)} train / {len(d.y_test)} test images {'x'.join(map(str, d.x_train.shape[1:]))}, "
+                       f"{d.num_classes} classes")
+        t.add_row(name, detail)
+    t.add_row("methods", ", ".join(METHODS))
+    t.add_row("models", ", ".join(MODELS))
+    t.add_row("noise", ", ".join(KINDS))
+    t.add_row("profiles", "; ".join(f"{k}: " + ", ".join(f"{f}={v}" for f, v in p.items()) for k, p in PROFILES.items()))
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()

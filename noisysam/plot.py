@@ -1,0 +1,90 @@
+"""Plots a user would rather look at than read: a run's learning curves, a table's accuracy vs noise rate.
+
+matplotlib is an optional extra (``pip install 'noisysam[plot]'``); it is imported inside the functions,
+which raise ImportError when it is missing (the CLI turns that into a one-line note). The Agg backend
+is used, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+from noisysam.files import atomic_write
+from noisysam.table import PAPER_RATES, PAPER_TABLE4
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight"))
+    return path
+
+
+def _pct(value):
+    return None if value is None else 100.0 * value
+
+
+def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
+    """``run_dir/curves.png``: clean-test accuracy, noisy-validation accuracy and memorisation (share
+    of corrupted training samples predicted as their wrong label) per epoch, from ``metrics.jsonl``.
+    For relabel-and-retrain the two stages follow each other, split by a dotted line."""
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    x = list(range(1, len(records) + 1))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    series = (("test_accuracy", "clean test accuracy", "-"), ("val_accuracy", "noisy-val accuracy", "--"),
+              ("memorisation", "memorisation (wrong labels fitted)", ":"))
+    for key, label, style in series:
+        ys = [_pct(r.get(key)) for r in records]
+        if any(y is not None for y in ys):
+            ax.plot(x, [float("nan") if y is None else y for y in ys], style, marker="o", markersize=3, label=label)
+    stage_starts = [i + 1 for i in range(1, len(records)) if records[i]["stage"] != records[i - 1]["stage"]]
+    for s in stage_starts:
+        ax.axvline(s - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.text(s - 0.4, 2, "retrain on relabels", fontsize=8, color="grey")
+    config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").exists() else {}
+    title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
+    if config:
+        title += f"; {config.get('noise')} noise {config.get('noise_rate', 0):.0%}, seed {config.get('seed')}"
+    ax.set(xlabel="epoch" + (" (both stages)" if stage_starts else ""), ylabel="%", ylim=(0, 100), title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    path = _save(fig, run_dir / filename)
+    plt.close(fig)
+    return path
+
+
+def plot_table(table_dir: Union[str, Path], rows: list[dict], filename: str = "table.png") -> Path:
+    """``table_dir/table.png``: clean-test accuracy at the last epoch vs noise rate, one colour per
+    method (mean, error bars = std over seeds), with the paper's Table 4 values dashed in the same colour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, method in enumerate(methods):
+        colour = colours[i % len(colours)]
+        mine = sorted((r for r in rows if r["method"] == method and r["last_mean"] is not None), key=lambda r: r["rate"])
+        ax.errorbar([100 * r["rate"] for r in mine], [r["last_mean"] for r in mine],
+                    yerr=[r["last_std"] or 0.0 for r in mine], color=colour, marker="o", capsize=3, label=method)
+        if method in PAPER_TABLE4:
+            ax.plot([100 * r for r in PAPER_RATES], PAPER_TABLE4[method], "--", color=colour, marker="x", alpha=0.7)
+    ax.plot([], [], "--", color="grey", marker="x", label="paper (Table 4)")
+    ax.set(xlabel="noise rate (%)", ylabel="clean test accuracy, last epoch (%)",
+           ylim=(0, 100), title="Accuracy under label noise: this run (solid) vs the SAM paper (dashed)")
+    ax.set_xticks([100 * r for r in sorted({r["rate"] for r in rows} | set(PAPER_RATES))])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    path = _save(fig, Path(table_dir) / filename)
+    plt.close(fig)
+    return path

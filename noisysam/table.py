@@ -1,0 +1,291 @@
+"""The SAM paper's label-noise table (Foret et al., arXiv 2010.01412, Table 4): its numbers, the grid
+runner that reproduces it with :func:`noisysam.train.train`, and the aggregation over seeds.
+
+A grid lives in one directory, one run directory per cell::
+
+    ROOT/<method>/rate<r>/seed<s>/      config.json, noisy_labels.npz, metrics.jsonl, result.json, ...
+    ROOT/table.json, table.csv, table.md   (written by :func:`write_table`)
+
+A cell is finished when its ``result.json`` exists; :func:`run_grid` skips finished cells and resumes
+the others from their last per-epoch checkpoint, so re-running the same command continues a killed grid.
+Accuracies in tables are percentages (the paper's unit); ``result.json`` holds fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from noisysam.files import atomic_write, read_json, write_json
+from noisysam.train import Callback, TrainConfig, _comparable, saved_config, train
+
+#: Noise rates of the paper's table.
+PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+
+#: The paper's five methods, in its row order (noisysam method names).
+PAPER_METHODS: tuple[str, ...] = ("sgd", "mixup", "bootstrap-mixup", "sam", "bootstrap-sam")
+
+#: Table 4 of the SAM paper: clean-test accuracy (%) of ResNet-32 on CIFAR-10 at 20/40/60/80% symmetric
+#: noise, 200 epochs; accuracy at the end of training as far as the paper lets one tell (PAPER.md).
+PAPER_TABLE4: dict[str, tuple[float, ...]] = {
+    "sgd": (84.8, 68.8, 48.2, 26.2),
+    "mixup": (93.0, 90.0, 83.8, 70.2),
+    "bootstrap-mixup": (93.3, 92.0, 87.6, 72.0),
+    "sam": (95.1, 93.4, 90.5, 77.9),
+    "bootstrap-sam": (95.4, 94.2, 91.8, 79.9),
+}
+
+#: Rows of the same table that the paper quotes from the literature (not reproduced here).
+LITERATURE_TABLE4: dict[str, tuple[float, ...]] = {
+    "MentorMix (Jiang et al. 2020)": (95.6, 94.2, 91.3, 81.0),
+    "Arazo et al. 2019": (94.0, 92.8, 90.3, 74.1),
+    "GCE (Zhang & Sabuncu 2018)": (89.7, 87.6, 82.7, 67.9),
+    "MentorNet (Jiang et al. 2018)": (92.0, 91.2, 74.2, 60.0),
+    "Mixup (literature)": (94.0, 91.5, 86.8, 76.9),
+}
+
+TABLE_FILES = ("table.json", "table.csv", "table.md")
+
+
+def paper_value(method: str, rate: float) -> Optional[float]:
+    """The paper's Table 4 accuracy (%) for ``method`` at noise ``rate``, or None where it has none."""
+    row = PAPER_TABLE4.get(method)
+    for r, value in zip(PAPER_RATES, row or ()):
+        if math.isclose(r, rate):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: ``method`` at noise ``rate`` with ``seed``, trained into ``dir``."""
+
+    method: str
+    rate: float
+    seed: int
+    dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "result.json").is_file()
+
+    def label(self) -> str:
+        return f"{self.method} {self.rate:.0%} seed {self.seed}"
+
+
+def cell_dir(root: Union[str, Path], method: str, rate: float, seed: int) -> Path:
+    """``root/<method>/rate<r>/seed<s>``, the rate written with ``%g`` (0.2 -> ``rate0.2``)."""
+    return Path(root) / method / f"rate{rate:g}" / f"seed{seed}"
+
+
+def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: Sequence[float] = PAPER_RATES,
+         seeds: Sequence[int] = (0, 1)) -> list[Cell]:
+    """The cells of methods x rates x seeds in running order (method, then rate, then seed)."""
+    for name, values in (("methods", methods), ("rates", rates), ("seeds", seeds)):
+        if not values:
+            raise ValueError(f"{name} must not be empty")
+    return [Cell(m, float(r), int(s), cell_dir(root, m, r, s)) for m in methods for r in rates for s in seeds]
+
+
+def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
+    """The run of one cell: ``config`` with the cell's method, noise rate, seed and directory.
+    ``rho`` stays as given (None: the profile decides, e.g. the paper's 0.1 / 0.05 at 80%)."""
+    return dataclasses.replace(config, method=cell.method, noise_rate=cell.rate, seed=cell.seed,
+                               out=str(cell.dir), resume=True)
+
+
+def _check_same_config(cell: Cell, config: TrainConfig) -> None:
+    """A finished cell is only reused if it was trained with the settings asked for now."""
+    saved = _comparable(saved_config(cell.dir))
+    mine = _comparable(config.resolved().to_dict())
+    diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
+    if diff:
+        raise ValueError(f"finished cell {str(cell.dir)!r} was trained with different settings ({diff}); "
+                         "use the same options or another table directory")
+
+
+def run_grid(cells: Iterable[Cell], config: TrainConfig, *, callback: Optional[Callback] = None,
+             on_cell: Optional[Callable[[Cell, dict, bool], None]] = None) -> list[dict]:
+    """Train every unfinished cell one after another (resuming a killed one); return the summaries.
+
+    Every cell's config is validated before the first one trains, so a bad option fails before
+    anything is written. ``callback`` goes to each :func:`~noisysam.train.train` call;
+    ``on_cell(cell, summary, skipped)`` is called after each cell (``skipped``: it was already finished).
+    """
+    cells = list(cells)
+    configs = [cell_config(config, cell) for cell in cells]
+    for c in configs:
+        c.resolved()
+    summaries = []
+    for cell, c in zip(cells, configs):
+        skipped = cell.finished
+        if skipped:
+            _check_same_config(cell, c)
+            summary = read_json(cell.dir / "result.json")
+        else:
+            summary = train(c, callback=callback).summary
+        summaries.append(summary)
+        if on_cell:
+            on_cell(cell, summary, skipped)
+    return summaries
+
+
+def _parse_rate(name: str) -> Optional[float]:
+    try:
+        return float(name.removeprefix("rate")) if name.startswith("rate") else None
+    except ValueError:
+        return None
+
+
+def collect(root: Union[str, Path]) -> list[dict]:
+    """The finished cells under ``root``: dicts with method, rate, seed, dir and the run's ``result``."""
+    found = []
+    for result in sorted(Path(root).glob("*/rate*/seed*/result.json")):
+        seed_dir, rate_dir, method_dir = result.parent, result.parent.parent, result.parent.parent.parent
+        rate, seed = _parse_rate(rate_dir.name), seed_dir.name.removeprefix("seed")
+        if rate is None or not seed.isdigit():
+            continue
+        found.append(dict(method=method_dir.name, rate=rate, seed=int(seed), dir=str(seed_dir),
+                          result=read_json(result)))
+    return found
+
+
+def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample standard deviation (ddof=1; None for one value) of percentages; None if empty."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else None)
+
+
+def _diff(value: Optional[float], paper: Optional[float]) -> Optional[float]:
+    return None if value is None or paper is None else value - paper
+
+
+def _method_order(methods: Iterable[str]) -> list[str]:
+    methods = set(methods)
+    return [m for m in PAPER_METHODS if m in methods] + sorted(methods - set(PAPER_METHODS))
+
+
+def aggregate(cells: list[dict]) -> list[dict]:
+    """One row per (method, rate): mean +- std over seeds of clean-test accuracy (%) at the last epoch
+    and at the noisy-validation-selected epoch, the paper's value and the differences to it."""
+    rows = []
+    for method in _method_order(c["method"] for c in cells):
+        for rate in sorted({c["rate"] for c in cells if c["method"] == method}):
+            group = sorted((c for c in cells if c["method"] == method and c["rate"] == rate), key=lambda c: c["seed"])
+            pct = lambda key: [None if c["result"]["test_accuracy"][key] is None
+                               else 100.0 * c["result"]["test_accuracy"][key] for c in group]
+            last, last_std = _mean_std(pct("last"))
+            selected, selected_std = _mean_std(pct("selected"))
+            best, best_std = _mean_std(pct("best"))
+            memorisation, _ = _mean_std([100.0 * c["result"]["memorisation_last"] if c["result"]["memorisation_last"]
+                                         is not None else None for c in group])
+            realised, _ = _mean_std([100.0 * c["result"]["noise"]["realised_rate"] for c in group])
+            paper = paper_value(method, rate)
+            rows.append(dict(method=method, rate=rate, seeds=[c["seed"] for c in group],
+                             last_mean=last, last_std=last_std, selected_mean=selected, selected_std=selected_std,
+                             best_mean=best, best_std=best_std, paper=paper,
+                             last_minus_paper=_diff(last, paper), selected_minus_paper=_diff(selected, paper),
+                             memorisation_last_mean=memorisation, realised_noise_rate_mean=realised))
+    return rows
+
+
+def settings(cells: list[dict]) -> dict[str, list]:
+    """What the cells were trained with (dataset, model, epochs, profile, noise kind/mode), each as the
+    sorted list of distinct values found, so a mixed directory shows up as such."""
+    keys = {"dataset": lambda r: r["dataset"], "model": lambda r: r["model"], "epochs": lambda r: r["epochs"],
+            "profile": lambda r: r["profile"], "noise": lambda r: r["noise"]["type"],
+            "noise_mode": lambda r: r["noise"]["mode"], "device": lambda r: r["device"], "amp": lambda r: r["amp"]}
+    return {k: sorted({f(c["result"]) for c in cells}, key=str) for k, f in keys.items()}
+
+
+def fmt(mean: Optional[float], std: Optional[float] = None) -> str:
+    """``83.1 ± 0.4``; ``83.1`` without a std; ``–`` for no value."""
+    if mean is None:
+        return "–"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def fmt_diff(diff: Optional[float]) -> str:
+    return "–" if diff is None else f"{diff:+.1f}"
+
+
+def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
+    """table.md: last-epoch and selected-epoch accuracy tables beside the paper's, then its literature rows."""
+    rates = sorted({r["rate"] for r in rows})
+    methods = _method_order(r["method"] for r in rows)
+    by_key = {(r["method"], r["rate"]): r for r in rows}
+    header = "| method | " + " | ".join(f"{rate:.0%}" for rate in rates) + " |\n"
+    rule = "|---|" + "---|" * len(rates) + "\n"
+    n_seeds = sorted({len(r["seeds"]) for r in rows})
+    lines = ["# noisysam: the SAM paper's label-noise table (Foret et al. 2021, Table 4)\n",
+             "Clean-test accuracy (%), mean ± std over seeds (seeds per cell: "
+             f"{', '.join(map(str, n_seeds))}); in brackets the paper's value and the difference to it.\n",
+             "Settings: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in info.items()) + "\n"]
+    for key, title in (("last", "Last epoch (the paper's convention)"),
+                       ("selected", "Epoch selected by accuracy on a held-out noisy-label validation split")):
+        lines.append(f"## {title}\n")
+        body = ""
+        for m in methods:
+            cells = []
+            for rate in rates:
+                r = by_key.get((m, rate))
+                if r is None:
+                    cells.append("")
+                    continue
+                text = fmt(r[f"{key}_mean"], r[f"{key}_std"])
+                if r["paper"] is not None:
+                    text += f" ({r['paper']:.1f}, {fmt_diff(r[f'{key}_minus_paper'])})"
+                cells.append(text)
+            body += f"| {m} | " + " | ".join(cells) + " |\n"
+        lines.append(header + rule + body)
+    lines.append("## Rows the paper quotes from the literature\n")
+    lit_header = "| method | " + " | ".join(f"{rate:.0%}" for rate in PAPER_RATES) + " |\n"
+    lines.append(lit_header + "|---|" + "---|" * len(PAPER_RATES) + "\n" +
+                 "".join(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |\n"
+                         for name, values in LITERATURE_TABLE4.items()))
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = ("method", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
+               "best_std", "paper", "last_minus_paper", "selected_minus_paper", "memorisation_last_mean",
+               "realised_noise_rate_mean")
+
+
+def render_csv(rows: list[dict]) -> str:
+    """table.csv: one line per (method, rate); empty fields where a value is undefined."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        values = {**r, "n_seeds": len(r["seeds"])}
+        writer.writerow(["" if values[c] is None else round(values[c], 3) if isinstance(values[c], float)
+                         else values[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def write_table(root: Union[str, Path], cells: Optional[list[dict]] = None) -> dict[str, Any]:
+    """Aggregate the finished cells under ``root`` (or the given ``cells``) and write table.json,
+    table.csv and table.md there atomically; return the table.json content."""
+    root = Path(root)
+    cells = collect(root) if cells is None else cells
+    if not cells:
+        raise FileNotFoundError(f"no finished runs under {str(root)!r} (expected <method>/rate<r>/seed<s>/result.json)")
+    rows = aggregate(cells)
+    info = settings(cells)
+    table = dict(unit="percent", std="sample std over seeds (ddof=1); null with one seed",
+                 paper="Foret et al. 2021 (arXiv 2010.01412), Table 4", settings=info, rows=rows,
+                 literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()})
+    write_json(root / "table.json", table)
+    atomic_write(root / "table.csv", lambda f: f.write(render_csv(rows)), mode="w")
+    atomic_write(root / "table.md", lambda f: f.write(render_markdown(rows, info)), mode="w")
+    return table

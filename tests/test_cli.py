@@ -1,0 +1,174 @@
+"""The command line end to end on a tiny budget: run directories, resume, noise files, bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from noisysam import cli as cli_module
+from noisysam.cli import cli
+from noisysam.noise import NoisyLabels
+from noisysam.train import RUN_FILES
+
+TINY = ["--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two threads on a shared 2-core machine can be 100x slower than one (OpenMP spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 16x16 random-image dataset (200 train, 100 test, 10 classes) as an .npz."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8), y_train=np.arange(200) % 10,
+             x_test=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8), y_test=np.arange(100) % 10,
+             classes=np.array([f"c{i}" for i in range(10)]))
+    return str(path)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def tree(path):
+    return {p.relative_to(path): p.stat().st_mtime_ns for p in path.rglob("*")} if path.exists() else None
+
+
+def test_train_writes_a_complete_run_directory_and_json(tiny, tmp_path):
+    out = tmp_path / "run"
+    r = run("train", "--dataset", tiny, "--method", "sgd", "--noise-rate", 0.4, "--out", out, "--json", "--no-plot",
+            *TINY)
+    assert r.exit_code == 0, r.output
+    assert all((out / f).is_file() for f in RUN_FILES)
+    result = json.loads((out / "result.json").read_text())
+    assert json.loads(r.stdout) == result  # nothing but result.json on stdout
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert {"method", "test_accuracy", "memorisation_last", "noise", "wall_seconds"} <= set(result)
+    assert {"last", "best", "selected"} <= set(result["test_accuracy"])
+    assert result["test_accuracy"]["last"] == json.loads(lines[-1])["test_accuracy"]
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["method"], config["epochs"], config["model_params"], config["dataset"]) == ("sgd", 2, {"width": 4}, tiny)
+    labels = NoisyLabels.load(out / "noisy_labels.npz")
+    assert result["noise"]["realised_rate"] == labels.rate
+    assert np.array_equal(labels.clean, np.arange(200) % 10)
+
+    # --resume on a finished run: its saved settings, no retraining, the same result.
+    before = tree(out)
+    r = run("train", "--out", out, "--resume", "--json", "--no-plot")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == result
+    assert tree(out) == before
+
+    # Options given with --resume must agree with the saved run.
+    r = run("train", "--out", out, "--resume", "--epochs", 3)
+    assert r.exit_code == 2 and "differs in ['epochs']" in r.stderr
+    assert tree(out) == before
+
+
+def test_train_summary_and_curves_plot(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    r = run("train", "--dataset", tiny, "--method", "bootstrap-sam", "--out", out, *TINY)
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "result.json").read_text())
+    assert f"{result['test_accuracy']['last']:.1%}" in r.stdout
+    assert "first model (before relabelling)" in r.stdout  # relabel-and-retrain reports its first stage
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # two stages of two epochs
+
+
+def test_noise_writes_and_inspects_a_labels_file(tiny, tmp_path):
+    path = tmp_path / "labels.npz"
+    r = run("noise", "--dataset", tiny, "--noise", "symmetric", "--noise-rate", 0.5, "--noise-mode", "flip",
+            "--seed", 3, "--exact", "-o", path)
+    assert r.exit_code == 0, r.output
+    labels = NoisyLabels.load(path)
+    assert labels.rate == 0.5  # flip mode, exact count: round(0.5 * 200) labels changed
+    assert re.search(r"realised noise rate: (\S+)", r.stdout).group(1) == f"{labels.rate:.4f}"
+    assert labels.provenance["classes"] == [f"c{i}" for i in range(10)]
+    assert "c0" in r.stdout and "c9" in r.stdout
+    inspected = run("noise", "--inspect", path)
+    assert inspected.exit_code == 0
+    assert f"realised noise rate: {labels.rate:.4f}" in inspected.stdout
+    # The file is usable for training, and refuses to be overwritten silently.
+    assert run("noise", "--dataset", tiny, "-o", path).exit_code == 2
+    r = run("train", "--dataset", tiny, "--noise", path, "--epochs", 1, "--model-param", "width=4", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["noise"]["realised_rate"] == 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "Invalid value for '--method'"),
+    (["--model", "nope"], "Invalid value for '--model'"),
+    (["--noise", "nope"], "noise must be one of"),
+    (["--noise-rate", "1.5"], "'--noise-rate': 1.5 is not in the range 0<=x<=1"),
+    (["--noise-rate", "-0.1"], "'--noise-rate': -0.1 is not in the range"),
+    (["--dataset", "missing.npz"], "got 'missing.npz' (no such path)"),
+    (["--dataset", "BAD_NPZ"], "cannot read"),
+    (["--dataset", "WRONG_NPZ"], "lacks ['x_test', 'y_test']"),
+    (["--noise", "missing-labels.npz"], "No such file or directory: missing-labels.npz"),
+    (["--noise", "BAD_NPZ"], "cannot read noisy labels"),
+    (["--noise", "WRONG_NPZ"], "is not a NoisyLabels file"),
+    (["--method-param", "rho"], "expected KEY=VALUE"),
+    (["--method-param", "nope=1"], "accepts parameters"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny, tmp_path, args, message):
+    (tmp_path / "bad.npz").write_text("not a zip file")
+    np.savez(tmp_path / "wrong.npz", x_train=np.zeros((2, 4, 4, 3), np.uint8), y_train=np.zeros(2, int))
+    args = [str(tmp_path / "bad.npz") if a == "BAD_NPZ" else str(tmp_path / "wrong.npz") if a == "WRONG_NPZ" else a
+            for a in args]
+    out = tmp_path / "run"
+    r = run("train", "--dataset", tiny, "--out", out, *TINY, *args)
+    assert r.exit_code == 2
+    assert message in r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1  # one line, no traceback
+    assert r.stdout == ""
+    assert not out.exists()
+
+
+def test_existing_run_directory_without_resume_is_left_untouched(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = tree(out)
+    r = run("train", "--dataset", tiny, "--out", out, *TINY)
+    assert r.exit_code == 2 and "is not empty" in r.stderr and "--resume" in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert tree(out) == before and (out / "notes.txt").read_text() == "mine"
+    assert run("train", "--resume").exit_code == 2  # --resume needs --out
+
+
+def test_interrupt_and_divergence_exit_codes(tiny, tmp_path, monkeypatch):
+    from noisysam.train import TrainingDiverged
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "train", interrupted)
+    r = run("train", "--dataset", tiny, "--out", tmp_path / "run")
+    assert r.exit_code == 130
+    assert f"continue with: noisysam train --out {tmp_path / 'run'} --resume" in r.stderr
+
+    def diverged(*a, **k):
+        raise TrainingDiverged("training loss became nan in epoch 1 of stage 1; stopped")
+
+    monkeypatch.setattr(cli_module, "train", diverged)
+    r = run("train", "--dataset", tiny)
+    assert r.exit_code == 1 and r.stderr == "error: training loss became nan in epoch 1 of stage 1; stopped\n"
+
+
+def test_info_lists_versions_data_methods_and_models():
+    r = run("info")
+    assert r.exit_code == 0, r.output
+    for word in ("torch", "numpy", "scikit-learn", "cifar10-mini.npz", "bootstrap-sam", "resnet32"):
+        assert word in r.stdout

@@ -1,0 +1,153 @@
+"""The paper-table grid: runs cells, skips finished ones on re-run, aggregates over seeds, renders."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from noisysam import table
+from noisysam.cli import cli
+
+TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8), y_train=np.arange(200) % 10,
+             x_test=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8), y_test=np.arange(100) % 10)
+    return str(path)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_paper_numbers_are_table_4():
+    assert table.paper_value("sgd", 0.8) == 26.2
+    assert table.paper_value("bootstrap-sam", 0.4) == 94.2
+    assert table.paper_value("sam", 0.3) is None and table.paper_value("gce", 0.2) is None
+    assert table.PAPER_METHODS == tuple(table.PAPER_TABLE4)
+    assert table.LITERATURE_TABLE4["MentorMix (Jiang et al. 2020)"] == (95.6, 94.2, 91.3, 81.0)
+
+
+def test_aggregate_mean_std_and_difference_to_the_paper():
+    def cell(seed, last, selected):
+        return dict(method="sam", rate=0.2, seed=seed, result=dict(
+            test_accuracy=dict(last=last, selected=selected, best=last),
+            memorisation_last=0.1, noise=dict(realised_rate=0.18)))
+
+    [row] = table.aggregate([cell(0, 0.90, 0.91), cell(1, 0.94, 0.93), cell(2, 0.95, None)])
+    assert row["seeds"] == [0, 1, 2]
+    assert row["last_mean"] == pytest.approx(93.0)
+    assert row["last_std"] == pytest.approx(((3**2 + 1**2 + 2**2) / 2) ** 0.5)  # sample std, by hand
+    assert row["selected_mean"] == pytest.approx(92.0)  # the run without a selection is left out
+    assert row["paper"] == 95.1 and row["last_minus_paper"] == pytest.approx(93.0 - 95.1)
+    [single] = table.aggregate([cell(0, 0.5, 0.5)])
+    assert single["last_std"] is None
+
+
+def test_grid_runs_skips_finished_cells_and_reports(tiny, tmp_path):
+    root = tmp_path / "grid"
+    args = ["table", "--dataset", tiny, "--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0", "--out", root,
+            *TINY]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    results = sorted(root.glob("*/rate*/seed*/result.json"))
+    assert [str(p.relative_to(root)) for p in results] == [
+        "sam/rate0.2/seed0/result.json", "sam/rate0.6/seed0/result.json",
+        "sgd/rate0.2/seed0/result.json", "sgd/rate0.6/seed0/result.json"]
+    for p in results:
+        config = json.loads((p.parent / "config.json").read_text())["config"]
+        method, rate, seed = p.parts[-4], float(p.parts[-3][4:]), int(p.parts[-2][4:])
+        assert (config["method"], config["noise_rate"], config["seed"], config["epochs"]) == (method, rate, seed, 1)
+        assert config["rho"] == 0.1  # left to the cpu profile
+
+    # Re-running skips every finished cell: no result.json is rewritten.
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("already finished") == 4
+    assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+    # ... but not with different settings.
+    r = run(*args[:-len(TINY)], "--epochs", 2, *TINY[2:])
+    assert r.exit_code == 2 and "different settings" in r.stderr
+
+    # --report re-renders from the finished runs; its values are the cells' result.json values.
+    for name in table.TABLE_FILES:
+        (root / name).unlink()
+    r = run("table", "--report", root, "--no-plot")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((root / "table.json").read_text())["rows"]
+    by_cell = {(row["method"], row["rate"]): row for row in rows}
+    assert set(by_cell) == {("sgd", 0.2), ("sgd", 0.6), ("sam", 0.2), ("sam", 0.6)}
+    for p in results:
+        acc = json.loads(p.read_text())["test_accuracy"]
+        row = by_cell[(p.parts[-4], float(p.parts[-3][4:]))]
+        assert row["last_mean"] == pytest.approx(100 * acc["last"])
+        assert row["selected_mean"] == pytest.approx(100 * acc["selected"])
+        assert row["paper"] == table.paper_value(row["method"], row["rate"])
+    with open(root / "table.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [(c["method"], float(c["rate"])) for c in csv_rows] == [("sgd", 0.2), ("sgd", 0.6), ("sam", 0.2), ("sam", 0.6)]
+    for c in csv_rows:
+        assert float(c["last_mean"]) == pytest.approx(by_cell[(c["method"], float(c["rate"]))]["last_mean"], abs=1e-3)
+    md = (root / "table.md").read_text()
+    sgd = [by_cell[("sgd", rate)] for rate in (0.2, 0.6)]
+    assert (f"| sgd | {sgd[0]['last_mean']:.1f} (84.8, {sgd[0]['last_mean'] - 84.8:+.1f}) "
+            f"| {sgd[1]['last_mean']:.1f} (48.2, {sgd[1]['last_mean'] - 48.2:+.1f}) |") in md
+
+
+def test_table_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from noisysam.plot import plot_table
+
+    rows = [dict(method="sgd", rate=r, last_mean=v, last_std=1.0) for r, v in ((0.2, 80.0), (0.8, 30.0))]
+    path = plot_table(tmp_path, rows)
+    assert path == tmp_path / "table.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_grid_options_exit_2_before_writing(tiny, tmp_path):
+    root = tmp_path / "grid"
+    for bad in (["--methods", "sgd,nope"], ["--rates", "0.2,1.5"], ["--seeds", "x"], ["--model", "nope"]):
+        r = run("table", "--dataset", tiny, "--out", root, *TINY, *bad)
+        assert r.exit_code == 2 and r.stderr.startswith("error: "), (bad, r.output)
+        assert not root.exists()
+    r = run("table", "--report", tmp_path)
+    assert r.exit_code == 2 and "no finished runs" in r.stderr
+
+
+def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny, tmp_path):
+    from noisysam.train import TrainConfig, train
+
+    root = tmp_path / "grid"
+    [cell] = table.grid(root, ["sgd"], [0.4], [0])
+    base = TrainConfig(dataset=tiny, epochs=2, model_params={"width": 4}, batch_size=50, amp="none")
+
+    def kill_in_second_epoch(event, info):
+        if event == "batch" and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(table.cell_config(base, cell), callback=kill_in_second_epoch)
+    first_epoch = (cell.dir / "metrics.jsonl").read_text().splitlines()
+    assert len(first_epoch) == 1 and not cell.finished
+
+    r = run("table", "--dataset", tiny, "--methods", "sgd", "--rates", "0.4", "--seeds", "0", "--out", root,
+            "--epochs", 2, *TINY[2:])
+    assert r.exit_code == 0, r.output
+    lines = (cell.dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == first_epoch[0]  # epoch 1 kept as it was, epoch 2 trained on top
+    assert cell.finished
