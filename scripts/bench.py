@@ -1,0 +1,252 @@
+"""Benchmarks of issue 5, each a ratio measured side by side in one run (interleaved repeats, median).
+
+(a) SAM step time / SGD step time, ResNet-32, same batch, through noisysam.methods' ``train_step``
+    (fp32 and bf16 autocast). Two forward/backward passes are the floor: target <= 2.05.
+(b) Training-epoch throughput (images/s) of noisysam's on-device Loader + the trainer's step vs the
+    same model and step fed by a torchvision DataLoader with per-image PIL transforms (RandomCrop(32,
+    padding=4), RandomHorizontalFlip, ToTensor, Normalize: davda54/sam's example pipeline). Target >= 1.5x.
+(c) Cost of m-sharpness (Foret et al. 2021, Section 2/Figure 3), m in {B, 32, 8}, relative to plain SAM.
+(d) bf16 autocast vs fp32 training throughput of the CPU-profile CNN under SAM (the issue's reference: 2.0x).
+
+Usage: ``python scripts/bench.py [--quick] [--threads N] [--batch-size 128] [--images N] [--repeats N]``.
+Timings interleave the compared variants in each repeat (order rotated), so load from other processes
+hits them alike; each ratio is the median over repeats of the per-repeat ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from noisysam.data import Loader, load_dataset
+from noisysam.methods import get_method
+from noisysam.models import get_model
+from noisysam.train import PROFILES, resolve_amp, resolve_device
+
+Step = Callable[[], None]
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke mode: few repeats, few images")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--images", type=int, default=None, help="training images per epoch in (b) (default 2048; quick 256)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per comparison (default 7; quick 2)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to compare in (b)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for name in ("threads", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    args.images = args.images or (256 if args.quick else 2048)
+    args.repeats = args.repeats or (2 if args.quick else 7)
+    args.warmup = 2  # the first two calls of a new model are far slower on CPU (oneDNN primitive set-up)
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+FIRST_CALL: dict[str, float] = {}  # seconds of each variant's first (warm-up) call, for the record
+
+
+def interleaved(variants: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each variant: ``warmup`` untimed calls each, then ``repeats`` rounds in which
+    every variant runs once (order rotated each round)."""
+    names = list(variants)
+    for name in names:
+        for i in range(warmup):
+            t0 = time.perf_counter()
+            variants[name]()
+            sync(device)
+            if i == 0:
+                FIRST_CALL[name] = time.perf_counter() - t0
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            variants[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+class Trainee:
+    """A model, its method and optimizer, as the trainer builds them (channels_last unless told, lr 0.05)."""
+
+    def __init__(self, model: str, method: str, device: torch.device, seed: int, channels_last: bool = True,
+                 **method_params) -> None:
+        torch.manual_seed(seed)  # a benchmark script owns its process: the global seed is ours to set
+        self.model = get_model(model, 10).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.method = get_method(method, **method_params)
+        self.optimizer = self.method.make_optimizer(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model.train()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+        with autocast(x.device, dtype):
+            return self.method.train_step(self.model, self.optimizer, x, y, idx, generator=self.generator)
+
+
+def fixed_batch(data, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loader = Loader(data.x_train[:batch_size], data.y_train[:batch_size], batch_size=batch_size, device=device,
+                    channels_last=True)
+    return next(iter(loader))
+
+
+def step_variants(trainees: dict[str, tuple[Trainee, Optional[torch.dtype]]], batch) -> dict[str, Step]:
+    x, y, idx = batch
+    return {name: (lambda t=t, d=d: t.step(x, y, idx, d)) for name, (t, d) in trainees.items()}
+
+
+# ----------------------------------------------------------------------------------------- (b) pipelines
+
+class PILImages(torch.utils.data.Dataset):
+    """The embedded images as torchvision.datasets.CIFAR10 serves them: a PIL image per item."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        from PIL import Image
+
+        self.images, self.labels, self.transform, self.to_pil = images, labels, transform, Image.fromarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.to_pil(self.images[i])), int(self.labels[i]), i
+
+
+def torchvision_epoch(trainee: Trainee, images: np.ndarray, labels: np.ndarray, batch_size: int, workers: int,
+                      mean, std, device: torch.device, seed: int) -> Step:
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
+    loader = torch.utils.data.DataLoader(PILImages(images, labels, transform), batch_size=batch_size, shuffle=True,
+                                         num_workers=workers, persistent_workers=workers > 0,
+                                         generator=torch.Generator().manual_seed(seed))
+
+    def epoch() -> None:
+        for x, y, idx in loader:
+            trainee.step(x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, None)
+
+    return epoch
+
+
+def noisysam_epoch(trainee: Trainee, loader: Loader, dtype: Optional[torch.dtype]) -> Step:
+    state = {"epoch": 0}
+
+    def epoch() -> None:
+        loader.set_epoch(state["epoch"])
+        state["epoch"] += 1
+        for x, y, idx in loader:
+            trainee.step(x, y, idx, dtype)
+
+    return epoch
+
+
+# -------------------------------------------------------------------------------------------- report
+
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def report(section: str, what: str, value: str, target: str = "") -> None:
+    ROWS.append((section, what, value, target))
+    print(f"  {what:<78} {value:>8}  {target}", flush=True)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    bf16 = resolve_amp("bf16", device)
+    auto = resolve_amp("auto", device)
+    data = load_dataset("cifar10-mini")
+    B = args.batch_size
+    batch = fixed_batch(data, B, device)
+    cnn = PROFILES["cpu"]["model"]
+    print(f"noisysam benchmarks: device {device}, {torch.get_num_threads()} threads, batch {B}, "
+          f"torch {torch.__version__}, amp auto -> {auto}, load average {os.getloadavg()[0]:.2f}"
+          f"{' (quick mode)' if args.quick else ''}")
+
+    print("\n(a) SAM step / SGD step, resnet32, same batch, methods.train_step")
+    for label, dtype in (("fp32", None), ("bf16 autocast", bf16)):
+        trainees = {k: (Trainee("resnet32", k, device, args.seed), dtype) for k in ("sgd", "sam")}
+        t = interleaved(step_variants(trainees, batch), args.repeats, args.warmup, device)
+        report("a", f"{label}: SGD {1e3 * statistics.median(t['sgd']):.0f} ms, SAM "
+                    f"{1e3 * statistics.median(t['sam']):.0f} ms per step", f"{median_ratio(t['sam'], t['sgd']):.2f}x",
+               "target <= 2.05")
+
+    # noisysam as the trainer runs it (on-device Loader, channels_last, amp "auto") and in fp32, vs the
+    # usual pipeline as davda54/sam's example runs it (DataLoader + PIL transforms, fp32, default layout).
+    print(f"\n(b) training epoch throughput, SAM, {args.images} images, batch {B}: noisysam Loader + trainer "
+          "step vs torchvision DataLoader + PIL transforms (fp32, NCHW)")
+    images, labels = data.x_train[:args.images], data.y_train[:args.images]
+    for model in (cnn, "resnet32"):
+        loader = Loader(images, labels, batch_size=B, device=device, channels_last=True, seed=args.seed)
+        variants: dict[str, Step] = {}
+        if auto is not None:
+            variants[f"noisysam defaults (channels_last, {str(auto)[6:]})"] = noisysam_epoch(
+                Trainee(model, "sam", device, args.seed), loader, auto)
+        variants["noisysam fp32 (channels_last)"] = noisysam_epoch(Trainee(model, "sam", device, args.seed), loader, None)
+        for w in args.workers:
+            variants[f"torchvision workers={w}"] = torchvision_epoch(
+                Trainee(model, "sam", device, args.seed, channels_last=False), images, labels, B, w, loader.mean,
+                loader.std, device, args.seed)
+        t = interleaved(variants, args.repeats, args.warmup, device)
+        ips = {k: len(labels) / statistics.median(v) for k, v in t.items()}
+        for k, v in ips.items():
+            report("b", f"{model} {k}: images/s (first epoch {FIRST_CALL[k]:.1f} s)", f"{v:.0f}")
+        tv = [k for k in t if k.startswith("torchvision")]
+        best_tv = max(tv, key=lambda k: ips[k])
+        for k in (k for k in t if k.startswith("noisysam")):
+            report("b", f"{model} {k.split(' (')[0]} / torchvision {best_tv.split()[-1]} (fastest)",
+                   f"{median_ratio(t[best_tv], t[k]):.2f}x", "target >= 1.5" if "defaults" in k else "(fp32 alone)")
+
+    print("\n(c) m-sharpness cost, resnet32, fp32, batch", B)
+    ms = {"m=B": None, "m=32": 32, "m=8": 8}
+    trainees = {k: (Trainee("resnet32", "sam", device, args.seed, m=m), None) for k, m in ms.items()}
+    t = interleaved(step_variants(trainees, batch), args.repeats, args.warmup, device)
+    for k in ("m=32", "m=8"):
+        report("c", f"SAM {k} step / plain SAM (m=B={B}) step ({1e3 * statistics.median(t[k]):.0f} vs "
+                    f"{1e3 * statistics.median(t['m=B']):.0f} ms)", f"{median_ratio(t[k], t['m=B']):.2f}x", "(cost)")
+
+    print(f"\n(d) bf16 autocast vs fp32 training throughput, {cnn} (CPU profile), SAM, batch", B)
+    if bf16 is None or (device.type == "cpu" and auto is None):
+        report("d", "bf16 autocast", "skipped", "(no native bf16 on this device)")
+    else:
+        trainees = {k: (Trainee(cnn, "sam", device, args.seed), d) for k, d in (("fp32", None), ("bf16", bf16))}
+        t = interleaved(step_variants(trainees, batch), args.repeats * 2, args.warmup, device)
+        report("d", f"{cnn} SAM: fp32 {1e3 * statistics.median(t['fp32']):.0f} ms, bf16 "
+                    f"{1e3 * statistics.median(t['bf16']):.0f} ms per step; bf16 speed-up",
+               f"{median_ratio(t['fp32'], t['bf16']):.2f}x", "reference 2.0x")
+
+    print(f"\nsummary (load average now {os.getloadavg()[0]:.2f}):")
+    print(f"  {'':3}{'measurement':<78} {'value':>8}  target")
+    for section, what, value, target in ROWS:
+        if target:
+            print(f"  {section:<3}{what:<78} {value:>8}  {target}")
+
+
+if __name__ == "__main__":
+    main()
