@@ -29,7 +29,7 @@ from rich.table import Table
 from noisysam import __version__
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
-from noisysam.files import _jsonable
+from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
@@ -348,7 +348,7 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
     if out and plot:
         _plot(console, _plot_run, out)
     if as_json:
-        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(_jsonable(result.summary), indent=2))
+        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(result.summary), indent=2))
     else:
         console.print(_summary_table(result.summary, result.run_dir))
 

@@ -34,26 +34,26 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "wb")
         raise
 
 
-def _jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
     """NaN/inf floats become null: strict JSON has no NaN."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     return obj
 
 
 def write_json(path: PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (non-finite floats as null)."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def write_jsonl(path: PathLike, rows: Iterable[dict]) -> None:
     """Atomically (re)write a JSON-lines file, one object per line."""
-    text = "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
+    text = "".join(json.dumps(to_jsonable(r)) + "\n" for r in rows)
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from noisysam.files import atomic_write, read_json, write_json
-from noisysam.train import Callback, TrainConfig, _comparable, saved_config, train
+from noisysam.train import Callback, TrainConfig, comparable_config, saved_config, train
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -103,8 +103,8 @@ def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
 
 def _check_same_config(cell: Cell, config: TrainConfig) -> None:
     """A finished cell is only reused if it was trained with the settings asked for now."""
-    saved = _comparable(saved_config(cell.dir))
-    mine = _comparable(config.resolved().to_dict())
+    saved = comparable_config(saved_config(cell.dir))
+    mine = comparable_config(config.resolved().to_dict())
     diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
     if diff:
         raise ValueError(f"finished cell {str(cell.dir)!r} was trained with different settings ({diff}); "

@@ -315,10 +315,13 @@ class _Run:
                 self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
         return float(loss_sum) / steps
 
-    def evaluate(self) -> dict:
-        """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy."""
+    def evaluate(self) -> Optional[dict]:
+        """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
+        None when the model's outputs are no longer finite (diverged)."""
         labels = self.labels
         pred, loss = predict(self.model, self.eval_train, self.dtype)
+        if not torch.isfinite(loss).all():
+            return None
         noisy, clean = labels.noisy[self.train_idx], labels.clean[self.train_idx]
         mem, rec = memorisation_recovery(pred, noisy, clean)
         test_pred, _ = predict(self.model, self.eval_test, self.dtype)
@@ -380,14 +383,14 @@ def _prepare_out(cfg: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
         ckpt = out / "checkpoint.pt"
         if (out / "config.json").exists():
             saved = read_json(out / "config.json")["config"]
-            mine = _comparable(cfg.to_dict())
-            diff = sorted(k for k, v in _comparable(saved).items() if mine.get(k) != v)
+            mine = comparable_config(cfg.to_dict())
+            diff = sorted(k for k, v in comparable_config(saved).items() if mine.get(k) != v)
             _check(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
         return out, (load_checkpoint(ckpt) if ckpt.exists() else None)
     return out, None
 
 
-def _comparable(d: dict) -> dict:
+def comparable_config(d: dict) -> dict:
     """Config fields that must match to resume a run (not where it lives or how it was started)."""
     return {k: v for k, v in d.items() if k not in ("out", "resume", "device")}
 
@@ -461,11 +464,15 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         run.history, run.stage1, wall0 = ckpt["history"], ckpt["stage1"], ckpt["wall_seconds"]
         run.relabels = None if ckpt["relabels"] is None else ckpt["relabels"].numpy()
         start_stage, start_epoch = ckpt["stage"], ckpt["epoch"]
-    if out is not None and (out / "result.json").exists() and ckpt is not None and \
-            start_stage == run.stages and start_epoch == cfg.epochs:
-        run.build(start_stage, _stage_labels(run, start_stage))
+    run.build(start_stage, _stage_labels(run, start_stage))  # bad model settings fail here, before any write
+    if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
-        return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        if run.scaler and ckpt.get("scaler"):
+            run.scaler.load_state_dict(ckpt["scaler"])
+        finished = start_stage == run.stages and start_epoch == cfg.epochs
+        if finished and (out / "result.json").exists():
+            return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
     if out is not None and ckpt is None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
@@ -473,12 +480,6 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                                              torch_version=torch.__version__, device=str(run.device),
                                              train_rows=len(run.train_idx), val_rows=len(run.val_idx)))
         labels.save(out / "noisy_labels.npz")
-    run.build(start_stage, _stage_labels(run, start_stage))
-    if ckpt is not None:
-        run.model.load_state_dict(ckpt["model"])
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        if run.scaler and ckpt.get("scaler"):
-            run.scaler.load_state_dict(ckpt["scaler"])
     if callback:
         callback("start", dict(stages=run.stages, epochs=cfg.epochs, batches=len(run.loader), config=cfg,
                                stage=start_stage, epoch=start_epoch, history=list(run.history)))
@@ -488,12 +489,15 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
             run.build(stage, _stage_labels(run, stage))
         for epoch in range(start_epoch if stage == start_stage else 0, cfg.epochs):
             train_loss = run.train_epoch(epoch)
-            if not math.isfinite(train_loss):
-                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if out else "none (no out)"
-                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} of stage {stage}; "
-                                       f"stopped. Last good checkpoint: {where}. Try a lower lr.")
+            metrics = run.evaluate() if math.isfinite(train_loss) else None
+            if metrics is None:
+                saved = out is not None and (out / "checkpoint.pt").exists()
+                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if saved else "none (no epoch finished)"
+                raise TrainingDiverged(f"training loss or the model's outputs became non-finite (train loss "
+                                       f"{train_loss}) in epoch {epoch + 1} of stage {stage}; stopped. "
+                                       f"Last good checkpoint: {where}. Try a lower lr.")
             record = dict(stage=stage, epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"],
-                          train_loss=train_loss, **run.evaluate(), seconds=time.perf_counter() - t0)
+                          train_loss=train_loss, **metrics, seconds=time.perf_counter() - t0)
             run.history.append(record)
             if stage == 1 and run.stages == 2 and epoch + 1 == cfg.epochs:
                 # Relabel-and-retrain: the first model's predictions become the training labels of stage 2.
@@ -501,8 +505,6 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                 last = run.history[-1]
                 run.stage1 = dict(test_accuracy=last["test_accuracy"], memorisation=last["memorisation"],
                                   relabel_accuracy=accuracy(run.relabels, labels.clean[run.train_idx]))
-            if callback:
-                callback("epoch", record)
             if out is not None:
                 write_jsonl(out / "metrics.jsonl", run.history)
                 if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
@@ -510,6 +512,8 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                     save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
                 else:
                     save_checkpoint(out / "checkpoint.pt", run.checkpoint(epoch + 1, time.perf_counter() - t0))
+            if callback:  # after the writes: stopping here keeps this epoch
+                callback("epoch", record)
     wall = time.perf_counter() - t0
     summary = _summary(run, wall)
     if out is not None:

@@ -275,8 +275,6 @@ def test_nan_loss_after_epoch_1_stops_with_a_clear_message_and_keeps_epoch_1(tin
     _assert_last_good_kept(out, good_epochs=1)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: weights that blow up while the epoch's training loss is still finite "
-                                       "make evaluate() raise ValueError from noise_auroc instead of TrainingDiverged")
 def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path):
     # One batch per epoch: epoch 1's loss is measured before its (huge) step, so it is finite; the
     # next evaluation sees overflowing weights.
@@ -288,8 +286,6 @@ def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path):
         _assert_last_good_kept(out, good_epochs=good)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the divergence message names checkpoint.pt even when no epoch "
-                                       "finished and no checkpoint was written")
 def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tiny, tmp_path):
     out = tmp_path / "run"
     message = _diverge(tiny, out, model=SmallNet(nan_after=0))
@@ -457,8 +453,6 @@ def test_bad_input_raises_value_error_naming_the_field_before_writing(tiny, tmp_
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the model is built after config.json and noisy_labels.npz are "
-                                       "written, so a bad model_params leaves a run directory behind")
 def test_bad_model_params_raise_before_writing(tiny, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="widht"):
