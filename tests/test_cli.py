@@ -16,24 +16,8 @@ from noisysam.train import RUN_FILES
 TINY = ["--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine can be 100x slower than one (OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 16x16 random-image dataset (200 train, 100 test, 10 classes) as an .npz."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8), y_train=np.arange(200) % 10,
-             x_test=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8), y_test=np.arange(100) % 10,
-             classes=np.array([f"c{i}" for i in range(10)]))
-    return str(path)
 
 
 def run(*args):
@@ -44,9 +28,9 @@ def tree(path):
     return {p.relative_to(path): p.stat().st_mtime_ns for p in path.rglob("*")} if path.exists() else None
 
 
-def test_train_writes_a_complete_run_directory_and_json(tiny, tmp_path):
+def test_train_writes_a_complete_run_directory_and_json(tiny_npz, tmp_path):
     out = tmp_path / "run"
-    r = run("train", "--dataset", tiny, "--method", "sgd", "--noise-rate", 0.4, "--out", out, "--json", "--no-plot",
+    r = run("train", "--dataset", tiny_npz, "--method", "sgd", "--noise-rate", 0.4, "--out", out, "--json", "--no-plot",
             *TINY)
     assert r.exit_code == 0, r.output
     assert all((out / f).is_file() for f in RUN_FILES)
@@ -58,7 +42,7 @@ def test_train_writes_a_complete_run_directory_and_json(tiny, tmp_path):
     assert {"last", "best", "selected"} <= set(result["test_accuracy"])
     assert result["test_accuracy"]["last"] == json.loads(lines[-1])["test_accuracy"]
     config = json.loads((out / "config.json").read_text())["config"]
-    assert (config["method"], config["epochs"], config["model_params"], config["dataset"]) == ("sgd", 2, {"width": 4}, tiny)
+    assert (config["method"], config["epochs"], config["model_params"], config["dataset"]) == ("sgd", 2, {"width": 4}, tiny_npz)
     labels = NoisyLabels.load(out / "noisy_labels.npz")
     assert result["noise"]["realised_rate"] == labels.rate
     assert np.array_equal(labels.clean, np.arange(200) % 10)
@@ -76,10 +60,10 @@ def test_train_writes_a_complete_run_directory_and_json(tiny, tmp_path):
     assert tree(out) == before
 
 
-def test_train_summary_and_curves_plot(tiny, tmp_path):
+def test_train_summary_and_curves_plot(tiny_npz, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "run"
-    r = run("train", "--dataset", tiny, "--method", "bootstrap-sam", "--out", out, *TINY)
+    r = run("train", "--dataset", tiny_npz, "--method", "bootstrap-sam", "--out", out, *TINY)
     assert r.exit_code == 0, r.output
     result = json.loads((out / "result.json").read_text())
     assert f"{result['test_accuracy']['last']:.1%}" in r.stdout
@@ -88,9 +72,9 @@ def test_train_summary_and_curves_plot(tiny, tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # two stages of two epochs
 
 
-def test_noise_writes_and_inspects_a_labels_file(tiny, tmp_path):
+def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     path = tmp_path / "labels.npz"
-    r = run("noise", "--dataset", tiny, "--noise", "symmetric", "--noise-rate", 0.5, "--noise-mode", "flip",
+    r = run("noise", "--dataset", tiny_npz, "--noise", "symmetric", "--noise-rate", 0.5, "--noise-mode", "flip",
             "--seed", 3, "--exact", "-o", path)
     assert r.exit_code == 0, r.output
     labels = NoisyLabels.load(path)
@@ -102,8 +86,8 @@ def test_noise_writes_and_inspects_a_labels_file(tiny, tmp_path):
     assert inspected.exit_code == 0
     assert f"realised noise rate: {labels.rate:.4f}" in inspected.stdout
     # The file is usable for training, and refuses to be overwritten silently.
-    assert run("noise", "--dataset", tiny, "-o", path).exit_code == 2
-    r = run("train", "--dataset", tiny, "--noise", path, "--epochs", 1, "--model-param", "width=4", "--json")
+    assert run("noise", "--dataset", tiny_npz, "-o", path).exit_code == 2
+    r = run("train", "--dataset", tiny_npz, "--noise", path, "--epochs", 1, "--model-param", "width=4", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["noise"]["realised_rate"] == 0.5
 
 
@@ -122,13 +106,13 @@ def test_noise_writes_and_inspects_a_labels_file(tiny, tmp_path):
     (["--method-param", "rho"], "expected KEY=VALUE"),
     (["--method-param", "nope=1"], "accepts parameters"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny, tmp_path, args, message):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     (tmp_path / "bad.npz").write_text("not a zip file")
     np.savez(tmp_path / "wrong.npz", x_train=np.zeros((2, 4, 4, 3), np.uint8), y_train=np.zeros(2, int))
     args = [str(tmp_path / "bad.npz") if a == "BAD_NPZ" else str(tmp_path / "wrong.npz") if a == "WRONG_NPZ" else a
             for a in args]
     out = tmp_path / "run"
-    r = run("train", "--dataset", tiny, "--out", out, *TINY, *args)
+    r = run("train", "--dataset", tiny_npz, "--out", out, *TINY, *args)
     assert r.exit_code == 2
     assert message in r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1  # one line, no traceback
@@ -136,26 +120,26 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny, tmp_path, args
     assert not out.exists()
 
 
-def test_existing_run_directory_without_resume_is_left_untouched(tiny, tmp_path):
+def test_existing_run_directory_without_resume_is_left_untouched(tiny_npz, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     before = tree(out)
-    r = run("train", "--dataset", tiny, "--out", out, *TINY)
+    r = run("train", "--dataset", tiny_npz, "--out", out, *TINY)
     assert r.exit_code == 2 and "is not empty" in r.stderr and "--resume" in r.stderr
     assert r.stderr.count("\n") == 1
     assert tree(out) == before and (out / "notes.txt").read_text() == "mine"
     assert run("train", "--resume").exit_code == 2  # --resume needs --out
 
 
-def test_interrupt_and_divergence_exit_codes(tiny, tmp_path, monkeypatch):
+def test_interrupt_and_divergence_exit_codes(tiny_npz, tmp_path, monkeypatch):
     from noisysam.train import TrainingDiverged
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_module, "train", interrupted)
-    r = run("train", "--dataset", tiny, "--out", tmp_path / "run")
+    r = run("train", "--dataset", tiny_npz, "--out", tmp_path / "run")
     assert r.exit_code == 130
     assert f"continue with: noisysam train --out {tmp_path / 'run'} --resume" in r.stderr
 
@@ -163,7 +147,7 @@ def test_interrupt_and_divergence_exit_codes(tiny, tmp_path, monkeypatch):
         raise TrainingDiverged("training loss became nan in epoch 1 of stage 1; stopped")
 
     monkeypatch.setattr(cli_module, "train", diverged)
-    r = run("train", "--dataset", tiny)
+    r = run("train", "--dataset", tiny_npz)
     assert r.exit_code == 1 and r.stderr == "error: training loss became nan in epoch 1 of stage 1; stopped\n"
 
 

@@ -14,21 +14,8 @@ from noisysam.cli import cli
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    rng = np.random.default_rng(1)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8), y_train=np.arange(200) % 10,
-             x_test=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8), y_test=np.arange(100) % 10)
-    return str(path)
 
 
 def run(*args):
@@ -59,9 +46,9 @@ def test_aggregate_mean_std_and_difference_to_the_paper():
     assert single["last_std"] is None
 
 
-def test_grid_runs_skips_finished_cells_and_reports(tiny, tmp_path):
+def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
     root = tmp_path / "grid"
-    args = ["table", "--dataset", tiny, "--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0", "--out", root,
+    args = ["table", "--dataset", tiny_npz, "--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0", "--out", root,
             *TINY]
     r = run(*args)
     assert r.exit_code == 0, r.output
@@ -119,22 +106,22 @@ def test_table_plot(tmp_path):
     assert path == tmp_path / "table.png" and path.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bad_grid_options_exit_2_before_writing(tiny, tmp_path):
+def test_bad_grid_options_exit_2_before_writing(tiny_npz, tmp_path):
     root = tmp_path / "grid"
     for bad in (["--methods", "sgd,nope"], ["--rates", "0.2,1.5"], ["--seeds", "x"], ["--model", "nope"]):
-        r = run("table", "--dataset", tiny, "--out", root, *TINY, *bad)
+        r = run("table", "--dataset", tiny_npz, "--out", root, *TINY, *bad)
         assert r.exit_code == 2 and r.stderr.startswith("error: "), (bad, r.output)
         assert not root.exists()
     r = run("table", "--report", tmp_path)
     assert r.exit_code == 2 and "no finished runs" in r.stderr
 
 
-def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny, tmp_path):
+def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
     from noisysam.train import TrainConfig, train
 
     root = tmp_path / "grid"
     [cell] = table.grid(root, ["sgd"], [0.4], [0])
-    base = TrainConfig(dataset=tiny, epochs=2, model_params={"width": 4}, batch_size=50, amp="none")
+    base = TrainConfig(dataset=tiny_npz, epochs=2, model_params={"width": 4}, batch_size=50, amp="none")
 
     def kill_in_second_epoch(event, info):
         if event == "batch" and info["epoch"] == 2:
@@ -145,7 +132,7 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny, tmp_path):
     first_epoch = (cell.dir / "metrics.jsonl").read_text().splitlines()
     assert len(first_epoch) == 1 and not cell.finished
 
-    r = run("table", "--dataset", tiny, "--methods", "sgd", "--rates", "0.4", "--seeds", "0", "--out", root,
+    r = run("table", "--dataset", tiny_npz, "--methods", "sgd", "--rates", "0.4", "--seeds", "0", "--out", root,
             "--epochs", 2, *TINY[2:])
     assert r.exit_code == 0, r.output
     lines = (cell.dir / "metrics.jsonl").read_text().splitlines()
