@@ -6,7 +6,7 @@
 
 With 1/p + 1/q = 1 and t = T g (T = |w| for ASAM, else 1), the perturbation is (PAPER.md)
 
-    e(w) = rho * T * sign(t) |t|^(q-1) / ||t||_q^(q-1)        [= rho sign(t)|t|^(q-1) / (||t||_q^q)^(1/p)]
+    e(w) = rho * T * sign(t) |t|^(q-1) / ||t||_q^(q-1)       [T = 1: rho sign(g)|g|^(q-1) / (||g||_q^q)^(1/p)]
 
 with one global norm over every parameter of every group: p = 2 gives rho g / ||g||_2, p = inf gives
 rho sign(g), ASAM (p = 2) gives rho w^2 g / ||w g||_2.
@@ -78,6 +78,12 @@ class SAM(Optimizer):
         else:
             raise ValueError(
                 f"base_optimizer must be a torch.optim.Optimizer class or instance, got {base_optimizer!r}"
+            )
+        clash = sorted({"rho", "adaptive"} & set(base.defaults))
+        if clash:  # e.g. Adadelta's own rho: SAM would silently perturb with it
+            raise ValueError(
+                f"base_optimizer {type(base).__name__} has its own param-group key(s) {clash}, "
+                "which SAM uses for its rho/adaptive"
             )
         self.base_optimizer = base
         # The base optimizer's group dicts get SAM's per-group defaults (rho, adaptive) filled in.

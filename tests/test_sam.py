@@ -143,6 +143,26 @@ def test_five_steps_match_formula(case, api):
     assert max((prm.detach() - r).abs().max() for prm, r in zip(model.parameters(), sgd)) > 1e-3
 
 
+def test_closure_step_returns_the_loss_at_w():
+    model, batches = make_mlp(), make_batches(3)
+    opt = make_sam(model, rho=0.5)
+    for x, y in batches:
+        losses = []
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(loss.detach())
+            return loss
+
+        with torch.no_grad():
+            at_w = F.cross_entropy(model(x), y)
+        loss = opt.step(closure)
+        assert len(losses) == 2 and not torch.equal(losses[0], losses[1])  # at w, then at w + e
+        assert torch.equal(loss.detach(), at_w)
+
+
 def test_per_group_rho_and_adaptive_share_one_global_norm():
     model, batches = make_mlp(), make_batches()
     w0 = [prm.detach().clone() for prm in model.parameters()]
@@ -367,6 +387,8 @@ def test_bad_input_raises_naming_the_problem():
         SAM(params, torch.optim.SGD(params, lr=0.1), lr=0.1)
     with pytest.raises(ValueError, match="params"):
         SAM(params[:1], torch.optim.SGD(params, lr=0.1))
+    with pytest.raises(ValueError, match="Adadelta.*rho"):  # its own group key 'rho' would replace SAM's
+        SAM(params, torch.optim.Adadelta, rho=0.05, lr=1.0)
     opt = SAM(params, torch.optim.SGD, lr=0.1)
     with pytest.raises(RuntimeError, match="without first_step"):
         opt.second_step()
@@ -513,3 +535,21 @@ def test_grad_scaler_skips_a_step_with_inf_gradients(bad_pass):
     # the next, finite step goes through
     sam_step(opt, model, F.cross_entropy, x, y, scaler=s)
     assert not torch.equal(model[0].weight, w0[0]) and s.get_scale() == 2.0**9
+
+
+def test_grad_scaler_skips_an_m_sharpness_step_with_inf_in_an_earlier_chunk():
+    """An overflow in chunk 1's first pass skips the whole step even though the later chunks are finite."""
+    model, (x, y) = make_mlp(dtype=torch.float32), make_batches(1, batch=6, dtype=torch.float32)[0]
+    w0 = [prm.detach().clone() for prm in model.parameters()]
+    opt, s = make_sam(model, rho=0.1, p=math.inf), scaler()  # p = inf: e stays finite after an inf grad
+    backwards = []
+
+    def inf_in_the_first_backward(grad):
+        backwards.append(1)
+        return torch.full_like(grad, math.inf) if len(backwards) == 1 else grad
+
+    model[0].weight.register_hook(inf_in_the_first_backward)
+    sam_step(opt, model, F.cross_entropy, x, y, m=3, scaler=s)
+    assert len(backwards) == 4  # two chunks, two passes each
+    assert all(torch.equal(prm, w) for prm, w in zip(model.parameters(), w0))
+    assert len(opt.base_optimizer.state) == 0 and s.get_scale() == 2.0**9
