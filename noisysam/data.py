@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import site
 import sys
+import sysconfig
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +33,34 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
 def find_data_file(name: str) -> Path:
-    """Path of a file shipped in the project's ``data/``: looked for in ``$NOISYSAM_DATA``, the repository's
-    ``data/`` next to the package, then the installed copies ``<sys.prefix>/share/noisysam/data`` and
-    ``<user base>/share/noisysam/data`` (``pip install --user``)."""
+    """Path of a file shipped in the project's ``data/``. Looked for in ``$NOISYSAM_DATA``; the repository's
+    ``data/`` next to the package (a checkout or an editable install); then where a non-editable install put
+    it (``setup.cfg``'s ``data_files``, ``share/noisysam/data`` under the install prefix): the location the
+    installed distribution's RECORD names (any prefix: ``--prefix``, Debian's ``/usr/local``, ...), the
+    interpreter's data path, ``<sys.prefix>``, the folder above the package (``pip install --target``) and
+    the user base (``pip install --user``)."""
     places = [Path(os.environ["NOISYSAM_DATA"])] if os.environ.get("NOISYSAM_DATA") else []
-    places += [Path(__file__).resolve().parent.parent / "data",
-               Path(sys.prefix) / "share" / "noisysam" / "data",
-               Path(site.getuserbase()) / "share" / "noisysam" / "data"]
+    package_parent = Path(__file__).resolve().parent.parent
+    places += [package_parent / "data", *_recorded_data_dirs()]
+    places += [Path(base) / "share" / "noisysam" / "data"
+               for base in (sysconfig.get_path("data"), sys.prefix, package_parent, site.getuserbase())]
+    places = list(dict.fromkeys(places))  # first occurrence wins; the error lists each place once
     for place in places:
         if (place / name).is_file():
             return place / name
     raise FileNotFoundError(f"data file {name!r} not found; looked in: {', '.join(map(str, places))} "
                             "(set NOISYSAM_DATA to the folder holding it)")
+
+
+def _recorded_data_dirs() -> list[Path]:
+    """Folders of the ``share/noisysam/data`` files listed in the installed distribution's RECORD."""
+    try:
+        dist = importlib.metadata.distribution("noisysam")
+        files = dist.files or []
+    except Exception:  # not installed, or unreadable metadata: the other places still apply
+        return []
+    dirs = [Path(dist.locate_file(f)).parent for f in files if tuple(f.parts[-4:-1]) == ("share", "noisysam", "data")]
+    return [d.resolve() for d in dict.fromkeys(dirs)]
 
 
 @dataclass

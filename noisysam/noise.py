@@ -30,6 +30,8 @@ from typing import Any, Mapping, Union
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from noisysam.files import atomic_write
+
 __all__ = [
     "CIFAR10_ASYMMETRIC",
     "CIFAR10N_KINDS",
@@ -76,8 +78,10 @@ class NoisyLabels:
     realised K x K row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)`` estimated with
     ``sklearn.metrics.confusion_matrix`` normalised per row; a class with no samples gets the identity
     row (nothing observed, nothing corrupted), so T stays row-stochastic. ``provenance`` is a JSON-able
-    dict: ``kind``, ``nominal_rate``, ``mode``, ``seed``, ... and ``clean_sha256``, the sha256 of the clean
-    labels (as little-endian int64), checked against ``clean`` on construction and on load.
+    dict: ``kind``, ``nominal_rate``, ``mode``, ``seed`` (each None where it does not apply: ``mode`` outside
+    symmetric noise, ``seed`` for a caller's Generator or CIFAR-10N, ``nominal_rate`` for CIFAR-10N), the
+    noise model's own parameters (``exact``, ``mapping``, ``T``, ...) and ``clean_sha256``, the sha256 of the
+    clean labels (as little-endian int64), checked against ``clean`` on construction and on load.
     """
 
     noisy: np.ndarray
@@ -124,13 +128,12 @@ class NoisyLabels:
         }
 
     def save(self, path: Union[str, PathLike]) -> None:
-        """Write to ``path`` (exactly that name) as .npz: arrays plus provenance as a JSON string."""
-        with open(path, "wb") as f:
-            np.savez_compressed(
-                f, format=np.array(_FILE_FORMAT), noisy=self.noisy, clean=self.clean,
-                num_classes=np.array(self.num_classes, dtype=np.int64),
-                provenance=np.array(json.dumps(self.provenance, sort_keys=True)),
-            )
+        """Write to ``path`` (exactly that name) as .npz: arrays plus provenance as a JSON string. Atomic: an
+        interrupted save never leaves a half-written file, nor destroys the one it replaces."""
+        arrays = dict(format=np.array(_FILE_FORMAT), noisy=self.noisy, clean=self.clean,
+                      num_classes=np.array(self.num_classes, dtype=np.int64),
+                      provenance=np.array(json.dumps(self.provenance, sort_keys=True)))
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
     @classmethod
     def load(cls, path: Union[str, PathLike]) -> "NoisyLabels":
@@ -248,7 +251,7 @@ def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num
     noisy = clean.copy()
     chosen = eligible[_select(_rng(seed), eligible.size, rate, exact)]
     noisy[chosen] = target[clean[chosen]]
-    provenance = dict(kind=kind, nominal_rate=rate, exact=bool(exact), seed=_seed_record(seed))
+    provenance = dict(kind=kind, nominal_rate=rate, mode=None, exact=bool(exact), seed=_seed_record(seed))
     if kind == "asymmetric":
         provenance["mapping"] = {str(a): b for a, b in sorted(mapping.items())}
     return NoisyLabels(noisy, clean, k, provenance)
@@ -272,7 +275,10 @@ def pairflip(labels: Any, rate: float, num_classes: int | None = None, *, seed: 
 def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
     """Draw each noisy label from row ``clean`` of ``T`` (K x K, ``T[i, j] = P(noisy = j | clean = i)``).
 
-    Vectorised inverse-CDF sampling, equivalent to ``for s: noisy[s] = first j with u[s] < cumsum(T[clean[s]])[j]``.
+    Vectorised inverse-CDF sampling, equivalent to ``for s: noisy[s] = first j with u[s] < cumsum(T[clean[s]])[j]``
+    (rows renormalised to sum to exactly 1; a class with probability 0 is never drawn). Provenance records
+    ``T`` and, as ``nominal_rate``, the fraction of wrong labels T implies for these clean labels,
+    ``mean(1 - T[clean, clean])``.
     """
     T = np.asarray(T, dtype=np.float64)
     if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
@@ -280,11 +286,16 @@ def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
     if not np.all(np.isfinite(T)) or T.min() < 0 or not np.allclose(T.sum(axis=1), 1.0, atol=1e-6, rtol=0):
         raise ValueError(f"T must be row-stochastic (entries >= 0, rows summing to 1), got row sums {T.sum(axis=1)}")
     clean, k = _check_labels(labels, T.shape[0])
-    cdf = np.cumsum(T, axis=1)
-    cdf[:, -1] = 1.0  # guard against rows summing to 1 - 1e-16
+    cdf = np.cumsum(T / T.sum(axis=1, keepdims=True), axis=1)
+    # From each row's last positive entry on, the CDF is exactly 1: rows summing to 1 - 1e-7 (accepted above)
+    # or rounding in cumsum must not leave u in [cdf[last], 1) to a trailing zero-probability class.
+    last = k - 1 - np.argmax(T[:, ::-1] > 0, axis=1)
+    cdf[np.arange(k)[None, :] >= last[:, None]] = 1.0
     u = _rng(seed).random(clean.size)
     noisy = (u[:, None] >= cdf[clean]).sum(axis=1)
-    return NoisyLabels(noisy, clean, k, dict(kind="transition", T=T.tolist(), seed=_seed_record(seed)))
+    expected = float(np.mean(1.0 - np.diag(T)[clean]))  # the rate T implies for these clean labels
+    return NoisyLabels(noisy, clean, k, dict(kind="transition", nominal_rate=expected, mode=None,
+                                            seed=_seed_record(seed), T=T.tolist()))
 
 
 def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
@@ -311,7 +322,8 @@ def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
     if wrong:
         raise ValueError(f"dataset.y_train disagrees with CIFAR-10's labels at {wrong} of {clean.size} "
                          "train_index positions: not a CIFAR-10 training subset in torchvision order")
-    return NoisyLabels(table_noisy[index], clean, 10, dict(kind=f"cifar10n-{kind}", seed=None,
+    return NoisyLabels(table_noisy[index], clean, 10, dict(kind=f"cifar10n-{kind}", nominal_rate=None, mode=None,
+                                                          seed=None,
                                                           source="CIFAR-10N, Wei et al. 2022 (CC BY-NC 4.0)"))
 
 
@@ -342,4 +354,4 @@ def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None 
     if kind == "pairflip":
         return pairflip(labels, rate, num_classes, seed=seed, exact=exact)
     clean, k = _check_labels(labels, num_classes)
-    return NoisyLabels(clean.copy(), clean, k, dict(kind="none", nominal_rate=0.0, seed=None))
+    return NoisyLabels(clean.copy(), clean, k, dict(kind="none", nominal_rate=0.0, mode=None, seed=None))

@@ -2,6 +2,7 @@
 batched augmentation checked against crops and flips made by hand in numpy."""
 
 import hashlib
+import importlib.metadata
 import pickle
 import urllib.error
 
@@ -34,6 +35,25 @@ def test_find_data_file_honours_env_and_reports_places(tmp_path, monkeypatch):
     assert find_data_file("extra.npz") == tmp_path / "extra.npz"
     assert find_data_file("cifar10n.npz").name == "cifar10n.npz"  # falls through to the repo's data/
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        find_data_file("nowhere.npz")
+
+
+def test_find_data_file_where_a_non_editable_install_put_it(tmp_path, monkeypatch):
+    # setup.cfg's data_files go to <prefix>/share/noisysam/data, and the wheel's RECORD lists them relative to
+    # site-packages; the prefix need not be sys.prefix (pip --prefix, Debian's /usr/local), so the RECORD decides.
+    site_packages = tmp_path / "prefix" / "lib" / "site-packages"
+    info = site_packages / "noisysam-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noisysam\nVersion: 0.1.0\n")
+    (info / "RECORD").write_text("noisysam/__init__.py,,\n../../share/noisysam/data/only-installed.npz,,\n")
+    data_dir = tmp_path / "prefix" / "share" / "noisysam" / "data"
+    data_dir.mkdir(parents=True)
+    (data_dir / "only-installed.npz").write_bytes(b"x")
+    monkeypatch.delenv("NOISYSAM_DATA", raising=False)
+    monkeypatch.setattr(importlib.metadata, "distribution",
+                        lambda name: importlib.metadata.PathDistribution(info) if name == "noisysam" else None)
+    assert find_data_file("only-installed.npz").resolve() == (data_dir / "only-installed.npz").resolve()
+    with pytest.raises(FileNotFoundError, match=str(data_dir)):  # the error lists the installed folder too
         find_data_file("nowhere.npz")
 
 

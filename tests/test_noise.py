@@ -1,6 +1,7 @@
 """Label corruption: realised statistics against the binomial laws they should follow, exact counts,
 determinism, persistence, bad input, and CIFAR-10N on the embedded subset."""
 
+import hashlib
 import json
 import math
 from types import SimpleNamespace
@@ -43,7 +44,12 @@ def test_symmetric_realised_rate_and_transition(mode, rate):
     # replace re-draws from all K classes, so 1/K of the re-drawn stay correct; flip always changes
     p_wrong = rate * (K - 1) / K if mode == "replace" else rate
     assert within_binomial(int(nl.is_noisy.sum()), N, p_wrong)
-    assert nl.rate == pytest.approx(nl.is_noisy.mean())
+    np.testing.assert_array_equal(nl.is_noisy, nl.noisy != LABELS)
+    assert nl.rate == np.mean(nl.noisy != LABELS)
+    assert nl.noisy.dtype == nl.clean.dtype == np.int64 and nl.is_noisy.dtype == bool
+    # the realised T is the per-class confusion count, made here without scikit-learn
+    counts = np.bincount(LABELS * K + nl.noisy, minlength=K * K).reshape(K, K)
+    np.testing.assert_allclose(nl.transition, counts / counts.sum(axis=1, keepdims=True), rtol=0, atol=1e-15)
     expected = np.full((K, K), rate / K if mode == "replace" else rate / (K - 1))
     np.fill_diagonal(expected, 1 - p_wrong)
     assert_transition_close(nl.transition, expected, np.full(K, N / K))
@@ -128,6 +134,23 @@ def test_from_transition_zero_probability_classes_never_drawn():
     T = np.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     nl = noise.from_transition(np.zeros(5000, dtype=int), T, seed=2)
     assert set(np.unique(nl.noisy)) == {0, 2}
+    # a row summing to 1 - 9e-7 (within the accepted tolerance) must not leak onto its trailing zero class:
+    # seed 733 draws u[367] >= 1 - 9e-7, which an unnormalised CDF would send to class 2
+    T = np.array([[0.5, 0.5 - 9e-7, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert np.random.default_rng(733).random(1000)[367] >= 1 - 9e-7
+    nl = noise.from_transition(np.zeros(1000, dtype=int), T, seed=733)
+    assert 2 not in nl.noisy and nl.noisy[367] == 1
+
+
+def test_from_transition_matches_the_documented_sampling_loop():
+    T = np.array([[0.6, 0.4, 0.0], [0.1, 0.8, 0.1], [0.0, 0.5, 0.5]])
+    labels = np.arange(300) % 3
+    u = np.random.default_rng(5).random(labels.size)
+    expected = [int(np.argmax(u[s] < np.cumsum(T[c]))) for s, c in enumerate(labels)]
+    nl = noise.from_transition(labels, T, seed=5)
+    np.testing.assert_array_equal(nl.noisy, expected)
+    assert nl.provenance["nominal_rate"] == pytest.approx(np.mean([0.4, 0.2, 0.5]))
+    assert nl.provenance["T"] == T.tolist() and nl.provenance["seed"] == 5
 
 
 # --------------------------------------------------------------------------------- NoisyLabels itself
@@ -141,7 +164,21 @@ def test_noisy_labels_derived_fields_by_hand():
     summary = nl.summary()
     assert json.loads(json.dumps(summary)) == summary
     assert summary["realised_rate_per_class"] == [0.5, 0.0, 0.0] and summary["num_noisy"] == 1
-    assert len(nl.provenance["clean_sha256"]) == 64
+    assert nl.provenance["clean_sha256"] == hashlib.sha256(np.array([0, 0, 1, 1], dtype="<i8").tobytes()).hexdigest()
+    other = NoisyLabels(noisy=np.array([0, 1, 1, 1]), clean=np.array([0, 1, 1, 1]), num_classes=3)
+    assert other.provenance["clean_sha256"] != nl.provenance["clean_sha256"]
+    with pytest.raises(ValueError, match="clean_sha256"):
+        NoisyLabels(nl.noisy, other.clean, 3, nl.provenance)  # a provenance that describes other clean labels
+
+
+def test_every_kind_has_the_same_provenance_keys_and_a_strict_json_summary(mini):
+    made = [maker(1) for maker in MAKERS.values()] + [noise.cifar10n(mini, "aggre"), noise.make("none", LABELS)]
+    for nl in made:
+        assert {"kind", "nominal_rate", "mode", "seed", "clean_sha256"} <= set(nl.provenance)
+        summary = nl.summary()
+        assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+        assert summary["realised_rate"] == nl.rate and summary["num_noisy"] == int((nl.noisy != nl.clean).sum())
+        np.testing.assert_allclose(summary["realised_rate_per_class"], 1 - np.diag(nl.transition))
 
 
 # ------------------------------------------------------------------------------- determinism, seeds
@@ -168,6 +205,26 @@ def test_labels_are_pinned_across_machines():
     nl = noise.symmetric(np.arange(20) % 10, 0.5, 10, seed=0, mode="flip", exact=True)
     np.testing.assert_array_equal(nl.noisy, [0, 1, 5, 8, 8, 5, 7, 7, 0, 9, 7, 6, 2, 6, 4, 5, 0, 7, 8, 7])
     assert nl.is_noisy.sum() == 10
+    replace = noise.symmetric(np.arange(20) % 10, 0.5, 10, seed=0)  # per-sample Bernoulli draws
+    np.testing.assert_array_equal(replace.noisy, [0, 0, 0, 1, 4, 5, 6, 7, 8, 9, 0, 3, 2, 9, 4, 9, 6, 7, 9, 6])
+    T = np.array([[0.6, 0.4, 0.0], [0.1, 0.8, 0.1], [0.0, 0.5, 0.5]])
+    np.testing.assert_array_equal(noise.from_transition(np.arange(20) % 3, T, seed=0).noisy,
+                                  [1, 1, 1, 0, 1, 2, 1, 1, 2, 1, 1, 1, 1, 0, 2, 0, 1, 2, 0, 1])
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_no_global_random_state(name):
+    # numpy's and Python's global generators are neither read nor advanced: only the seed argument counts
+    import random
+
+    np.random.seed(123)
+    random.seed(123)
+    before = np.random.get_state()[1].copy(), random.getstate()
+    a = MAKERS[name](1)
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    np.random.seed(456)
+    random.seed(456)
+    np.testing.assert_array_equal(MAKERS[name](1).noisy, a.noisy)
 
 
 def test_generator_seed_accepted_and_recorded_as_none():
@@ -236,6 +293,11 @@ def test_bad_labels(labels, num_classes):
 def test_bad_transition(T):
     with pytest.raises(ValueError, match="T must be"):
         noise.from_transition([0, 1], T, seed=0)
+
+
+def test_transition_smaller_than_the_labels():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        noise.from_transition([0, 1, 2], np.eye(2), seed=0)
 
 
 def test_other_bad_input():
