@@ -23,6 +23,7 @@ import torch
 from click.core import ParameterSource
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -68,10 +69,13 @@ def _list_of(kind: Callable[[str], Any], low: Optional[float] = None, high: Opti
         except ValueError:
             raise click.BadParameter(f"expected a comma-separated list of {kind.__name__} values, got {value!r}",
                                      ctx=ctx, param=param) from None
+        if not parsed:
+            raise click.BadParameter(f"expected at least one value, got {value!r}", ctx=ctx, param=param)
         bad = [v for v in parsed if (low is not None and v < low) or (high is not None and v > high)]
-        if bad or not parsed:
-            raise click.BadParameter(f"values must lie in [{low}, {high}], got {value!r}", ctx=ctx, param=param)
-        return parsed
+        if bad:
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise click.BadParameter(f"values must be {bounds}, got {value!r}", ctx=ctx, param=param)
+        return list(dict.fromkeys(parsed))  # a value given twice is one cell, not two
 
     return parse
 
@@ -168,14 +172,15 @@ def _fail(message: str, code: int) -> None:
 
 
 def _message(e: BaseException) -> str:
-    if isinstance(e, (FileNotFoundError, FileExistsError)) and e.filename and e.strerror:
+    if isinstance(e, OSError) and e.filename and e.strerror:
         return f"{e.strerror}: {e.filename}"
     return str(e)
 
 
 @contextmanager
-def _user_errors(on_interrupt: str) -> Iterator[None]:
-    """API errors -> one line on stderr and an exit code (see the module docstring)."""
+def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None]:
+    """API errors -> one line on stderr and an exit code (see the module docstring). ``params_given``:
+    the user passed --method-param/--model-param values (arbitrary JSON), so a TypeError is bad input."""
     try:
         yield
     except KeyboardInterrupt:
@@ -183,10 +188,22 @@ def _user_errors(on_interrupt: str) -> Iterator[None]:
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
-    except RuntimeError as e:
-        _fail(str(e), 1)
+    except TypeError as e:
+        if not params_given:
+            raise
+        _fail(f"a --method-param or --model-param value has the wrong type ({e})", 2)
+    except (RuntimeError, OSError) as e:
+        _fail(_message(e), 1)
+
+
+def _noise_label(noise: str, rate: float) -> str:
+    """"symmetric 40%"; the rate only for the kinds that use it (not cifar10n-*, none or a labels file)."""
+    if noise in ("symmetric", "asymmetric", "pairflip"):
+        return f"{noise} {rate:.0%}"
+    return Path(noise).name if noise.endswith(".npz") else noise
 
 
 class RunProgress:
@@ -223,7 +240,7 @@ class RunProgress:
             self.stages, self.epochs = info["stages"], info["epochs"]
             done = (info["stage"] - 1) * self.epochs + info["epoch"]
             history = info["history"]
-            label = f"{cfg.method} {cfg.noise} {cfg.noise_rate:.0%} seed {cfg.seed}"
+            label = f"{cfg.method} {_noise_label(cfg.noise, cfg.noise_rate)} seed {cfg.seed}"
             self.tasks = (p.add_task(label, total=self.stages * self.epochs, completed=done,
                                      status=self._status(history[-1]) if history else ""),
                           p.add_task("  batches", total=info["batches"], status=""))
@@ -274,6 +291,10 @@ def main() -> None:
     cli.main()
 
 
+def _params_given(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("method_params") or ctx.params.get("model_params"))
+
+
 def _saved(out: str) -> TrainConfig:
     """The config saved in run directory ``out`` (what ``--resume`` continues)."""
     try:
@@ -282,14 +303,24 @@ def _saved(out: str) -> TrainConfig:
         raise ValueError(f"cannot resume {out!r}: its config.json is unreadable or from another version ({e})") from None
 
 
+_no_matplotlib_noted = False
+
+
 def _plot(console: Console, make: Callable[..., Path], *args: Any) -> None:
-    """Write a plot; without matplotlib, a one-line note instead (plots are optional)."""
+    """Write a plot; without matplotlib, a one-line note instead, once per process (plots are optional)."""
+    global _no_matplotlib_noted
     try:
         path = make(*args)
     except ImportError:
-        console.print("[dim]note: matplotlib is not installed, no plot written (pip install 'noisysam[plot]')[/]")
+        if not _no_matplotlib_noted:
+            _no_matplotlib_noted = True
+            console.print(escape("note: matplotlib is not installed, no plots written (pip install 'noisysam[plot]')"),
+                          style="dim", soft_wrap=True)
         return
-    console.print(f"[dim]plot: {path}[/]")
+    except Exception as e:  # a plot is an extra: its failure must not turn a finished run into an error
+        console.print(escape(f"note: no plot written ({type(e).__name__}: {e})"), style="dim", soft_wrap=True)
+        return
+    console.print(escape(f"plot: {path}"), style="dim", soft_wrap=True)
 
 
 def _pct(v: Optional[float]) -> str:
@@ -298,7 +329,7 @@ def _pct(v: Optional[float]) -> str:
 
 def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
     acc = s["test_accuracy"]
-    t = Table(title=f"{s['method']} on {s['dataset']}, {s['noise']['type']} noise {_pct(s['noise']['rate'])} "
+    t = Table(title=f"{s['method']} on {escape(str(s['dataset']))}, {s['noise']['type']} noise {_pct(s['noise']['rate'])} "
                     f"(realised {_pct(s['noise']['realised_rate'])}), seed {s['seed']}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -316,7 +347,7 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
     t.add_row("noise detection AUROC (loss)", "–" if auroc is None or auroc != auroc else f"{auroc:.3f}")
     t.add_row("model / epochs / profile", f"{s['model']} / {s['epochs']} / {s['profile']}")
     t.add_row("time / device", f"{s['wall_seconds']:.0f} s on {s['device']} ({s['amp']})")
-    t.add_row("run directory", str(run_dir) if run_dir else "not saved (pass --out DIR)")
+    t.add_row("run directory", escape(str(run_dir)) if run_dir else "not saved (pass --out DIR)")
     return t
 
 
@@ -339,7 +370,7 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
     console = Console(stderr=as_json)
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
-    with _user_errors(hint):
+    with _user_errors(hint, _params_given(ctx)):
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
         config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
                                      out=out, resume=resume)
@@ -366,36 +397,47 @@ def _plot_table(root: Path, rows: list[dict]) -> Path:
 
 
 def _rich_table(table: dict, root: Path) -> Table:
+    """Per method: the paper's value, then mean ± std at the last epoch and at the selected epoch, each
+    followed by its difference to the paper (Δ). Narrow enough for 80 columns with the paper's 5 x 4 grid."""
     rows = table["rows"]
     rates = sorted({r["rate"] for r in rows})
     by_key = {(r["method"], r["rate"]): r for r in rows}
-    t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds: last epoch; paper (Table 4) and Δ; "
-                    f"epoch selected on noisy validation\n{root}")
-    t.add_column("method", style="bold")
+    t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds, beside the SAM paper's Table 4\n{escape(str(root))}",
+              box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("method", style="bold", no_wrap=True)
+    t.add_column("", no_wrap=True)
     for rate in rates:
-        t.add_column(f"{rate:.0%}", justify="right")
+        t.add_column(f"{rate:.0%}", justify="right", no_wrap=True)
     for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [by_key.get((method, rate)) for rate in rates]
+        has_paper = any(r is not None and r["paper"] is not None for r in mine)
+        what = ["paper"] if has_paper else []
+        for name in ("last", "selected"):
+            what += [name] + (["  Δ"] if has_paper else [])
         cells = []
-        for rate in rates:
-            r = by_key.get((method, rate))
+        for r in mine:
             if r is None:
                 cells.append("")
                 continue
-            paper = "" if r["paper"] is None else f"\n[dim]paper {r['paper']:.1f}  Δ {grid.fmt_diff(r['last_minus_paper'])}[/]"
-            cells.append(f"{grid.fmt(r['last_mean'], r['last_std'])}{paper}\n"
-                         f"[dim]selected {grid.fmt(r['selected_mean'], r['selected_std'])}[/]")
-        t.add_row(method, *cells)
+            lines = [f"[dim]{'–' if r['paper'] is None else format(r['paper'], '.1f')}[/]"] if has_paper else []
+            for key in ("last", "selected"):
+                lines.append(grid.fmt(r[f"{key}_mean"], r[f"{key}_std"]))
+                if has_paper:
+                    lines.append(f"[dim]{grid.fmt_diff(r[f'{key}_minus_paper'])}[/]")
+            cells.append("\n".join(lines))
+        t.add_row(method, "[dim]" + "\n".join(what) + "[/]", *cells)
     s = table["settings"]
-    t.caption = (f"{', '.join(map(str, s['dataset']))}, {', '.join(map(str, s['model']))}, "
-                 f"{', '.join(map(str, s['epochs']))} epochs, profile {', '.join(map(str, s['profile']))}; "
-                 f"seeds per cell: {', '.join(sorted({str(len(r['seeds'])) for r in rows}))}")
+    t.caption = escape(f"{', '.join(map(str, s['dataset']))}, {', '.join(map(str, s['model']))}, "
+                       f"{', '.join(map(str, s['epochs']))} epochs, profile {', '.join(map(str, s['profile']))}; "
+                       f"seeds per cell: {', '.join(sorted({str(len(r['seeds'])) for r in rows}))}; "
+                       "last: final epoch; selected: epoch of best noisy-validation accuracy; Δ: minus the paper")
     return t
 
 
 def _render(console: Console, root: Path, plot: bool) -> None:
     table = grid.write_table(root)
     console.print(_rich_table(table, root))
-    console.print(f"[dim]wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}[/]")
+    console.print(escape(f"wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}"), style="dim", soft_wrap=True)
     if plot:
         _plot(console, _plot_table, root, table["rows"])
 
@@ -442,7 +484,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
             _plot(progress.progress.console, _plot_run, str(cell.dir))
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
-    with _user_errors(hint):
+    with _user_errors(hint, _params_given(ctx)):
         with progress:
             grid.run_grid(cells, config, callback=progress, on_cell=finished)
         _render(console, root, plot)
@@ -470,8 +512,14 @@ def noise_command(ctx: click.Context, dataset: str, data_root: Optional[str], do
             classes = (load_dataset(dataset, root=data_root, download=download).classes if given
                        else labels.provenance.get("classes"))
         else:
-            if output and Path(output).exists() and not force:
-                raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+            if output:
+                if not output.endswith(".npz"):
+                    raise click.BadParameter(f"{output!r} must end in .npz (the name `train --noise FILE` takes)",
+                                             ctx=ctx, param_hint="'-o' / '--output'")
+                if Path(output).exists() and not force:
+                    raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+                if not Path(output).resolve().parent.is_dir():
+                    raise FileNotFoundError(f"cannot write {output}: its directory does not exist")
             data = load_dataset(dataset, root=data_root, download=download)
             made = make_noise(noise, data.y_train, noise_rate, seed=seed, mode=noise_mode,
                               num_classes=data.num_classes, exact=noise_exact, dataset=data)
@@ -503,7 +551,7 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
         t.add_row(name, *row, f"{1 - labels.transition[i, i]:.1%}")
     console.print(t)
     if path:
-        console.print(f"[dim]labels file: {path}[/]")
+        console.print(escape(f"labels file: {path}"), style="dim", soft_wrap=True)
 
 
 @cli.command("info")

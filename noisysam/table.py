@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from noisysam.files import atomic_write, read_json, write_json
-from noisysam.train import Callback, TrainConfig, comparable_config, saved_config, train
+from noisysam.train import Callback, TrainConfig, build_method, comparable_config, saved_config, train
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -91,7 +91,8 @@ def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: 
     for name, values in (("methods", methods), ("rates", rates), ("seeds", seeds)):
         if not values:
             raise ValueError(f"{name} must not be empty")
-    return [Cell(m, float(r), int(s), cell_dir(root, m, r, s)) for m in methods for r in rates for s in seeds]
+    methods, rates, seeds = (list(dict.fromkeys(v)) for v in (methods, [float(r) for r in rates], [int(s) for s in seeds]))
+    return [Cell(m, r, s, cell_dir(root, m, r, s)) for m in methods for r in rates for s in seeds]
 
 
 def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
@@ -102,12 +103,19 @@ def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
 
 
 def _check_same_config(cell: Cell, config: TrainConfig) -> None:
-    """A finished cell is only reused if it was trained with the settings asked for now."""
-    saved = comparable_config(saved_config(cell.dir))
+    """A started or finished cell is only continued or reused if it was trained with the settings asked for now."""
+    if not (cell.dir / "config.json").is_file():
+        return
+    try:
+        saved = comparable_config(saved_config(cell.dir))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cell {str(cell.dir)!r} has an unreadable config.json ({e}); delete that directory "
+                         "to train the cell again") from None
     mine = comparable_config(config.resolved().to_dict())
     diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
     if diff:
-        raise ValueError(f"finished cell {str(cell.dir)!r} was trained with different settings ({diff}); "
+        state = "finished" if cell.finished else "started"
+        raise ValueError(f"{state} cell {str(cell.dir)!r} was trained with different settings ({diff}); "
                          "use the same options or another table directory")
 
 
@@ -115,19 +123,22 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, callback: Optional[C
              on_cell: Optional[Callable[[Cell, dict, bool], None]] = None) -> list[dict]:
     """Train every unfinished cell one after another (resuming a killed one); return the summaries.
 
-    Every cell's config is validated before the first one trains, so a bad option fails before
-    anything is written. ``callback`` goes to each :func:`~noisysam.train.train` call;
-    ``on_cell(cell, summary, skipped)`` is called after each cell (``skipped``: it was already finished).
+    Before the first cell trains, every cell's config and method parameters are validated and every
+    cell already on disk is checked against the settings asked for, so a bad option (e.g. a method
+    parameter only some of the methods take) fails before anything is written. ``callback`` goes to
+    each :func:`~noisysam.train.train` call; ``on_cell(cell, summary, skipped)`` is called after each
+    cell (``skipped``: it was already finished).
     """
     cells = list(cells)
     configs = [cell_config(config, cell) for cell in cells]
-    for c in configs:
-        c.resolved()
+    for cell, c in zip(cells, configs):
+        resolved = c.resolved()
+        build_method(resolved)
+        _check_same_config(cell, c)
     summaries = []
     for cell, c in zip(cells, configs):
         skipped = cell.finished
         if skipped:
-            _check_same_config(cell, c)
             summary = read_json(cell.dir / "result.json")
         else:
             summary = train(c, callback=callback).summary

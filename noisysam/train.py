@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import time
 from contextlib import nullcontext
@@ -222,7 +223,7 @@ Callback = Callable[[str, dict], None]
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint sorted (train, val) row indices; ``round(fraction * n)`` rows go to validation."""
     order = np.random.default_rng(derive_seed(seed, _SPLIT)).permutation(n)
-    n_val = int(round(fraction * n))
+    n_val = int(round(fraction * n))  # the same count train() checks leaves a training sample
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -392,7 +393,7 @@ def _prepare_out(cfg: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
 
 def comparable_config(d: dict) -> dict:
     """Config fields that must match to resume a run (not where it lives or how it was started)."""
-    return {k: v for k, v in d.items() if k not in ("out", "resume", "device")}
+    return {k: v for k, v in d.items() if k not in ("out", "resume", "device", "download", "data_root")}
 
 
 def saved_config(out: Union[str, Path]) -> dict:
@@ -426,7 +427,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     if model is not None:
         custom.update(model=f"custom:{type(model).__name__}", model_params={})
     cfg = dataclasses.replace(cfg, **custom)
-    method = get_method(cfg.method, **_method_params(cfg))
+    method = build_method(cfg)
     out, ckpt = _prepare_out(cfg)
 
     data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
@@ -440,19 +441,21 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     _check(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
            f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
            f"({len(labels)} vs {len(data.y_train)} samples)")
+    n_val = int(round(cfg.val_fraction * len(labels)))
+    _check(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
+                                f"{len(labels)} would go to validation")
 
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
         return _train(cfg, data, labels, model, method, callback, out, ckpt)
 
 
-def _method_params(cfg: TrainConfig) -> dict:
-    """The method's parameters: the config's ``rho``/``mixup_alpha`` where the method takes them, plus
-    ``method_params``."""
-    import inspect
-
+def build_method(cfg: TrainConfig) -> Any:
+    """The config's method, built with the config's ``rho``/``mixup_alpha`` where the method takes them, plus
+    ``method_params``; raises ValueError for parameters it does not take."""
     accepted = inspect.signature(METHODS[cfg.method]).parameters
     common = {"rho": cfg.rho, "alpha": cfg.mixup_alpha}
-    return {**{k: v for k, v in common.items() if k in accepted and v is not None}, **cfg.method_params}
+    params = {**{k: v for k, v in common.items() if k in accepted and v is not None}, **cfg.method_params}
+    return get_method(cfg.method, **params)
 
 
 def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,

@@ -2,10 +2,11 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from noisysam import cli as cli_module
@@ -14,9 +15,6 @@ from noisysam.noise import NoisyLabels
 from noisysam.train import RUN_FILES
 
 TINY = ["--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none"]
-
-
-
 
 
 
@@ -30,8 +28,7 @@ def tree(path):
 
 def test_train_writes_a_complete_run_directory_and_json(tiny_npz, tmp_path):
     out = tmp_path / "run"
-    r = run("train", "--dataset", tiny_npz, "--method", "sgd", "--noise-rate", 0.4, "--out", out, "--json", "--no-plot",
-            *TINY)
+    r = run("train", "--dataset", tiny_npz, "--method", "sgd", "--noise-rate", 0.4, "--out", out, "--json", *TINY)
     assert r.exit_code == 0, r.output
     assert all((out / f).is_file() for f in RUN_FILES)
     result = json.loads((out / "result.json").read_text())
@@ -86,7 +83,14 @@ def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     assert inspected.exit_code == 0
     assert f"realised noise rate: {labels.rate:.4f}" in inspected.stdout
     # The file is usable for training, and refuses to be overwritten silently.
-    assert run("noise", "--dataset", tiny_npz, "-o", path).exit_code == 2
+    before = path.read_bytes()
+    r = run("noise", "--dataset", tiny_npz, "-o", path)
+    assert r.exit_code == 2 and "exists; pass --force" in r.stderr and path.read_bytes() == before
+    r = run("noise", "--dataset", tiny_npz, "-o", tmp_path / "labels")  # train --noise only takes .npz names
+    assert r.exit_code == 2 and "must end in .npz" in r.stderr and not (tmp_path / "labels").exists()
+    for bad, message in ((tmp_path / "missing.npz", "No such file"), (tiny_npz, "is not a NoisyLabels file")):
+        r = run("noise", "--inspect", bad)
+        assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1
     r = run("train", "--dataset", tiny_npz, "--noise", path, "--epochs", 1, "--model-param", "width=4", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["noise"]["realised_rate"] == 0.5
 
@@ -105,12 +109,16 @@ def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     (["--noise", "WRONG_NPZ"], "is not a NoisyLabels file"),
     (["--method-param", "rho"], "expected KEY=VALUE"),
     (["--method-param", "nope=1"], "accepts parameters"),
+    (["--model-param", "width=abc"], "has the wrong type"),
+    (["--out", "A_FILE/run"], "Not a directory"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     (tmp_path / "bad.npz").write_text("not a zip file")
     np.savez(tmp_path / "wrong.npz", x_train=np.zeros((2, 4, 4, 3), np.uint8), y_train=np.zeros(2, int))
-    args = [str(tmp_path / "bad.npz") if a == "BAD_NPZ" else str(tmp_path / "wrong.npz") if a == "WRONG_NPZ" else a
-            for a in args]
+    (tmp_path / "a_file").write_text("")
+    places = {"BAD_NPZ": str(tmp_path / "bad.npz"), "WRONG_NPZ": str(tmp_path / "wrong.npz"),
+              "A_FILE/run": str(tmp_path / "a_file" / "run")}
+    args = [places.get(a, a) for a in args]
     out = tmp_path / "run"
     r = run("train", "--dataset", tiny_npz, "--out", out, *TINY, *args)
     assert r.exit_code == 2
@@ -149,6 +157,45 @@ def test_interrupt_and_divergence_exit_codes(tiny_npz, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_module, "train", diverged)
     r = run("train", "--dataset", tiny_npz)
     assert r.exit_code == 1 and r.stderr == "error: training loss became nan in epoch 1 of stage 1; stopped\n"
+
+
+def test_ctrl_c_leaves_a_resumable_run(tiny_npz, tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the middle of epoch 2: exit 130 with the command to continue, no traceback;
+    --resume then finishes the run on top of the saved first epoch."""
+    out = tmp_path / "run"
+
+    class CtrlC(cli_module.RunProgress):
+        def __call__(self, event, info):
+            super().__call__(event, info)
+            if event == "batch" and info["epoch"] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "RunProgress", CtrlC)
+    r = run("train", "--dataset", tiny_npz, "--method", "sam", "--out", out, "--no-plot", *TINY)
+    assert r.exit_code == 130
+    assert r.stderr.strip() == f"interrupted; continue with: noisysam train --out {out} --resume"
+    first = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(first) == 1 and not (out / "result.json").exists()
+
+    monkeypatch.undo()
+    r = run("train", "--out", out, "--resume", "--json", "--no-plot")
+    assert r.exit_code == 0, r.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == first[0]
+    assert json.loads(r.stdout) == json.loads((out / "result.json").read_text())
+
+
+def test_plots_are_optional_without_matplotlib(tiny_npz, tmp_path, monkeypatch):
+    """The core never imports matplotlib; without it a run finishes normally with a one-line note."""
+    code = "import sys, noisysam.cli, noisysam.table; assert 'matplotlib' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setattr(cli_module, "_no_matplotlib_noted", False)
+    out = tmp_path / "run"
+    r = run("train", "--dataset", tiny_npz, "--out", out, *TINY)
+    assert r.exit_code == 0, r.output
+    assert "matplotlib is not installed" in r.stdout and "pip install 'noisysam[plot]'" in r.stdout
+    assert all((out / f).is_file() for f in RUN_FILES) and not (out / "curves.png").exists()
 
 
 def test_info_lists_versions_data_methods_and_models():

@@ -3,18 +3,13 @@
 import csv
 import json
 
-import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from noisysam import table
 from noisysam.cli import cli
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
-
-
-
 
 
 
@@ -77,6 +72,7 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
         (root / name).unlink()
     r = run("table", "--report", root, "--no-plot")
     assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout  # fits 80 columns
     rows = json.loads((root / "table.json").read_text())["rows"]
     by_cell = {(row["method"], row["rate"]): row for row in rows}
     assert set(by_cell) == {("sgd", 0.2), ("sgd", 0.6), ("sam", 0.2), ("sam", 0.6)}
@@ -91,6 +87,13 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
     assert [(c["method"], float(c["rate"])) for c in csv_rows] == [("sgd", 0.2), ("sgd", 0.6), ("sam", 0.2), ("sam", 0.6)]
     for c in csv_rows:
         assert float(c["last_mean"]) == pytest.approx(by_cell[(c["method"], float(c["rate"]))]["last_mean"], abs=1e-3)
+    # The printed table: per method the paper's value, last and selected mean, each with its difference.
+    sgd_block = r.stdout[r.stdout.index(" sgd "):r.stdout.index(" sam ")]
+    for rate in (0.2, 0.6):
+        row = by_cell[("sgd", rate)]
+        for text in (f"{row['paper']:.1f}", f"{row['last_mean']:.1f}", f"{row['last_minus_paper']:+.1f}",
+                     f"{row['selected_mean']:.1f}", f"{row['selected_minus_paper']:+.1f}"):
+            assert text in sgd_block
     md = (root / "table.md").read_text()
     sgd = [by_cell[("sgd", rate)] for rate in (0.2, 0.6)]
     assert (f"| sgd | {sgd[0]['last_mean']:.1f} (84.8, {sgd[0]['last_mean'] - 84.8:+.1f}) "
@@ -114,6 +117,25 @@ def test_bad_grid_options_exit_2_before_writing(tiny_npz, tmp_path):
         assert not root.exists()
     r = run("table", "--report", tmp_path)
     assert r.exit_code == 2 and "no finished runs" in r.stderr
+
+
+def test_a_method_parameter_some_methods_reject_fails_before_any_cell_trains(tiny_npz, tmp_path):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, "--methods", "sam,sgd", "--rates", "0.2", "--seeds", "0", "--out", root,
+            "--method-param", "m=8", *TINY)
+    assert r.exit_code == 2 and "method 'sgd' accepts parameters" in r.stderr and r.stderr.count("\n") == 1
+    assert not root.exists()
+
+
+def test_grid_defaults_are_the_papers_and_the_paper_profile_uses_its_rho_per_rate(tmp_path):
+    from noisysam.train import TrainConfig
+
+    cells = table.grid(tmp_path)
+    assert {c.method for c in cells} == set(table.PAPER_METHODS) and {c.rate for c in cells} == {0.2, 0.4, 0.6, 0.8}
+    rho = {c.rate: table.cell_config(TrainConfig(profile="paper"), c).resolved().rho for c in cells}
+    assert rho == {0.2: 0.1, 0.4: 0.1, 0.6: 0.1, 0.8: 0.05}
+    assert table.cell_config(TrainConfig(profile="paper", rho=0.2), cells[-1]).resolved().rho == 0.2  # --rho wins
+    assert len(table.grid(tmp_path, ["sgd", "sgd"], [0.2, 0.20], [0, 0])) == 1  # repeats are one cell
 
 
 def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):

@@ -442,6 +442,7 @@ def test_bootstrap_sam_stage_1_is_a_sam_run_and_relabel_accuracy_is_that_models(
     (dict(noise="nope"), "noise", "'nope'"),
     (dict(noise_rate=1.5), "noise_rate", "1.5"),
     (dict(val_fraction=1.0), "val_fraction", "1.0"),
+    (dict(val_fraction=0.999), "val_fraction", "no training samples"),  # round(0.999 * 256) = 256
     (dict(epochs=0), "epochs", "0"),
 ])
 def test_bad_input_raises_value_error_naming_the_field_before_writing(tiny, tmp_path, override, field, value):
@@ -477,6 +478,17 @@ def test_resume_with_a_different_config_is_refused_naming_the_field(reference, t
     with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
         train(dataset=tiny, out=str(out), resume=True, **{**RUN, "lr": 0.01, "method": "sgd"})
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_resume_from_another_data_folder_is_accepted(reference, tiny, tmp_path):
+    """Where the data lives (data_root, download) is not a setting of the run: moving the data keeps it resumable."""
+    source = reference("sgd").run_dir
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    saved = read_json(out / "result.json")
+    result = train(dataset=tiny, out=str(out), resume=True, data_root=str(tmp_path), download=True,
+                   **{**RUN, "method": "sgd"})
+    assert result.summary == saved
 
 
 # ------------------------------------------------------------------------------------- Python API
