@@ -130,6 +130,7 @@ class SAM(Optimizer):
                     e_w.mul_(_fp32(p).abs())
                 self.state[p]["old_p"] = p.detach().clone()
                 p.add_(e_w.to(p.dtype))  # climb to w + e(w)
+        _forget_autocast_casts()
         self._climbed = True
         if zero_grad:
             self.zero_grad()
@@ -181,6 +182,7 @@ class SAM(Optimizer):
                     p.grad = None
                 else:
                     p.copy_(old_p)
+        _forget_autocast_casts()
         self._climbed = False
 
     @torch.no_grad()
@@ -277,6 +279,16 @@ def sam_step(
 
 def _backward(loss: Tensor, scaler: GradScaler | None) -> None:
     (scaler.scale(loss) if _enabled(scaler) else loss).backward()
+
+
+def _forget_autocast_casts() -> None:
+    """Drop autocast's cached low-precision copies of the weights after moving them in place.
+
+    Inside one ``torch.autocast`` region the bf16/fp16 cast of each leaf weight is cached by tensor identity
+    and reused until the region exits; without this, a pass at w + e(w) run in the same region as the pass at
+    w (as in ``sam_step`` under autocast) would compute with the cached casts of w: the SGD gradient, not SAM's.
+    """
+    torch.clear_autocast_cache()
 
 
 def _fp32(t: Tensor) -> Tensor:

@@ -234,6 +234,19 @@ def test_sam_step_differs_from_sgd_step():
     assert not torch.allclose(model.weight, sgd_weights["weight"], atol=1e-4)
 
 
+def test_sam_step_under_bf16_autocast_is_sams_not_sgds():
+    """The trainer runs a whole step in one autocast region: the pass at w + eps must not reuse autocast's
+    cached bf16 copy of w. The bf16 step must land near the fp32 SAM step, far from the SGD step."""
+    x, y, _ = batch()
+    _, sam_weights = manual_sam(linear_model(), ce(y), x, 0.3)
+    _, sgd_weights = manual_sgd(linear_model(), ce(y), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model, _, _ = run_one_step("sam", {"rho": 0.3})
+    to_sam = (model.weight - sam_weights["weight"]).norm()
+    to_sgd = (model.weight - sgd_weights["weight"]).norm()
+    assert to_sam < 0.1 * to_sgd
+
+
 def test_mixup_sam_uses_the_same_mixed_batch_in_both_passes():
     x, y, _ = batch()
     lam, perm = redraw_mixup(3, 1.0, len(x))

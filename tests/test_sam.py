@@ -483,6 +483,27 @@ def test_autocast_bf16_perturbation_is_fp32_on_fp32_params():
     assert torch.isfinite(loss) and all(prm.dtype == torch.float32 for prm in model.parameters())
 
 
+@pytest.mark.parametrize("m", [None, 3])
+def test_autocast_weight_cache_does_not_hide_the_perturbation(m):
+    """Inside one autocast region, autocast reuses its bf16 copy of each weight; the pass at w + e must not
+    see the copy of w (that would be SGD's gradient). Reference: autocast with its cache disabled."""
+    batches = make_batches(3, batch=6, dtype=torch.float32)
+    models = [make_mlp(dtype=torch.float32) for _ in range(3)]
+    opts = [make_sam(model, rho=0.5) for model in models]
+    for x, y in batches:
+        for (model, opt), cache in zip(zip(models[:2], opts[:2]), (True, False)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache):
+                sam_step(opt, model, F.cross_entropy, x, y, m=m)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the SGD step the stale cache would give
+            opts[2].zero_grad()
+            F.cross_entropy(models[2](x), y).backward()
+        opts[2].base_optimizer.step()
+    cached, uncached, sgd = ([prm.detach() for prm in model.parameters()] for model in models)
+    for a, b, c in zip(cached, uncached, sgd):
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c, atol=1e-3)
+
+
 def scaler(init_scale=2.0**10):
     return torch.amp.GradScaler("cpu", init_scale=init_scale)
 
