@@ -103,8 +103,9 @@ _OPTIONS: dict[str, Callable] = {
                                   metavar="KEY=VALUE",
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
-    "rho": click.option("--rho", type=click.FloatRange(min=0), help="SAM radius [default: from --profile; "
-                                                                      "paper: 0.1, 0.05 at 80% noise]."),
+    "rho": click.option("--rho", type=click.FloatRange(min=0),
+                        help="SAM radius [default: from --profile, halved at 80% noise as in the paper: "
+                             "cpu 0.07, paper 0.1]."),
     "mixup_alpha": click.option("--mixup-alpha", type=click.FloatRange(min=0, min_open=True),
                                 default=_DEFAULT.mixup_alpha, show_default=True, help="Mixup Beta(alpha, alpha)."),
     "model": click.option("--model", type=click.Choice(sorted(MODELS)), help=f"Network. {_PROFILE}"),

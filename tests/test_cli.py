@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from noisysam import cli as cli_module
 from noisysam.cli import cli
 from noisysam.noise import NoisyLabels
-from noisysam.train import RUN_FILES
+from noisysam.train import PROFILES, RUN_FILES
 
 TINY = ["--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none"]
 
@@ -39,7 +39,8 @@ def test_train_writes_a_complete_run_directory_and_json(tiny_npz, tmp_path):
     assert {"last", "best", "selected"} <= set(result["test_accuracy"])
     assert result["test_accuracy"]["last"] == json.loads(lines[-1])["test_accuracy"]
     config = json.loads((out / "config.json").read_text())["config"]
-    assert (config["method"], config["epochs"], config["model_params"], config["dataset"]) == ("sgd", 2, {"width": 4}, tiny_npz)
+    assert (config["method"], config["epochs"], config["model_params"], config["dataset"]) == \
+        ("sgd", 2, {**PROFILES["cpu"]["model_params"], "width": 4}, tiny_npz)
     labels = NoisyLabels.load(out / "noisy_labels.npz")
     assert result["noise"]["realised_rate"] == labels.rate
     assert np.array_equal(labels.clean, np.arange(200) % 10)

@@ -45,6 +45,20 @@ def test_other_model_sizes():
     assert n_params(get_model("cnn", k, width=w)) == convs + bns + 8 * w * k + k
 
 
+@pytest.mark.parametrize("pool, reduce", [("max", lambda f: f.amax(dim=(2, 3))), ("avg", lambda f: f.mean(dim=(2, 3)))])
+def test_cnn_head_pools_the_last_feature_map(pool, reduce):
+    torch.manual_seed(0)
+    model = get_model("cnn", 3, width=4, pool=pool).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.features(x)
+        assert features.shape == (2, 32, 4, 4)
+        expected = reduce(features) @ model.fc.weight.T + model.fc.bias
+        torch.testing.assert_close(model(x), expected)
+    with pytest.raises(ValueError, match="pool"):
+        get_model("cnn", pool="median")
+
+
 def test_wrn28_10_builds_and_runs():
     model = get_model("wrn28_10", num_classes=100)
     assert n_params(model) == 36_536_884  # WRN-28-10, 100 classes (36.5M, Zagoruyko & Komodakis Table 5)

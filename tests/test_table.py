@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from noisysam import table
 from noisysam.cli import cli
+from noisysam.train import PROFILES
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 
@@ -55,7 +56,7 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
         config = json.loads((p.parent / "config.json").read_text())["config"]
         method, rate, seed = p.parts[-4], float(p.parts[-3][4:]), int(p.parts[-2][4:])
         assert (config["method"], config["noise_rate"], config["seed"], config["epochs"]) == (method, rate, seed, 1)
-        assert config["rho"] == 0.1  # left to the cpu profile
+        assert config["rho"] == PROFILES["cpu"]["rho"]  # left to the cpu profile
 
     # Re-running skips every finished cell: no result.json is rewritten.
     mtimes = {p: p.stat().st_mtime_ns for p in results}

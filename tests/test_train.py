@@ -22,7 +22,7 @@ from noisysam.data import ImageDataset, Loader
 from noisysam.files import atomic_write, read_json, write_json
 from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
 from noisysam.noise import NoisyLabels, symmetric
-from noisysam.train import RUN_FILES, TrainConfig, TrainingDiverged, _split, predict, train
+from noisysam.train import PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, predict, train
 
 N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
 # 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
@@ -526,7 +526,22 @@ def test_paper_profile_follows_the_paper(rate, rho):
     assert (cfg.rho, cfg.model, cfg.epochs) == (rho, "resnet32", 200)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.6, 0.8, 1.0])
+def test_cpu_profile_halves_its_rho_at_80_percent_like_the_paper(rate):
+    rho = PROFILES["cpu"]["rho"]
+    assert TrainConfig(profile="cpu", noise_rate=rate).resolved().rho == (rho / 2 if rate >= 0.8 else rho)
+
+
 def test_explicit_fields_override_the_profile():
     cfg = TrainConfig(profile="paper", noise_rate=0.8, rho=0.3, epochs=5, model="cnn").resolved()
     assert (cfg.rho, cfg.epochs, cfg.model) == (0.3, 5, "cnn")
     assert TrainConfig(profile="cpu").resolved().model == "cnn"
+
+
+def test_profile_model_params_come_with_the_profiles_model_only():
+    profile = PROFILES["cpu"]["model_params"]
+    assert TrainConfig(profile="cpu").resolved().model_params == profile
+    mine = TrainConfig(profile="cpu", model_params={"width": 4}).resolved().model_params
+    assert mine == {**profile, "width": 4}  # the user's option wins, the rest stays the profile's
+    assert TrainConfig(profile="cpu", model="cnn").resolved().model_params == {}  # a model of the user's choice
+    assert TrainConfig(profile="cpu", model="resnet32").resolved().model_params == {}
