@@ -25,6 +25,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from os import PathLike
+from types import MappingProxyType
 from typing import Any, Mapping, Union
 
 import numpy as np
@@ -49,7 +50,7 @@ Seed = Union[int, np.random.Generator]
 
 #: CIFAR-10 class-dependent noise (torchvision class order): truck->automobile, bird->airplane,
 #: deer->horse, cat<->dog (Patrini et al. 2017, "Making Deep Neural Networks Robust to Label Noise").
-CIFAR10_ASYMMETRIC: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+CIFAR10_ASYMMETRIC: Mapping[int, int] = MappingProxyType({9: 1, 2: 0, 4: 7, 3: 5, 5: 3})  # read-only
 
 #: The five CIFAR-10N label sets, with the fraction of wrong labels on all 50,000 training images.
 CIFAR10N_KINDS: dict[str, float] = {
@@ -81,7 +82,8 @@ class NoisyLabels:
     dict: ``kind``, ``nominal_rate``, ``mode``, ``seed`` (each None where it does not apply: ``mode`` outside
     symmetric noise, ``seed`` for a caller's Generator or CIFAR-10N, ``nominal_rate`` for CIFAR-10N), the
     noise model's own parameters (``exact``, ``mapping``, ``T``, ...) and ``clean_sha256``, the sha256 of the
-    clean labels (as little-endian int64), checked against ``clean`` on construction and on load.
+    clean labels (as little-endian int64), checked against ``clean`` on construction and on load. The arrays
+    are read-only copies: edit a copy and build a new NoisyLabels, so provenance and rate stay true.
     """
 
     noisy: np.ndarray
@@ -106,6 +108,8 @@ class NoisyLabels:
         counts = confusion_matrix(clean, noisy, labels=np.arange(k)).astype(np.float64)
         rows = counts.sum(axis=1, keepdims=True)
         transition = np.where(rows > 0, counts / np.maximum(rows, 1), np.eye(k))
+        for array in (noisy, clean, is_noisy, transition):
+            array.flags.writeable = False  # the labels a result came from can't be changed behind its back
         for name, value in [("num_classes", k), ("noisy", noisy), ("clean", clean), ("provenance", provenance),
                             ("is_noisy", is_noisy), ("rate", float(is_noisy.mean())),
                             ("transition", transition)]:
@@ -312,6 +316,8 @@ def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
     with np.load(find_data_file("cifar10n.npz"), allow_pickle=False) as f:
         table_clean, table_noisy = f["clean"].astype(np.int64), f[kind].astype(np.int64)
     index = np.asarray(index)
+    if index.size == 0:
+        raise ValueError("dataset.train_index is empty: CIFAR-10N needs at least one training image")
     if index.ndim != 1 or index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= table_clean.size:
         raise ValueError(f"dataset.train_index must be integers in [0, {table_clean.size}), got "
                          f"dtype {index.dtype}, values in [{index.min()}, {index.max()}]")

@@ -5,6 +5,7 @@ import hashlib
 import importlib.metadata
 import pickle
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
@@ -207,7 +208,7 @@ def test_noisy_dataset_around_tensor_dataset():
     np.testing.assert_array_equal(ds.noisy_targets, nl.noisy)
     assert ds.noisy_labels is nl
     x, y, idx = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, shuffle=False)))
-    assert x.shape == (8, 3, 2, 2) and torch.equal(y, torch.as_tensor(nl.noisy[:8])) and torch.equal(idx, torch.arange(8))
+    assert x.shape == (8, 3, 2, 2) and torch.equal(y, torch.tensor(nl.noisy[:8])) and torch.equal(idx, torch.arange(8))
     with pytest.raises(IndexError):
         ds[40]
 
@@ -302,6 +303,15 @@ def test_loader_without_augmentation_returns_the_images():
     np.testing.assert_array_equal(x, images.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(torch.cat([b[1] for b in batches]).numpy(), labels)
     assert Loader(images, labels, batch_size=4, drop_last=True).__len__() == 2
+
+
+def test_loader_takes_read_only_labels_without_warning():
+    images = coded_images(10)
+    nl = noise.symmetric(np.arange(10) % 3, 0.5, 3, seed=0)  # NoisyLabels hold read-only arrays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a read-only array without copying
+        loader = Loader(images, nl.noisy, batch_size=10, shuffle=False, augment=False)
+    np.testing.assert_array_equal(next(iter(loader))[1].numpy(), nl.noisy)
 
 
 def test_loader_default_normalisation():

@@ -171,6 +171,18 @@ def test_noisy_labels_derived_fields_by_hand():
         NoisyLabels(nl.noisy, other.clean, 3, nl.provenance)  # a provenance that describes other clean labels
 
 
+def test_noisy_labels_are_read_only_copies():
+    noisy = np.array([0, 1, 1, 1])
+    nl = NoisyLabels(noisy=noisy, clean=np.array([0, 0, 1, 1]), num_classes=3)
+    noisy[1] = 0  # the caller's array is not the one held
+    assert nl.noisy[1] == 1 and nl.rate == 0.25
+    for name in ("noisy", "clean", "is_noisy", "transition"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(nl, name)[0] = 1
+    with pytest.raises(TypeError):
+        noise.CIFAR10_ASYMMETRIC[0] = 1  # the shared default mapping can't be edited either
+
+
 def test_every_kind_has_the_same_provenance_keys_and_a_strict_json_summary(mini):
     made = [maker(1) for maker in MAKERS.values()] + [noise.cifar10n(mini, "aggre"), noise.make("none", LABELS)]
     for nl in made:
@@ -344,6 +356,8 @@ def test_cifar10n_checks_the_dataset(mini):
         noise.cifar10n(SimpleNamespace(y_train=(mini.y_train + 1) % 10, train_index=mini.train_index), "aggre")
     with pytest.raises(ValueError, match="train_index"):
         noise.cifar10n(SimpleNamespace(y_train=mini.y_train, train_index=None), "aggre")
+    with pytest.raises(ValueError, match="train_index is empty"):
+        noise.cifar10n(SimpleNamespace(y_train=mini.y_train[:0], train_index=mini.train_index[:0]), "aggre")
     with pytest.raises(ValueError, match="kind"):
         noise.cifar10n(mini, "best")
     with pytest.raises(ValueError, match="dataset"):
