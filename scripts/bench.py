@@ -89,13 +89,17 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+# The CPU profile's model is built as the profile builds it (e.g. the cnn's width and pool).
+MODEL_PARAMS = {PROFILES["cpu"]["model"]: PROFILES["cpu"].get("model_params", {})}
+
+
 class Trainee:
     """A model, its method and optimizer, as the trainer builds them (channels_last unless told, lr 0.05)."""
 
     def __init__(self, model: str, method: str, device: torch.device, seed: int, channels_last: bool = True,
                  **method_params) -> None:
         torch.manual_seed(seed)  # a benchmark script owns its process: the global seed is ours to set
-        self.model = get_model(model, 10).to(device)
+        self.model = get_model(model, 10, **MODEL_PARAMS.get(model, {})).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.method = get_method(method, **method_params)
