@@ -27,7 +27,7 @@ import torch
 from noisysam.data import Loader, load_dataset
 from noisysam.methods import get_method
 from noisysam.models import get_model
-from noisysam.train import PROFILES, resolve_amp, resolve_device
+from noisysam.train import TrainConfig, resolve_amp, resolve_device
 
 Step = Callable[[], None]
 
@@ -89,17 +89,13 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-# The CPU profile's model is built as the profile builds it (e.g. the cnn's width and pool).
-MODEL_PARAMS = {PROFILES["cpu"]["model"]: PROFILES["cpu"].get("model_params", {})}
-
-
 class Trainee:
     """A model, its method and optimizer, as the trainer builds them (channels_last unless told, lr 0.05)."""
 
     def __init__(self, model: str, method: str, device: torch.device, seed: int, channels_last: bool = True,
-                 **method_params) -> None:
+                 model_params: Optional[dict] = None, **method_params) -> None:
         torch.manual_seed(seed)  # a benchmark script owns its process: the global seed is ours to set
-        self.model = get_model(model, 10, **MODEL_PARAMS.get(model, {})).to(device)
+        self.model = get_model(model, 10, **(model_params or {})).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.method = get_method(method, **method_params)
@@ -188,7 +184,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     data = load_dataset("cifar10-mini")
     B = args.batch_size
     batch = fixed_batch(data, B, device)
-    cnn = PROFILES["cpu"]["model"]
+    cpu = TrainConfig(profile="cpu").resolved()  # the CPU profile's model, built as the trainer builds it
+    cnn = cpu.model
     print(f"noisysam benchmarks: device {device}, {torch.get_num_threads()} threads, batch {B}, "
           f"torch {torch.__version__}, amp auto -> {auto}, load average {os.getloadavg()[0]:.2f}"
           f"{' (quick mode)' if args.quick else ''}")
@@ -206,17 +203,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"\n(b) training epoch throughput, SAM, {args.images} images, batch {B}: noisysam Loader + trainer "
           "step vs torchvision DataLoader + PIL transforms (fp32, NCHW)")
     images, labels = data.x_train[:args.images], data.y_train[:args.images]
-    for model in (cnn, "resnet32"):
+    for model, params in ((cnn, cpu.model_params), ("resnet32", {})):
         loader = Loader(images, labels, batch_size=B, device=device, channels_last=True, seed=args.seed)
         variants: dict[str, Step] = {}
         if auto is not None:
             variants[f"noisysam defaults (channels_last, {str(auto)[6:]})"] = noisysam_epoch(
-                Trainee(model, "sam", device, args.seed), loader, auto)
-        variants["noisysam fp32 (channels_last)"] = noisysam_epoch(Trainee(model, "sam", device, args.seed), loader, None)
+                Trainee(model, "sam", device, args.seed, model_params=params), loader, auto)
+        variants["noisysam fp32 (channels_last)"] = noisysam_epoch(
+            Trainee(model, "sam", device, args.seed, model_params=params), loader, None)
         for w in args.workers:
             variants[f"torchvision workers={w}"] = torchvision_epoch(
-                Trainee(model, "sam", device, args.seed, channels_last=False), images, labels, B, w, loader.mean,
-                loader.std, device, args.seed)
+                Trainee(model, "sam", device, args.seed, channels_last=False, model_params=params), images, labels,
+                B, w, loader.mean, loader.std, device, args.seed)
         t = interleaved(variants, args.repeats, args.warmup, device)
         ips = {k: len(labels) / statistics.median(v) for k, v in t.items()}
         for k, v in ips.items():
@@ -239,7 +237,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     if bf16 is None or (device.type == "cpu" and auto is None):
         report("d", "bf16 autocast", "skipped", "(no native bf16 on this device)")
     else:
-        trainees = {k: (Trainee(cnn, "sam", device, args.seed), d) for k, d in (("fp32", None), ("bf16", bf16))}
+        trainees = {k: (Trainee(cnn, "sam", device, args.seed, model_params=cpu.model_params), d)
+                    for k, d in (("fp32", None), ("bf16", bf16))}
         t = interleaved(step_variants(trainees, batch), args.repeats * 2, args.warmup, device)
         report("d", f"{cnn} SAM: fp32 {1e3 * statistics.median(t['fp32']):.0f} ms, bf16 "
                     f"{1e3 * statistics.median(t['bf16']):.0f} ms per step; bf16 speed-up",
