@@ -291,7 +291,8 @@ class Loader:
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 of shape (N, H, W, C), got {images.dtype} {tuple(images.shape)}")
-        labels = torch.as_tensor(np.array(labels) if isinstance(labels, np.ndarray) else labels)  # read-only ok
+        # Arrays are copied (labels are small): NoisyLabels' read-only arrays can't be wrapped without a warning.
+        labels = torch.as_tensor(np.array(labels) if isinstance(labels, np.ndarray) else labels)
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
             raise ValueError(f"labels must be {images.shape[0]} integers, got {labels.dtype} {tuple(labels.shape)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -108,7 +108,8 @@ class TrainConfig:
         """Validate and fill the ``None`` fields from the profile (rho from the noise rate: profile_rho)."""
         _validate(self)
         profile = PROFILES[self.profile]
-        fill = {k: v for k, v in profile.items() if k != "model_params" and getattr(self, k) is None}
+        derived = ("model_params", "rho")  # not copied as they stand: filled by the rules below
+        fill = {k: v for k, v in profile.items() if k not in derived and getattr(self, k) is None}
         if self.model is None:  # the profile's model comes with its options; the user's given ones win
             fill["model_params"] = {**profile.get("model_params", {}), **self.model_params}
         if self.rho is None:
