@@ -16,6 +16,7 @@ hits them alike; each ratio is the median over repeats of the per-repeat ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -205,16 +206,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     images, labels = data.x_train[:args.images], data.y_train[:args.images]
     for model, params in ((cnn, cpu.model_params), ("resnet32", {})):
         loader = Loader(images, labels, batch_size=B, device=device, channels_last=True, seed=args.seed)
+        sam_trainee = functools.partial(Trainee, model, "sam", device, args.seed, model_params=params)
         variants: dict[str, Step] = {}
         if auto is not None:
             variants[f"noisysam defaults (channels_last, {str(auto)[6:]})"] = noisysam_epoch(
-                Trainee(model, "sam", device, args.seed, model_params=params), loader, auto)
-        variants["noisysam fp32 (channels_last)"] = noisysam_epoch(
-            Trainee(model, "sam", device, args.seed, model_params=params), loader, None)
+                sam_trainee(), loader, auto)
+        variants["noisysam fp32 (channels_last)"] = noisysam_epoch(sam_trainee(), loader, None)
         for w in args.workers:
             variants[f"torchvision workers={w}"] = torchvision_epoch(
-                Trainee(model, "sam", device, args.seed, channels_last=False, model_params=params), images, labels,
-                B, w, loader.mean, loader.std, device, args.seed)
+                sam_trainee(channels_last=False), images, labels, B, w, loader.mean, loader.std, device, args.seed)
         t = interleaved(variants, args.repeats, args.warmup, device)
         ips = {k: len(labels) / statistics.median(v) for k, v in t.items()}
         for k, v in ips.items():
