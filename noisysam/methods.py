@@ -535,26 +535,33 @@ def register_method(name: str, factory: MethodFactory, *, overwrite: bool = Fals
     (SAM_RADIUS_METHODS.add if sam_radius else SAM_RADIUS_METHODS.discard)(name)
 
 
+def _parameters(name: str) -> Any:
+    """The parameters of the factory registered as ``name`` (ValueError naming the choices for an unknown name)."""
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return inspect.signature(METHODS[name]).parameters
+
+
+def _takes_any(parameters: Any) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def takes_param(name: str, param: str) -> bool:
     """Whether the method registered as ``name`` takes the parameter ``param`` (by name, or through **kwargs)."""
-    signature = inspect.signature(METHODS[name]).parameters
-    return param in signature or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    parameters = _parameters(name)
+    return param in parameters or _takes_any(parameters)
 
 
 def default_param(name: str, param: str) -> Any:
     """The default of ``param`` in the factory of method ``name`` (None where it has none)."""
-    parameter = inspect.signature(METHODS[name]).parameters.get(param)
+    parameter = _parameters(name).get(param)
     return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def get_method(name: str, **params: Any) -> AnyMethod:
     """Build the method registered as ``name`` with its parameters (defaults in the module docstring)."""
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
-    factory = METHODS[name]
-    signature = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
-    unknown = sorted(set(params) - set(signature))
-    if unknown and not takes_any:
-        raise ValueError(f"method {name!r} accepts parameters {list(signature)}, got unknown {unknown}")
-    return factory(**params)
+    parameters = _parameters(name)
+    unknown = sorted(set(params) - set(parameters))
+    if unknown and not _takes_any(parameters):
+        raise ValueError(f"method {name!r} accepts parameters {list(parameters)}, got unknown {unknown}")
+    return METHODS[name](**params)
