@@ -231,7 +231,7 @@ class SAM(Optimizer):
 @contextmanager
 def disable_running_stats(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers of `model` normalise with batch statistics but leave running_mean/var and
-    num_batches_tracked untouched inside (for SAM's perturbed pass: Foret et al. compute it at w + e(w) only for the gradient)."""
+    num_batches_tracked untouched inside (for SAM's perturbed pass, which only serves the gradient at w + e(w))."""
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     for m in layers:
         m.track_running_stats = False

@@ -484,7 +484,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     ``config`` (or keyword ``overrides`` of its fields) says what to run; ``dataset``, ``noise`` and
     ``model`` given as strings are those config fields. For your own data pass
     ``dataset`` (an :class:`~noisysam.data.ImageDataset`), ``noise`` (a :class:`~noisysam.noise.NoisyLabels`
-    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits;
+    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits, checked on 2 training images first;
     relabel-and-retrain restarts from a copy of it as given). ``callback(event, info)`` receives
     ``"start"``, ``"batch"`` (the loss as an unsynchronised tensor), ``"epoch"`` and ``"end"`` events.
     Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.

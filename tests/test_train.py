@@ -573,7 +573,8 @@ def test_each_method_keeps_its_own_radius_unless_the_user_sets_one(tiny, tmp_pat
     cfg = TrainConfig(method="asam", method_params={"rho": 0.2}).resolved()
     assert method_radius(cfg, None) == dict(value=0.2, source="user")
     for method in ("sam", "bootstrap-sam", "mixup-sam"):
-        assert build_method(TrainConfig(method=method).resolved(), labels_at(0.4)).params["rho"] == PROFILES["cpu"]["rho"]
+        cfg = TrainConfig(method=method).resolved()
+        assert build_method(cfg, labels_at(0.4)).params["rho"] == PROFILES["cpu"]["rho"]
     assert method_radius(TrainConfig(method="sgd").resolved(), labels_at(0.4)) is None
     assert build_method(TrainConfig(method="mixup").resolved()).params["alpha"] == 1.0  # the method's default
     assert build_method(TrainConfig(method="mixup-sam", mixup_alpha=8.0).resolved()).params["alpha"] == 8.0
