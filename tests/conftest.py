@@ -57,4 +57,4 @@ def lock_holder():
 def snapshot():
     """``snapshot(path)``: every file under ``path`` with its bytes and modification time (to show nothing changed)."""
     return lambda path: {str(f.relative_to(path)): (f.read_bytes(), f.stat().st_mtime_ns)
-                         for f in sorted(path.rglob("*"))}
+                         for f in sorted(path.rglob("*")) if f.is_file()}

@@ -150,3 +150,14 @@ def test_a_run_of_another_noisysam_version_is_refused(finished_copy, snapshot):
     assert_refused(run("train", "--out", out, "--resume", "--no-plot"),
                    f"written by noisysam 0.1.0 and this is noisysam {__version__}")
     assert snapshot(out) == before
+
+
+def test_a_table_cell_in_use_stops_the_table_with_exit_2(tiny_npz, tmp_path, lock_holder, snapshot):
+    root = tmp_path / "table"
+    cell = root / "sgd" / "rate0.4" / "seed0"
+    holder = lock_holder(cell)
+    before = snapshot(root)
+    r = run("table", "--methods", "sgd", "--rates", 0.4, "--seeds", 0, "--out", root, "--dataset", tiny_npz,
+            *TINY[2:])
+    assert_refused(r, f"run directory '{cell}' is in use", f"pid {holder.pid} on ")
+    assert snapshot(root) == before
