@@ -9,6 +9,11 @@ Reproducibility: every random draw comes from generators seeded from ``(seed, st
 (:func:`derive_seed`); the caller's global RNG state is left untouched. A checkpoint is written
 atomically after every epoch, so ``resume=True`` continues a killed run to the same final weights
 as an uninterrupted run (CPU, same seed).
+
+Run directory contract: one run writes it at a time (:func:`noisysam.files.run_lock`, held from the first
+read to the last write); ``config.json`` records the noisysam version, the precision ``amp`` resolved when
+the run started, and :func:`fingerprints` of the dataset and labels, which a resume must match; a
+checkpoint is only written when every parameter, buffer and optimizer state tensor is finite.
 """
 
 from __future__ import annotations
