@@ -283,15 +283,25 @@ def test_nan_loss_after_epoch_1_stops_with_a_clear_message_and_keeps_epoch_1(tin
     _assert_last_good_kept(out, good_epochs=1)
 
 
-def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path):
-    # One batch per epoch: epoch 1's loss is measured before its (huge) step, so it is finite; the
-    # next evaluation sees overflowing weights.
+def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path, registered):
+    # One batch per epoch; epoch 2's step is taken at lr 1e30. Its loss is measured before that step, so
+    # it is finite; the weights after it are ~1e30 * gradient, whose products overflow float32 in any
+    # forward pass: epoch 2's evaluation sees non-finite outputs, whatever the rounding of the machine.
+    class AbsurdLrInEpoch2(Recorder):
+        def train_step(self, model, optimizer, x, y, idx, *, generator, scaler=None):
+            if len(self.batches) == 1:  # the second step (the trainer sets the lr again before each step)
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e30
+            return super().train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
+
+    registered("absurd-lr", AbsurdLrInEpoch2)
     out = tmp_path / "run"
-    message = _diverge(tiny, out, lr=1e3, batch_size=N_TRAIN)
-    assert "lr" in message
-    good = len(read_jsonl(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
-    if good:
-        _assert_last_good_kept(out, good_epochs=good)
+    with pytest.raises(TrainingDiverged) as info:
+        train(dataset=tiny, out=str(out), **{**RUN, "method": "absurd-lr", "batch_size": N_TRAIN})
+    message = str(info.value)
+    train_loss = float(message.split("(train loss ")[1].split(")")[0])
+    assert math.isfinite(train_loss) and "in epoch 2 of stage 1" in message and "lr" in message
+    _assert_last_good_kept(out, good_epochs=1)
 
 
 def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tiny, tmp_path):
@@ -367,8 +377,12 @@ def test_split_is_disjoint_covers_everything_and_has_the_asked_size(n, fraction)
     assert np.intersect1d(train_idx, val_idx).size == 0
     assert np.array_equal(np.sort(np.concatenate([train_idx, val_idx])), np.arange(n))
     assert np.array_equal(_split(n, fraction, seed=3)[1], val_idx)
-    if 0 < len(val_idx) < n - 1:
-        assert not np.array_equal(_split(n, fraction, seed=4)[1], val_idx)
+
+
+@pytest.mark.parametrize("n, fraction", [(256, 0.1), (1000, 0.25), (7, 0.5)])
+def test_split_depends_on_the_seed(n, fraction):
+    # Sizes where another validation set exists (0 < size < n): another seed draws another set.
+    assert not np.array_equal(np.sort(_split(n, fraction, seed=4)[1]), np.sort(_split(n, fraction, seed=3)[1]))
 
 
 class Recorder:
