@@ -7,11 +7,10 @@ is used, so no display is needed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Union
 
-from noisysam.files import atomic_write
+from noisysam.files import CONFIG_SCHEMA, atomic_write, read_json, read_jsonl
 from noisysam.table import PAPER_RATES, PAPER_TABLE4
 
 
@@ -39,7 +38,7 @@ def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
     For relabel-and-retrain the two stages follow each other, split by a dotted line."""
     plt = _pyplot()
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
     x = list(range(1, len(records) + 1))
     fig, ax = plt.subplots(figsize=(7, 4.2))
     series = (("test_accuracy", "clean test accuracy", "-"), ("val_accuracy", "noisy-val accuracy", "--"),
@@ -52,7 +51,8 @@ def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
     for s in stage_starts:
         ax.axvline(s - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(s - 0.4, 2, "retrain on relabels", fontsize=8, color="grey")
-    config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").exists() else {}
+    config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"] \
+        if (run_dir / "config.json").exists() else {}
     title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
     if config:
         title += f"; {config.get('noise')} noise {config.get('noise_rate', 0):.0%}, seed {config.get('seed')}"
