@@ -2,7 +2,8 @@
 ``noisysam.table``, ``noisysam.noise``); rich progress and tables, no training logic of its own.
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
-run directory without ``--resume``), reported as one line on stderr before anything is written;
+run directory without ``--resume``; a garbage, empty, truncated, pickle-carrying or oversized dataset,
+labels file, checkpoint or run file, named in the message), reported as one line on stderr before anything is written;
 1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
 """
 
