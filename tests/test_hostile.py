@@ -39,7 +39,8 @@ def memory_cap(extra=HEADROOM):
     """Cap this process's address space at its current size + ``extra`` for the duration."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     size = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
-    resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+    cap = size + extra if hard == resource.RLIM_INFINITY else min(size + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
         yield
     finally:
@@ -216,13 +217,13 @@ def result_with(**changes):
     return edit
 
 
-def table_cell(content, report):
-    """A table directory whose one finished cell's result.json is replaced by ``content``, tabulated with
+def table_cell(content, report, name="result.json"):
+    """A table directory whose one finished cell's ``name`` is replaced by ``content``, tabulated with
     --report or trained further with the same settings."""
     def make(w):
         cell = w["dir"] / "grid" / "sgd" / "rate0.4" / "seed0"
         shutil.copytree(w["run"], cell)
-        path = cell / "result.json"
+        path = cell / name
         path.write_bytes(content(path.read_bytes()) if callable(content) else content)
         if report:
             return ["table", "--report", w["dir"] / "grid", "--no-plot"], path
@@ -317,6 +318,7 @@ CASES = [
     # table directories
     case("table-cell-result-garbage", table_cell(b"{", report=False), "not valid JSON"),
     case("table-cell-result-lacks-key", table_cell(result_with(best=DROP), report=False), "lacks 'test_accuracy.best'"),
+    case("table-cell-config-garbage", table_cell(b"{]", report=False, name="config.json"), "unreadable config.json"),
     case("report-only-cell-corrupt", table_cell(b"nul", report=True), "no usable finished runs"),
     case("report-only-cell-lacks-key", table_cell(result_with(selected=DROP), report=True), "no usable finished runs"),
     # options
