@@ -3,7 +3,8 @@
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
 run directory without ``--resume``, a run directory in use by another run, a ``--resume`` whose dataset,
-labels or noisysam version changed), reported as one line on stderr before anything is written;
+labels or noisysam version changed; a garbage, empty, truncated, pickle-carrying or oversized dataset,
+labels file, checkpoint or run file, named in the message), reported as one line on stderr before anything is written;
 1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 import json
 import platform
 import sys
+import warnings
 from contextlib import contextmanager
 from functools import reduce
 from pathlib import Path
@@ -192,6 +194,8 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
+    except EOFError as e:  # a file ended early; click would report it as an interrupt (exit 130)
+        _fail(f"unexpected end of a file ({e or 'no more data'})", 2)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
             NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
@@ -440,7 +444,11 @@ def _rich_table(table: dict, root: Path) -> Table:
 
 
 def _render(console: Console, root: Path, plot: bool) -> None:
-    table = grid.write_table(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", grid.SkippedCellWarning)  # reported below, one line each
+        table = grid.write_table(root)
+    for problem in table["skipped"]:
+        click.echo(f"warning: a cell was skipped: {problem}", err=True)
     console.print(_rich_table(table, root))
     console.print(escape(f"wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}"), style="dim", soft_wrap=True)
     if plot:
