@@ -34,7 +34,7 @@ from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
-from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger
+from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
 from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, chain,
                             resolve_amp, resolve_device, saved_config, train)
 
@@ -416,6 +416,8 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
             return
         with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
             result = train(config, callback=chain(progress, logger))
+        if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
+            log_finished_run(out)
     if as_json:
         click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(result.summary), indent=2))
     else:
@@ -527,6 +529,8 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
                                         f"selected {_pct(acc['selected'])} ({how})")
         if plot and not skipped:
             _plot(progress.progress.console, _plot_run, str(cell.dir))
+        if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger
+            log_finished_run(cell.dir)
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
     with _user_errors(hint, _params_given(ctx)):

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from noisysam.train import comparable_config
+from noisysam.files import read_json
+from noisysam.train import TrainConfig, comparable_config, saved_config
 
 #: The tag of each per-epoch field of metrics.jsonl, grouped by the data it is measured on (memorisation,
 #: recovery and the noise AUROC are measured on the training split). A field missing here (a metric added
@@ -180,3 +181,16 @@ class TensorBoardLogger:
             self.writer.file_writer.add_summary(part, self.last_step)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, self.last_step)
+
+
+def log_finished_run(run_dir: Union[str, Path]) -> Path:
+    """Write ``run_dir/tensorboard`` for a finished run from its files (config.json, metrics.jsonl, result.json),
+    as :class:`TensorBoardLogger` would have while it trained: for runs trained without it. Returns the log dir."""
+    run_dir = Path(run_dir)
+    config = TrainConfig(**saved_config(run_dir))
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    log_dir = run_dir / LOG_DIR
+    with TensorBoardLogger(log_dir) as logger:
+        logger("start", dict(config=config, epochs=config.epochs, history=history))
+        logger("end", read_json(run_dir / "result.json"))
+    return log_dir

@@ -144,12 +144,15 @@ def test_logger_without_a_directory_says_what_it_needs(tiny):
 
 
 def test_table_logs_each_cell_into_its_run_directory(tiny_npz, tmp_path, events):
-    """`tensorboard --logdir GRID` sees one run per cell, each holding that cell's metrics."""
+    """`tensorboard --logdir GRID` sees one run per cell, each holding that cell's metrics: the cells trained
+    with --tensorboard and those finished earlier without it (logged from their files)."""
     multiplexer = pytest.importorskip("tensorboard.backend.event_processing.event_multiplexer")
     root = tmp_path / "grid"
-    r = CliRunner().invoke(cli, ["table", "--dataset", tiny_npz, "--methods", "sgd,sam", "--rates", "0.4",
-                                 "--seeds", "0", "--out", str(root), "--tensorboard", *TINY], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
+    for methods, logged in (("sgd", []), ("sgd,sam", ["--tensorboard"])):
+        r = CliRunner().invoke(cli, ["table", "--dataset", tiny_npz, "--methods", methods, "--rates", "0.4",
+                                     "--seeds", "0", "--out", str(root), *logged, *TINY], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    assert "sgd 40% seed 0: last" in r.stdout and "(already finished)" in r.stdout
     mux = multiplexer.EventMultiplexer().AddRunsFromDirectory(str(root))
     assert set(mux.Runs()) == {"sgd/rate0.4/seed0/tensorboard", "sam/rate0.4/seed0/tensorboard"}
     for method in ("sgd", "sam"):
@@ -159,14 +162,18 @@ def test_table_logs_each_cell_into_its_run_directory(tiny_npz, tmp_path, events)
         assert (hparams["method"], hparams["noise_rate"]) == (method, 0.4)
 
 
-def test_train_cli_writes_the_log_and_says_where(tiny_npz, tmp_path, events):
+def test_train_cli_writes_the_log_and_ends_saying_where_it_and_the_picture_are(tiny_npz, tmp_path, events):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "run"
     r = CliRunner().invoke(cli, ["train", "--dataset", tiny_npz, "--method", "sgd", "--out", str(out),
-                                 "--tensorboard", *TINY], catch_exceptions=False)
+                                 "--tensorboard", *TINY[:-1]], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     scalars, _ = events(out / "tensorboard")
     assert_scalars_match_metrics(scalars, out, epochs=1)
-    assert f"tensorboard --logdir {out / 'tensorboard'}" in " ".join(r.stdout.split())
+    log = out / "tensorboard"
+    assert r.stdout.splitlines()[-2:] == [f"plot: {out / 'curves.png'}",
+                                          f"tensorboard log: {log} (view: tensorboard --logdir {log})"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("args, message", [
