@@ -1,6 +1,7 @@
 """TensorBoard logging of runs: every per-epoch metric of ``metrics.jsonl`` as a scalar, and the run's
 hyperparameters with its final metrics for TensorBoard's HParams dashboard, through
-``torch.utils.tensorboard``.
+``torch.utils.tensorboard``: live with :class:`TensorBoardLogger` (a ``train()`` callback), or afterwards from
+a finished run's files with :func:`log_finished_run`.
 
 tensorboard is an optional extra (``pip install 'noisysam[tensorboard]'``): it is imported when a
 :class:`TensorBoardLogger` is made, which raises ImportError with that hint when it is missing.
@@ -187,7 +188,10 @@ def log_finished_run(run_dir: Union[str, Path]) -> Path:
     """Write ``run_dir/tensorboard`` for a finished run from its files (config.json, metrics.jsonl, result.json),
     as :class:`TensorBoardLogger` would have while it trained: for runs trained without it. Returns the log dir."""
     run_dir = Path(run_dir)
-    config = TrainConfig(**saved_config(run_dir))
+    try:
+        config = TrainConfig(**saved_config(run_dir))
+    except TypeError as e:
+        raise ValueError(f"cannot log {str(run_dir)!r}: its config.json is from another version ({e})") from None
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     log_dir = run_dir / LOG_DIR
     with TensorBoardLogger(log_dir) as logger:
