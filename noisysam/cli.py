@@ -196,9 +196,9 @@ def _message(e: BaseException) -> str:
 
 
 @contextmanager
-def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None]:
-    """API errors -> one line on stderr and an exit code (see the module docstring). ``params_given``:
-    the user passed --method-param/--model-param values (arbitrary JSON), so a TypeError is bad input."""
+def _user_errors(on_interrupt: str) -> Iterator[None]:
+    """API errors -> one line on stderr and an exit code (see the module docstring). --method-param and
+    --model-param values are checked by the method's and model's parameter tables (noisysam.params)."""
     try:
         yield
     except KeyboardInterrupt:
@@ -209,10 +209,6 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
             NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
-    except TypeError as e:
-        if not params_given:
-            raise
-        _fail(f"a --method-param or --model-param value has the wrong type ({e})", 2)
     except (RuntimeError, OSError) as e:
         _fail(_message(e), 1)
 
@@ -309,10 +305,6 @@ def main() -> None:
     cli.main()
 
 
-def _params_given(ctx: click.Context) -> bool:
-    return bool(ctx.params.get("method_params") or ctx.params.get("model_params"))
-
-
 def _saved(out: str) -> TrainConfig:
     """The config saved in run directory ``out`` (what ``--resume`` continues)."""
     try:
@@ -388,7 +380,7 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
     console = Console(stderr=as_json)
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
-    with _user_errors(hint, _params_given(ctx)):
+    with _user_errors(hint):
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
         config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
                                      out=out, resume=resume)
@@ -502,7 +494,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
             _plot(progress.progress.console, _plot_run, str(cell.dir))
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
-    with _user_errors(hint, _params_given(ctx)):
+    with _user_errors(hint):
         with progress:
             grid.run_grid(cells, config, callback=progress, on_cell=finished)
         _render(console, root, plot)

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = [
     "ArrayLike", "Boolean", "Constraint", "HasAttrs", "InstanceOf", "Interval", "InvalidParameterError", "Options",
-    "ParamTable", "PathLike", "TABLES", "Text", "declare", "validate_params",
+    "ParamTable", "PathLike", "SubclassOf", "TABLES", "Text", "declare", "validate_params", "validate_with",
 ]
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class InvalidParameterError(ValueError):
 
 
 class Constraint:
-    """What one parameter may be; ``str(constraint)`` describes it for error messages ("an int >= 1")."""
+    """What one parameter may be; ``str(constraint)`` describes it for error messages ("an integer >= 1")."""
 
     def is_satisfied_by(self, value: Any) -> bool:
         raise NotImplementedError
@@ -99,7 +99,7 @@ class Interval(Constraint):
 
     def __str__(self) -> str:
         if self.kind is int:
-            return f"an int{self._range()}"
+            return f"an integer{self._range()}"
         inf_allowed = self.closed_high and self.high is not None and math.isinf(self.high)
         finite = "" if inf_allowed or (self.low is not None and self.high is not None) else "finite "
         return f"a {finite}float{self._range()}" + (" (inf allowed)" if inf_allowed else "")
@@ -129,6 +129,15 @@ class Boolean(Constraint):
         return "a bool"
 
 
+class _Described(Constraint):
+    """A constraint whose description is given by its declaration."""
+
+    description: str
+
+    def __str__(self) -> str:
+        return self.description
+
+
 class _NoneConstraint(Constraint):
     def is_satisfied_by(self, value: Any) -> bool:
         return value is None
@@ -137,7 +146,7 @@ class _NoneConstraint(Constraint):
         return "None"
 
 
-class Text(Constraint):
+class Text(_Described):
     """A non-empty ``str``, or one matching ``pattern`` in full; ``description`` says what it is."""
 
     def __init__(self, pattern: str | None = None, description: str = "a non-empty string"):
@@ -148,9 +157,6 @@ class Text(Constraint):
         if not isinstance(value, str):
             return False
         return bool(value) if self.pattern is None else self.pattern.fullmatch(value) is not None
-
-    def __str__(self) -> str:
-        return self.description
 
 
 class PathLike(Constraint):
@@ -163,17 +169,24 @@ class PathLike(Constraint):
         return "a path (str or os.PathLike)"
 
 
-class InstanceOf(Constraint):
-    """An instance of one of ``types``; ``description`` names it for users ("a dict")."""
+class InstanceOf(_Described):
+    """An instance of one of ``types`` but none of ``exclude``; ``description`` names it for users ("a dict")."""
 
-    def __init__(self, *types: type, description: str):
-        self.types, self.description = types, description
+    def __init__(self, *types: type, description: str, exclude: tuple[type, ...] = ()):
+        self.types, self.description, self.exclude = types, description, exclude
 
     def is_satisfied_by(self, value: Any) -> bool:
-        return isinstance(value, self.types)
+        return isinstance(value, self.types) and not isinstance(value, self.exclude)
 
-    def __str__(self) -> str:
-        return self.description
+
+class SubclassOf(_Described):
+    """A class derived from ``base`` (e.g. an optimizer class, not an instance)."""
+
+    def __init__(self, base: type, description: str):
+        self.base, self.description = base, description
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, type) and issubclass(value, self.base)
 
 
 class ArrayLike(Constraint):
@@ -187,17 +200,14 @@ class ArrayLike(Constraint):
         return "an array-like (list, tuple, numpy array or tensor)"
 
 
-class HasAttrs(Constraint):
-    """An object with the attributes ``names`` (e.g. a dataset with ``y_train``)."""
+class HasAttrs(_Described):
+    """An object with the attributes ``names`` (e.g. a dataset with ``y_train``; ``__call__``: a callable)."""
 
     def __init__(self, *names: str, description: str):
         self.names, self.description = names, description
 
     def is_satisfied_by(self, value: Any) -> bool:
         return all(hasattr(value, n) for n in self.names)
-
-    def __str__(self) -> str:
-        return self.description
 
 
 NONE = _NoneConstraint()
@@ -250,21 +260,29 @@ def declare(owner: str, table: Mapping[str, Any]) -> ParamTable:
     return TABLES[owner]
 
 
-def validate_params(table: Mapping[str, Any], *, owner: str | None = None, skip: Iterable[str] = ()) -> Callable[[T], T]:
+def _named(target: Any) -> list[inspect.Parameter]:
+    """The named parameters of a function, or of a class's ``__init__`` (without ``self``)."""
+    func = target.__init__ if isinstance(target, type) else target
+    return [p for p in inspect.signature(func).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
+
+
+def validate_params(table: Mapping[str, Any] | ParamTable, *, owner: str | None = None) -> Callable[[T], T]:
     """Decorate a function or a class (its ``__init__``) so every call checks the arguments it was given
-    against ``table`` before running. Every named parameter of the signature must be declared (or listed in
-    ``skip``), and every declared name must be a parameter: a new parameter cannot go unchecked.
-    ``owner`` defaults to ``module.qualname``."""
+    against ``table`` (a mapping, registered under ``owner``, default ``module.qualname``; or a declared
+    :class:`ParamTable`) before running. Every named parameter of the signature must be declared and every
+    declared name must be a parameter: a new parameter cannot go unchecked."""
 
     def decorate(target: T) -> T:
         func = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
         signature = inspect.signature(func)
-        named = {p.name for p in signature.parameters.values()
-                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self", *skip}
-        if named != set(table):
-            raise TypeError(f"parameter table of {target!r}: undeclared {sorted(named - set(table))}, "
-                            f"not parameters {sorted(set(table) - named)}")
-        declared = declare(owner or f"{target.__module__}.{target.__qualname__}", table)
+        names = set(table.constraints if isinstance(table, ParamTable) else table)
+        named = {p.name for p in _named(target)}
+        if named != names:
+            raise TypeError(f"parameter table of {target!r}: undeclared {sorted(named - names)}, "
+                            f"not parameters {sorted(names - named)}")
+        declared = table if isinstance(table, ParamTable) else declare(
+            owner or f"{target.__module__}.{target.__qualname__}", table)
 
         @functools.wraps(func)
         def checked(*args: Any, **kwargs: Any) -> Any:
@@ -275,5 +293,17 @@ def validate_params(table: Mapping[str, Any], *, owner: str | None = None, skip:
             target.__init__ = checked  # type: ignore[misc]
             return target
         return checked  # type: ignore[return-value]
+
+    return decorate
+
+
+def validate_with(shared: Mapping[str, Any], *, owner: str | None = None) -> Callable[[T], T]:
+    """:func:`validate_params` with the entries of ``shared`` (a module's table of every parameter its entry
+    points take) that the decorated signature names; None is allowed too where None is the default."""
+
+    def decorate(target: T) -> T:
+        table = {p.name: [*_as_constraints(shared[p.name]), *([NONE] if p.default is None else [])]
+                 for p in _named(target) if p.name in shared}
+        return validate_params(table, owner=owner)(target)
 
     return decorate

@@ -29,7 +29,7 @@ from torch import nn
 from noisysam import __version__
 from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
 from noisysam.files import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
-from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
+from noisysam.methods import METHOD_PARAMS, METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
@@ -105,8 +105,8 @@ CONFIG_PARAMS = declare("noisysam.train.TrainConfig", dict(
     noise_exact=Boolean(),
     method=Options(METHODS),
     method_params=_PARAMS,
-    rho=_AMOUNT,
-    mixup_alpha=[Interval(float, 0, closed="neither"), None],
+    rho=[METHOD_PARAMS["rho"], None],  # the method's own constraints
+    mixup_alpha=[METHOD_PARAMS["alpha"], None],
     model=[Options(MODELS), None],
     model_params=_PARAMS,
     epochs=_COUNT,

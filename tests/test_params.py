@@ -10,15 +10,20 @@ import dataclasses
 import functools
 import math
 
+import click
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
 
 import noisysam
-from noisysam import data, noise
+from noisysam import data, methods, models, noise
 from noisysam.cli import cli
 from noisysam.params import (NONE, TABLES, ArrayLike, Boolean, HasAttrs, InstanceOf, Interval, InvalidParameterError,
-                             Options, ParamTable, PathLike, Text, validate_params)
+                             Options, ParamTable, PathLike, SubclassOf, Text, validate_params)
+from noisysam.sam import SAM, sam_step
 from noisysam.train import CONFIG_PARAMS, TrainConfig
 
 LABELS = np.arange(20) % 2
@@ -35,8 +40,42 @@ def on_meta(make):
         return make()
 
 
+def sam_optimizer(model=None, **kw):
+    model = model or nn.Linear(3, 2)
+    return SAM(**{"params": model.parameters(), "base_optimizer": torch.optim.SGD, "lr": 0.1, **kw})
+
+
+def one_sam_step(**kw):
+    model = nn.Linear(3, 2)
+    return sam_step(**{"optimizer": sam_optimizer(model), "model": model, "loss_fn": F.cross_entropy,
+                       "inputs": torch.ones(4, 3), "targets": torch.tensor([0, 1, 0, 1]), **kw})
+
+
+def register_and_forget(**kw):
+    """register_method without leaving the registration behind."""
+    kw = {"name": "params-test", "factory": methods._sgd, **kw}
+    try:
+        methods.register_method(**kw)
+    finally:
+        methods.METHODS.pop(kw["name"], None)
+        methods.SAM_RADIUS_METHODS.discard(kw["name"])
+
+
 # How to call each entry point with valid arguments, overridden by the test's one parameter.
 CALLS = {
+    "noisysam.sam.SAM": sam_optimizer,
+    "noisysam.sam.sam_step": one_sam_step,
+    "noisysam.methods.LabelSmoothing": methods.LabelSmoothing,
+    "noisysam.methods.BootstrapLoss": lambda **kw: methods.BootstrapLoss(**{"beta": 0.8, **kw}),
+    "noisysam.methods.GeneralizedCrossEntropy": methods.GeneralizedCrossEntropy,
+    "noisysam.methods.MixupInputs": methods.MixupInputs,
+    "noisysam.methods.SAMUpdate": methods.SAMUpdate,
+    "noisysam.methods.register_method": register_and_forget,
+    **{f"{f.__module__}.{f.__qualname__}": functools.partial(methods.get_method, name)
+       for name, f in methods.METHODS.items()},
+    **{f"noisysam.models.{f.__name__}": (lambda f: lambda **kw: on_meta(lambda: f(**kw)))(f)
+       for f in (models.ResNet32, models.PreActResNet18, models.WideResNet, models.SimpleCNN, models.wrn28_10)},
+    "noisysam.models.get_model": lambda **kw: on_meta(lambda: models.get_model(**{"name": "cnn", **kw})),
     "noisysam.train.TrainConfig": lambda **kw: TrainConfig(**kw).resolved(),
     "noisysam.noise.NoisyLabels": lambda **kw: noise.NoisyLabels(**{
         "noisy": [0, 1, 1, 0], "clean": [0, 1, 0, 0], "num_classes": 2, **kw}),
@@ -83,7 +122,7 @@ def invalid_values(constraints):
             made = []
         elif isinstance(c, (Text, PathLike)):
             made = ["", 3, b"bytes", None]
-        elif isinstance(c, (InstanceOf, HasAttrs)):
+        elif isinstance(c, (InstanceOf, HasAttrs, SubclassOf)):
             made = ["text", 1.5, object()]
         elif isinstance(c, ArrayLike):
             made = ["abc", 3, {"a": 1}, None]
@@ -119,6 +158,28 @@ def test_every_table_has_a_caller_and_every_config_field_a_constraint():
     assert set(CONFIG_PARAMS.constraints) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def test_cli_option_types_agree_with_the_table():
+    """click's types are for --help; where an option has a range or choices they must be the table's."""
+    checked = 0
+    for command in cli.commands.values():
+        for param in command.params:
+            if param.name not in CONFIG_PARAMS.constraints or not isinstance(param, click.Option):
+                continue
+            constraints = CONFIG_PARAMS.constraints[param.name]
+            if isinstance(param.type, (click.IntRange, click.FloatRange)):
+                c = next(c for c in constraints if isinstance(c, Interval))
+                assert (param.type.min, param.type.max) == (c.low, c.high), param.name
+                assert (param.type.min_open, param.type.max_open) == (
+                    c.low is not None and not c.closed_low, c.high is not None and not c.closed_high), param.name
+                assert isinstance(param.type, click.IntRange) == (c.kind is int), param.name
+                checked += 1
+            elif isinstance(param.type, click.Choice):
+                c = next(c for c in constraints if isinstance(c, Options))
+                assert set(param.type.choices) == set(c.values), param.name
+                checked += 1
+    assert checked >= 20
+
+
 @pytest.mark.parametrize("owner, name", PARAMETERS)
 def test_every_parameter_refuses_values_outside_its_table_and_accepts_its_boundaries(owner, name):
     constraints = TABLES[owner].constraints[name]
@@ -143,8 +204,8 @@ def test_every_parameter_refuses_values_outside_its_table_and_accepts_its_bounda
     (Interval(float, 0), "a finite float >= 0", [0, 0.0, np.float32(3)], [-0.0001, math.inf, True, "0.5"]),
     (Interval(float, 1, math.inf, closed="right"), "a float > 1 (inf allowed)", [1.0001, math.inf], [1, -math.inf]),
     (Interval(float, 0, 1, closed="left"), "a float in [0, 1)", [0, 0.999], [1, 1.0, -0.1, math.nan]),
-    (Interval(int, 1), "an int >= 1", [1, np.int64(5), 10**30], [0, True, 2.0, 2.5, "3", None]),
-    (Interval(int, 0, 10, closed="right"), "an int in (0, 10]", [1, 10], [0, 11, np.bool_(True)]),
+    (Interval(int, 1), "an integer >= 1", [1, np.int64(5), 10**30], [0, True, 2.0, 2.5, "3", None]),
+    (Interval(int, 0, 10, closed="right"), "an integer in (0, 10]", [1, 10], [0, 11, np.bool_(True)]),
     (Options(("a", "b")), "one of 'a', 'b'", ["a", "b"], ["A", "c", 1, None]),
     (Options((1, 2)), "one of 1, 2", [1, 2], [True, 1.0, "1"]),  # type-strict: True == 1 in Python
     (Boolean(), "a bool", [True, False, np.True_], [1, 0, "yes", None]),
@@ -165,7 +226,7 @@ def test_the_message_names_the_parameter_what_is_allowed_and_what_was_given():
     assert str(e.value) == "rho must be a finite float > 0, got 'a' (str)"
     with pytest.raises(InvalidParameterError) as e:
         table.check(dict(rho=1.0, m=True))
-    assert str(e.value) == "m must be an int >= 1 or None, got True (bool)"
+    assert str(e.value) == "m must be an integer >= 1 or None, got True (bool)"
     assert isinstance(e.value, ValueError)
     table.check(dict(rho=1, m=None, other="anything"))  # undeclared names are not this table's business
 
@@ -180,7 +241,7 @@ def test_validate_params_refuses_an_undeclared_parameter_at_definition():
         validate_params(dict(a=Interval(int), b=Interval(int), c=None))(f)
     checked = validate_params(dict(a=Interval(int), b=Interval(int, 0)), owner="test.f")(f)
     assert checked(2, b=3) == 5
-    with pytest.raises(InvalidParameterError, match=r"^b must be an int >= 0, got -1 \(int\)$"):
+    with pytest.raises(InvalidParameterError, match=r"^b must be an integer >= 0, got -1 \(int\)$"):
         checked(2, -1)
     del TABLES["test.f"]
 
@@ -191,7 +252,7 @@ def test_validate_params_refuses_an_undeclared_parameter_at_definition():
     ("momentum", "0.9", "momentum must be a float in [0, 1), got '0.9' (str)"),
     ("device", None, "device must be one of 'auto' or 'cpu', 'mps' or 'cuda[:N]', got None (NoneType)"),
     ("val_fraction", "0.1", "val_fraction must be a float in [0, 1), got '0.1' (str)"),
-    ("epochs", True, "epochs must be an int >= 1 or None, got True (bool)"),  # trained one epoch before
+    ("epochs", True, "epochs must be an integer >= 1 or None, got True (bool)"),  # trained one epoch before
     ("noise_rate", math.nan, "noise_rate must be a float in [0, 1], got nan (float)"),
     ("lr", math.inf, "lr must be a finite float >= 0 or None, got inf (float)"),
 ])
@@ -201,3 +262,37 @@ def test_train_refuses_bad_config_values_before_writing_anything(tmp_path, field
         noisysam.train(**{field: value}, out=str(out))
     assert str(e.value) == message
     assert not out.exists()
+
+
+def test_sam_refuses_what_it_accepted_or_crashed_on():
+    for kw, message in [
+        (dict(rho="a"), "rho must be a finite float >= 0, got 'a' (str)"),  # TypeError from a comparison before
+        (dict(rho=math.inf), "rho must be a finite float >= 0, got inf (float)"),  # accepted before
+        (dict(adaptive="yes"), "adaptive must be a bool, got 'yes' (str)"),  # accepted before
+        (dict(p=1), "p must be a float > 1 (inf allowed), got 1 (int)"),
+        (dict(max_grad_norm=True), "max_grad_norm must be a finite float > 0 or None, got True (bool)"),
+    ]:
+        with pytest.raises(InvalidParameterError) as e:
+            sam_optimizer(**kw)
+        assert str(e.value) == message
+    p = nn.Parameter(torch.zeros(2))
+    with pytest.raises(InvalidParameterError, match=r"^adaptive must be a bool, got 1 \(int\)$"):
+        SAM([{"params": [p], "adaptive": 1}], torch.optim.SGD, lr=0.1)  # per group, too
+    opt = sam_optimizer()
+    with pytest.raises(InvalidParameterError, match=r"^rho must be a finite float >= 0, got inf \(float\)$"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "rho": math.inf})
+    assert sam_optimizer(p=math.inf, rho=0).p == math.inf  # the closed ends are in
+
+
+def test_a_model_option_of_the_wrong_type_is_refused_before_torch_sees_it(tiny_npz, tmp_path):
+    with pytest.raises(InvalidParameterError, match=r"^width must be an integer >= 1, got 2.5 \(float\)$"):
+        models.get_model("cnn", width=2.5)
+    out = tmp_path / "run"
+    for option, message in [("--model-param", "width must be an integer >= 1, got 2.5 (float)"),
+                            ("--method-param", "rho must be a finite float > 0, got 'abc' (str)"),
+                            ("--rho", "rho must be a finite float > 0 or None, got inf (float)")]:
+        value = {"--model-param": "width=2.5", "--method-param": "rho=abc", "--rho": "inf"}[option]
+        r = CliRunner().invoke(cli, ["train", "--dataset", tiny_npz, "--method", "sam", "--epochs", "1",
+                                     "--out", str(out), option, value], catch_exceptions=False)
+        assert (r.exit_code, r.stderr, r.stdout) == (2, f"error: {message}\n", ""), option
+        assert not out.exists()
