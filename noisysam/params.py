@@ -79,10 +79,11 @@ class Interval(Constraint):
             return False
         if math.isnan(value):  # ... then range
             return False
-        if math.isinf(value) and not ((self.closed_low and value == self.low) or (self.closed_high and value == self.high)):
+        at_low, at_high = self.closed_low and value == self.low, self.closed_high and value == self.high
+        if math.isinf(value) and not (at_low or at_high):  # inf only as a closed bound
             return False
-        above = self.low is None or value > self.low or (self.closed_low and value == self.low)
-        below = self.high is None or value < self.high or (self.closed_high and value == self.high)
+        above = self.low is None or value > self.low or at_low
+        below = self.high is None or value < self.high or at_high
         return above and below
 
     def _range(self) -> str:

@@ -139,7 +139,8 @@ def valid_boundaries(constraints):
         if isinstance(c, Interval):
             for bound, closed, d in ((c.low, c.closed_low, 1), (c.high, c.closed_high, -1)):
                 if bound is not None:
-                    out.append(bound if closed else (bound + d if c.kind is int else float(np.nextafter(bound, d * math.inf))))
+                    inside = bound + d if c.kind is int else float(np.nextafter(bound, d * math.inf))
+                    out.append(bound if closed else inside)
         elif isinstance(c, Options):
             out += list(c.values)
         elif isinstance(c, Boolean):
@@ -189,7 +190,8 @@ def test_every_parameter_refuses_values_outside_its_table_and_accepts_its_bounda
         with pytest.raises(InvalidParameterError) as e:
             CALLS[owner](**{name: value})
         message = str(e.value)
-        assert message.startswith(f"{name} must be ") and message.endswith(f"({type(value).__name__})"), (value, message)
+        assert message.startswith(f"{name} must be "), (value, message)
+        assert message.endswith(f"({type(value).__name__})"), (value, message)
     for value in valid_boundaries(constraints):
         try:
             CALLS[owner](**{name: value})
