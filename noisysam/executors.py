@@ -383,16 +383,18 @@ class RayExecutor(_Polling):
         if self._started_ray:
             ray.init(address=self.address)
         gpus = ray.cluster_resources().get("GPU", 0) > 0
-        use_gpu = gpus and bool(jobs) and jobs[0].config.device != "cpu"
+        self._gpu = gpus and bool(jobs) and jobs[0].config.device != "cpu"
         self._task = ray.remote(run_cell).options(num_cpus=self.threads,
-                                                  num_gpus=1 / self.cells_per_gpu if use_gpu else 0,
+                                                  num_gpus=1 / self.cells_per_gpu if self._gpu else 0,
                                                   max_retries=self.max_retries, retry_exceptions=False)
 
     def _free(self, running: int) -> bool:
         return True  # Ray queues tasks until the cluster has their resources
 
     def _submit(self, job: Job) -> Any:
-        return self._task.remote(job.config, self.threads, job.callback)
+        # Ray makes the task's GPU the only visible one (CUDA_VISIBLE_DEVICES): "cuda" is that GPU.
+        config = dataclasses.replace(job.config, device="cuda") if self._gpu else job.config
+        return self._task.remote(config, self.threads, job.callback)
 
     def _wait(self, handles: list, timeout: float) -> list:
         import ray

@@ -177,8 +177,8 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
             if on_cell:
                 on_cell(cell, summaries[cell], True)
     todo = [cell for cell in cells if cell not in summaries]
-    outcomes = (executor or InProcess()).run([jobs[cell] for cell in todo],
-                                             _OnCell(watch, on_cell, {cell.dir: cell for cell in todo}))
+    outcomes = (executor or InProcess()).run([jobs[cell] for cell in todo], _OnCell(
+        watch, on_cell, {cell.dir: cell for cell in todo})) if todo else []
     summaries.update((cell, o.summary) for cell, o in zip(todo, outcomes) if o.summary is not None)
     failures = [o for o in outcomes if o.error is not None]
     if failures:
