@@ -221,7 +221,8 @@ def _status(record: dict) -> str:
 
 
 class _Live:
-    """A rich progress display, stopped when the ``with`` block ends (a no-op if it never started)."""
+    """A rich progress display, stopped when the ``with`` block ends if it started (it starts with the
+    first run: not for a bad option or a finished run, which then print nothing)."""
 
     def __init__(self, console: Console):
         self.progress = _progress(console)
@@ -230,7 +231,8 @@ class _Live:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
 
 class RunProgress(_Live):
