@@ -348,6 +348,11 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
     t.add_row("noise detection AUROC (loss)", "–" if auroc is None or auroc != auroc else f"{auroc:.3f}")
     t.add_row("model / epochs / profile", f"{s['model']} / {s['epochs']} / {s['profile']}")
     t.add_row("time / device", f"{s['wall_seconds']:.0f} s on {s['device']} ({s['amp']})")
+    if s.get("forward_passes") is not None:  # counted since the cheaper SAM variants; older runs lack it
+        steps = s["train_steps"]
+        t.add_row("training passes (counted)", f"{s['forward_passes']:g} forward, {s['backward_passes']:g} backward "
+                                               f"in {steps} steps ({s['forward_passes'] / steps:.2f} + "
+                                               f"{s['backward_passes'] / steps:.2f} per step)")
     t.add_row("run directory", escape(str(run_dir)) if run_dir else "not saved (pass --out DIR)")
     return t
 

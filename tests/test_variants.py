@@ -439,3 +439,24 @@ def test_resumed_trainer_run_of_a_stateful_variant_is_bitwise_the_uninterrupted_
         for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
             assert torch.equal(a, b), (method, k)
         assert [r["forward_passes"] for r in resumed.history] == [r["forward_passes"] for r in whole.history]
+
+
+# ------------------------------------------------------------------------------- fp16 loss scaling
+
+
+@pytest.mark.parametrize("name, params", RESUMABLE)
+def test_a_grad_scaler_without_overflow_gives_the_unscaled_steps(name, params):
+    """Scaled losses: the decisions (AE-SAM's ||g||^2), directions and steps are those without a scaler.
+    torch.amp.GradScaler("cpu") has the CUDA scaler's unscale/skip/update logic."""
+    method = get_method(name, **params)
+    plain, scaled = mlp(), mlp()
+    run(method, plain, 6)
+    optimizer = method.make_optimizer(scaled.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)  # the scale changes on the way
+    for t in range(6):
+        for group in optimizer.param_groups:
+            group["progress"] = t / 6
+        x, y = batch(t)
+        method.train_step(scaled, optimizer, x, y, torch.arange(N), generator=step_generator(t), scaler=scaler)
+    assert scaler.get_scale() > 2.0**10
+    assert_weights(scaled, params_of(plain))
