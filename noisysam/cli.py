@@ -104,10 +104,12 @@ _OPTIONS: dict[str, Callable] = {
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=click.FloatRange(min=0),
-                        help="SAM radius [default: from --profile, halved at 80% noise as in the paper: "
-                             "cpu 0.07, paper 0.1]."),
+                        help="SAM radius, for methods that have one [default: sam, bootstrap-sam, mixup-sam: from "
+                             "--profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, as "
+                             "in the paper; asam: its own 0.5]. An error for a method without a radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=click.FloatRange(min=0, min_open=True),
-                                default=_DEFAULT.mixup_alpha, show_default=True, help="Mixup Beta(alpha, alpha)."),
+                                help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
+                                     "An error for a method without mixup."),
     "model": click.option("--model", type=click.Choice(sorted(MODELS)), help=f"Network. {_PROFILE}"),
     "model_params": click.option("--model-param", "model_params", multiple=True, callback=_key_values,
                                  metavar="KEY=VALUE", help="Model option, repeatable (e.g. width=16 for cnn)."),

@@ -19,6 +19,9 @@ training labels with that model, retrain from scratch on them. A method cannot d
 so it returns a :class:`RelabelAndRetrain` (``relabel=True``) whose ``base`` the trainer runs twice.
 ``mode="soft"`` / ``"hard"`` is Reed et al.'s loss, used inside every step.
 
+Radius: :data:`SAM_RADIUS_METHODS` (sam, bootstrap-sam, mixup-sam) take plain SAM's radius, so a training
+profile's rho applies to them; asam's radius is on another scale (T-normalised ball) and keeps its own.
+
 Names and defaults (``get_method(name, **params)``):
 
 ==================  ==========================================================================
@@ -26,10 +29,10 @@ sgd                 (no parameters)
 mixup               alpha=1.0
 bootstrap           mode="relabel" | "soft" (beta=0.95) | "hard" (beta=0.8)
 bootstrap-mixup     mode="relabel", beta=None, alpha=1.0
-sam                 rho=0.05, p=2.0, adaptive=False, m=None
+sam                 rho=0.05, p=2.0, adaptive=False, m=None   (adaptive=True: davda54/sam's T = |w|)
 bootstrap-sam       mode="relabel", beta=None, rho=0.05, p=2.0, adaptive=False, m=None
 mixup-sam           alpha=1.0, rho=0.05, p=2.0, adaptive=False, m=None
-asam                rho=0.5, p=2.0, m=None   (ASAM's CIFAR-10 radius; adaptive=True)
+asam                rho=0.5, p=2.0, m=None, normalisation="paper" (eta=0.01) | "davda54"
 gce                 q=0.7
 label-smoothing     eps=0.1
 looksam             rho=0.05, k=5, alpha=0.7                 (LookSAM, arXiv 2203.02714)
@@ -72,6 +75,10 @@ __all__ = [
     "MixupInputs",
     "SGDUpdate",
     "SAMUpdate",
+    "SAM_RADIUS_METHODS",
+    "ASAM_NORMALISATIONS",
+    "takes_param",
+    "default_param",
 ]
 
 
@@ -114,11 +121,13 @@ class LabelSmoothing:
 
 @dataclass(frozen=True)
 class BootstrapLoss:
-    """Reed et al. 2015 bootstrapping: cross-entropy against beta * onehot(y) + (1 - beta) * q.
+    """Reed et al. 2015 bootstrapping (arXiv 1412.6596): -sum_k (beta t_k + (1 - beta) q_k) log q_k, t = onehot(y).
 
-    Soft (``hard=False``, their Eq. 6): q = softmax(logits). Hard (Eq. 7): q = onehot(argmax logits).
-    q is the model's prediction on this very forward pass, detached (a target, not a path for
-    gradients); under SAM it is therefore recomputed at w and at w + eps.
+    Soft (``hard=False``, their Eq. 6): q = softmax(logits), and the gradient flows through q in the target
+    too, so the loss is beta * cross-entropy + (1 - beta) * entropy of q (a minimum-entropy term); its
+    gradient with respect to the logits is beta (q - t) - (1 - beta) q (log q + H(q)) per sample.
+    Hard (Eq. 7): q = onehot(argmax logits), which carries no gradient. q comes from this very forward
+    pass; under SAM it is therefore recomputed at w and at w + eps.
     """
 
     beta: float
@@ -134,7 +143,7 @@ class BootstrapLoss:
         if self.hard:
             prediction = F.one_hot(log_probs.detach().argmax(dim=1), num_classes).to(log_probs.dtype)
         else:
-            prediction = log_probs.detach().exp()
+            prediction = log_probs.exp()
         target = self.beta * F.one_hot(labels, num_classes).to(log_probs.dtype) + (1 - self.beta) * prediction
         return _soft_cross_entropy(log_probs, target)
 
@@ -217,6 +226,9 @@ class MixupInputs:
 
 
 class UpdateRule(Protocol):
+    """``make_optimizer`` gets the model's parameters as the trainer passes them: ``model.named_parameters()``
+    (names let a rule treat weights and biases apart, as ASAM's paper form does; torch optimizers take them)."""
+
     def make_optimizer(
         self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
     ) -> torch.optim.Optimizer: ...
@@ -254,14 +266,19 @@ class SGDUpdate:
 
 @dataclass(frozen=True)
 class SAMUpdate:
-    """One SAM step (two passes) with an SGD base optimizer: radius ``rho``, ``p``-norm ball, ASAM's
-    scale-invariant ball when ``adaptive``, and m-sharpness over chunks of ``m`` samples (None: whole batch).
+    """One SAM step (two passes) with an SGD base optimizer: radius ``rho``, ``p``-norm ball, m-sharpness over
+    chunks of ``m`` samples (None: whole batch), and ASAM's normalisation T = |w| + ``eta`` when ``adaptive``
+    (Kwon et al., arXiv 2102.11600, Eq. 8), on every parameter or, with ``weights_only``, on the parameters
+    whose name contains "weight" (T = 1 on the rest, e.g. biases, as in the ASAM authors' code). The
+    optimizer is :class:`noisysam.sam.SAM` with one param group per normalisation.
     """
 
     rho: float = 0.05
     p: float = 2.0
     adaptive: bool = False
     m: int | None = None
+    eta: float = 0.0
+    weights_only: bool = False
 
     def __post_init__(self) -> None:
         if not (self.rho > 0 and math.isfinite(self.rho)):
@@ -270,16 +287,27 @@ class SAMUpdate:
             raise ValueError(f"p must be in (1, inf], got {self.p}")
         if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
             raise ValueError(f"m must be None or an integer >= 1, got {self.m!r}")
+        if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta >= 0):
+            raise ValueError(f"eta must be a finite number >= 0, got {self.eta!r}")
 
     def make_optimizer(
         self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
     ) -> torch.optim.Optimizer:
+        groups: list[dict[str, Any]] = [{"params": list(params), "adaptive": self.adaptive, "eta": self.eta}]
+        if self.adaptive and self.weights_only:
+            named = groups[0]["params"]
+            if not all(isinstance(item, tuple) for item in named):
+                raise ValueError("ASAM's paper normalisation scales the parameters named 'weight' only: pass "
+                                 "model.named_parameters() to make_optimizer")
+            weights = [item for item in named if "weight" in item[0]]
+            rest = [item for item in named if "weight" not in item[0]]
+            groups = [g for g in ({"params": weights, "adaptive": True, "eta": self.eta},
+                                  {"params": rest, "adaptive": False, "eta": 0.0}) if g["params"]]
         return SAM(
-            params,
+            groups,
             torch.optim.SGD,
             rho=self.rho,
             p=self.p,
-            adaptive=self.adaptive,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -318,7 +346,8 @@ class Method:
     def make_optimizer(
         self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool = False
     ) -> torch.optim.Optimizer:
-        """The optimizer for this method's steps: SGD, or SAM wrapping SGD for SAM-based methods."""
+        """The optimizer for this method's steps: SGD, or SAM wrapping SGD for SAM-based methods. ``params``:
+        ``model.named_parameters()`` (what the trainer passes; asam's paper form needs the names) or plain tensors."""
         return self.update.make_optimizer(
             params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
         )
@@ -404,9 +433,26 @@ def _sam(rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | Non
     return Method("sam", update=update, params={"rho": rho, "p": p, "adaptive": adaptive, "m": m})
 
 
-def _asam(rho: float = 0.5, p: float = 2.0, m: int | None = None) -> Method:
-    # ASAM's CIFAR-10 experiments use rho = 0.5 (10x SAM's); davda54/sam's example uses 2.0.
-    return replace(_sam(rho, p, True, m), name="asam")
+#: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
+ASAM_NORMALISATIONS = ("paper", "davda54")
+
+
+def _asam(
+    rho: float = 0.5, p: float = 2.0, m: int | None = None, normalisation: str = "paper", eta: float | None = None
+) -> Method:
+    """ASAM (Kwon et al., arXiv 2102.11600) at its own CIFAR-10 radius 0.5 (10x SAM's; davda54/sam's example
+    uses 2.0). ``normalisation="paper"``: the paper's T = |w| + eta (eta = 0.01 as the ASAM class of the
+    authors' code, SamsungLabs/ASAM) on the parameters named "weight", T = 1 on the rest; ``"davda54"``:
+    davda54/sam's ``adaptive=True``, T = |w| on every parameter (it takes no eta)."""
+    if normalisation not in ASAM_NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {list(ASAM_NORMALISATIONS)}, got {normalisation!r}")
+    if normalisation == "davda54" and eta is not None:
+        raise ValueError(f"eta applies to normalisation 'paper' only, got eta={eta} with 'davda54'")
+    paper = normalisation == "paper"
+    eta = (0.01 if eta is None else eta) if paper else 0.0
+    update = SAMUpdate(rho, p, True, m, eta=eta, weights_only=paper)
+    params = {"rho": rho, "p": p, "m": m, "normalisation": normalisation, **({"eta": eta} if paper else {})}
+    return Method("asam", update=update, params=params)
 
 
 def _mixup_sam(
@@ -472,12 +518,20 @@ METHODS: dict[str, MethodFactory] = {
 }
 
 
-def register_method(name: str, factory: MethodFactory, *, overwrite: bool = False) -> None:
+#: The methods whose ``rho`` is the radius of plain SAM's ball, so that a radius tuned for SAM (a training
+#: profile's) applies to them. Every other method that takes a ``rho`` (asam: a ball scaled by |w|, radius
+#: 0.5) keeps its own default unless the user sets one.
+SAM_RADIUS_METHODS: set[str] = {"sam", "bootstrap-sam", "mixup-sam"}
+
+
+def register_method(name: str, factory: MethodFactory, *, overwrite: bool = False, sam_radius: bool = False) -> None:
     """Make ``get_method(name, **params)`` call ``factory(**params)``.
 
     The factory returns an object with ``name``, ``params``, ``relabel``, ``make_optimizer`` and
-    ``train_step`` as :class:`Method` has (usually a ``Method`` built from rules). Re-registering an
-    existing name needs ``overwrite=True``.
+    ``train_step`` as :class:`Method` has (usually a ``Method`` built from rules); ``make_optimizer``
+    receives ``model.named_parameters()`` (which torch optimizers take as they are). ``sam_radius``: the
+    factory's ``rho`` is plain SAM's radius, so a profile's rho applies to it (:data:`SAM_RADIUS_METHODS`).
+    Re-registering an existing name needs ``overwrite=True``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -486,19 +540,39 @@ def register_method(name: str, factory: MethodFactory, *, overwrite: bool = Fals
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
     METHODS[name] = factory
+    (SAM_RADIUS_METHODS.add if sam_radius else SAM_RADIUS_METHODS.discard)(name)
+
+
+def _parameters(name: str) -> Any:
+    """The parameters of the factory registered as ``name`` (ValueError naming the choices for an unknown name)."""
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return inspect.signature(METHODS[name]).parameters
+
+
+def _takes_any(parameters: Any) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def takes_param(name: str, param: str) -> bool:
+    """Whether the method registered as ``name`` takes the parameter ``param`` (by name, or through **kwargs)."""
+    parameters = _parameters(name)
+    return param in parameters or _takes_any(parameters)
+
+
+def default_param(name: str, param: str) -> Any:
+    """The default of ``param`` in the factory of method ``name`` (None where it has none)."""
+    parameter = _parameters(name).get(param)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def get_method(name: str, **params: Any) -> AnyMethod:
     """Build the method registered as ``name`` with its parameters (defaults in the module docstring)."""
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
-    factory = METHODS[name]
-    signature = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
-    unknown = sorted(set(params) - set(signature))
-    if unknown and not takes_any:
-        raise ValueError(f"method {name!r} accepts parameters {list(signature)}, got unknown {unknown}")
-    return factory(**params)
+    parameters = _parameters(name)
+    unknown = sorted(set(params) - set(parameters))
+    if unknown and not _takes_any(parameters):
+        raise ValueError(f"method {name!r} accepts parameters {list(parameters)}, got unknown {unknown}")
+    return METHODS[name](**params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,3 +619,6 @@ METHODS.update({
     "sam-on": _sam_on,
     "norm-penalty": _norm_penalty,
 })
+# Their SAM steps are plain SAM's (same ball, same radius), so a profile's SAM radius applies to them;
+# momentum-sam and sam-on perturb along other directions or subsets and keep their own default.
+SAM_RADIUS_METHODS.update({"looksam", "random-sam", "ae-sam"})

@@ -12,8 +12,9 @@
   linear head, as in Nakkiran et al., "Deep Double Descent", arXiv 1912.02292): fast on a CPU
   and able to memorise noisy labels, so that SAM's effect shows in minutes.
 
-Every model takes NCHW float input (any memory format, including channels_last) and works under
-``torch.autocast``; spatial size is free (global pooling before the classifier).
+Every model takes NCHW float input with ``in_channels`` channels (default 3; 1 for grayscale; the trainer
+passes the data's count), in any memory format including channels_last, and works under ``torch.autocast``;
+spatial size is free (global pooling before the classifier).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MODELS", "get_model", "ResNet32", "PreActResNet18", "WideResNet", "SimpleCNN"]
+
+
+def _check_channels(in_channels: int) -> int:
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+    return in_channels
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -70,9 +77,9 @@ class _BasicBlockA(nn.Module):
 class ResNet32(nn.Module):
     """CIFAR ResNet-32 of He et al. 2016 (Section 4.2, n = 5), option A shortcuts."""
 
-    def __init__(self, num_classes: int = 10, blocks_per_stage: int = 5) -> None:
+    def __init__(self, num_classes: int = 10, blocks_per_stage: int = 5, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv = _conv3x3(3, 16)
+        self.conv = _conv3x3(_check_channels(in_channels), 16)
         self.bn = nn.BatchNorm2d(16)
         layers: list[nn.Module] = []
         in_ch = 16
@@ -127,9 +134,10 @@ class _PreActNet(nn.Module):
         blocks: tuple[int, ...],
         num_classes: int,
         dropout: float = 0.0,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.conv = _conv3x3(3, stem_width)
+        self.conv = _conv3x3(_check_channels(in_channels), stem_width)
         layers: list[nn.Module] = []
         in_ch = stem_width
         for stage, (width, count) in enumerate(zip(widths, blocks)):
@@ -151,18 +159,20 @@ class _PreActNet(nn.Module):
 class PreActResNet18(_PreActNet):
     """Pre-activation ResNet-18 (He et al. 2016b) at CIFAR resolution: 4 stages x 2 blocks, 64..512."""
 
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__(64, (64, 128, 256, 512), (2, 2, 2, 2), num_classes)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__(64, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels=in_channels)
 
 
 class WideResNet(_PreActNet):
     """WRN-depth-k (Zagoruyko & Komodakis 2016): 3 stages of (depth - 4) / 6 blocks, widths 16k/32k/64k."""
 
-    def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, dropout: float = 0.0) -> None:
+    def __init__(
+        self, num_classes: int = 10, depth: int = 28, widen: int = 10, dropout: float = 0.0, in_channels: int = 3
+    ) -> None:
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
         n = (depth - 4) // 6
-        super().__init__(16, (16 * widen, 32 * widen, 64 * widen), (n, n, n), num_classes, dropout)
+        super().__init__(16, (16 * widen, 32 * widen, 64 * widen), (n, n, n), num_classes, dropout, in_channels)
 
 
 class SimpleCNN(nn.Module):
@@ -173,7 +183,7 @@ class SimpleCNN(nn.Module):
     gradient's norm and SAM's perturbation (the CPU profile uses "avg": README, "CPU profile").
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 32, pool: str = "max") -> None:
+    def __init__(self, num_classes: int = 10, width: int = 32, pool: str = "max", in_channels: int = 3) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
@@ -181,7 +191,7 @@ class SimpleCNN(nn.Module):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         widths = (width, 2 * width, 4 * width, 8 * width)
         layers: list[nn.Module] = []
-        in_ch = 3
+        in_ch = _check_channels(in_channels)
         for i, out_ch in enumerate(widths):
             layers += [_conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
             if i > 0:
@@ -196,9 +206,9 @@ class SimpleCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x), 1), 1))
 
 
-def wrn28_10(num_classes: int = 10, dropout: float = 0.0) -> WideResNet:
+def wrn28_10(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
     """WRN-28-10 (36.5M parameters for 10 classes)."""
-    return WideResNet(num_classes, depth=28, widen=10, dropout=dropout)
+    return WideResNet(num_classes, depth=28, widen=10, dropout=dropout, in_channels=in_channels)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -209,10 +219,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_model(name: str, num_classes: int = 10, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` for ``num_classes`` outputs.
+def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: object) -> nn.Module:
+    """Build the model registered as ``name`` for ``num_classes`` outputs from ``in_channels``-channel images.
 
-    Extra keyword arguments go to the constructor (e.g. ``width`` for ``cnn``).
+    Extra keyword arguments go to the constructor (e.g. ``width`` for ``cnn``). Every factory in
+    :data:`MODELS` takes ``num_classes`` and ``in_channels``.
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
@@ -220,9 +231,9 @@ def get_model(name: str, num_classes: int = 10, **kwargs: object) -> nn.Module:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     factory = MODELS[name]
     parameters = inspect.signature(factory).parameters
-    accepted = set(parameters) - {"num_classes"}
+    accepted = set(parameters) - {"num_classes", "in_channels"}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     unknown = sorted(set(kwargs) - accepted)
     if unknown and not takes_any:
         raise ValueError(f"model {name!r} accepts options {sorted(accepted)}, got {unknown}")
-    return factory(num_classes=num_classes, **kwargs)
+    return factory(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -4,12 +4,15 @@
 `second_step` returns to w and lets the base optimizer step with the gradient taken at w + e(w).
 `sam_step` runs one whole step on a batch, with m-sharpness and mixed precision.
 
-With 1/p + 1/q = 1 and t = T g (T = |w| for ASAM, else 1), the perturbation is (PAPER.md)
+With 1/p + 1/q = 1 and t = T g, the perturbation is (Foret et al. Eq. 2; Kwon et al. Eq. 8 for T != 1)
 
     e(w) = rho * T * sign(t) |t|^(q-1) / ||t||_q^(q-1)       [T = 1: rho sign(g)|g|^(q-1) / (||g||_q^q)^(1/p)]
 
 with one global norm over every parameter of every group: p = 2 gives rho g / ||g||_2, p = inf gives
-rho sign(g), ASAM (p = 2) gives rho w^2 g / ||w g||_2.
+rho sign(g). ASAM's normalisation operator is elementwise, set per param group: T = |w| + eta where
+``adaptive`` is true, T = 1 elsewhere; for p = 2 that is e(w) = rho T^2 g / ||T g||_2. ASAM's paper and its
+authors' code (SamsungLabs/ASAM) use eta = 0.01 on the parameters named "weight" and T = 1 on the rest (biases),
+all under the one norm; davda54/sam's ``adaptive=True`` is eta = 0 on every parameter.
 """
 
 from __future__ import annotations
@@ -34,6 +37,20 @@ def _check_rho(rho: float) -> None:
         raise ValueError(f"rho must be >= 0, got {rho}")
 
 
+def _check_eta(eta: float) -> None:
+    if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+
+
+def _scale(group: dict[str, Any], p: Tensor) -> Tensor | None:
+    """ASAM's T = |w| + eta for a parameter of an adaptive group (in at least fp32); None where T = 1."""
+    if not group["adaptive"]:
+        return None
+    eta = group.get("eta", 0.0)  # groups saved before eta existed were |w| alone
+    scale = _fp32(p).abs()
+    return scale.add_(eta) if eta else scale
+
+
 def _enabled(scaler: GradScaler | None) -> bool:
     return scaler is not None and scaler.is_enabled()
 
@@ -42,8 +59,9 @@ class SAM(Optimizer):
     """SAM around `base_optimizer` (a torch.optim.Optimizer class, built with `params` and
     `**base_kwargs`, or an already-built instance over the same parameters).
 
-    `rho` and `adaptive` may be set per param group; `p` (> 1, may be inf) and `max_grad_norm`
-    (clip the final SAM gradient to this global 2-norm before the base step) are global.
+    `rho`, `adaptive` and `eta` (ASAM's T = |w| + eta where adaptive; module docstring) may be set per param
+    group; `p` (> 1, may be inf) and `max_grad_norm` (clip the final SAM gradient to this global 2-norm before
+    the base step) are global. `params` may be named (``model.named_parameters()``), as torch optimizers take.
     SAM shares the base optimizer's `param_groups`; `state_dict()` is the base optimizer's.
 
     A parameter whose gradient is None in the first pass is not perturbed and not stepped: its
@@ -58,9 +76,11 @@ class SAM(Optimizer):
         p: float = 2.0,
         adaptive: bool = False,
         max_grad_norm: float | None = None,
+        eta: float = 0.0,
         **base_kwargs: Any,
     ) -> None:
         _check_rho(rho)
+        _check_eta(eta)
         if not p > 1:
             raise ValueError(f"p must be > 1 (inf allowed), got {p}")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -79,15 +99,15 @@ class SAM(Optimizer):
             raise ValueError(
                 f"base_optimizer must be a torch.optim.Optimizer class or instance, got {base_optimizer!r}"
             )
-        clash = sorted({"rho", "adaptive"} & set(base.defaults))
+        clash = sorted({"rho", "adaptive", "eta"} & set(base.defaults))
         if clash:  # e.g. Adadelta's own rho: SAM would silently perturb with it
             raise ValueError(
                 f"base_optimizer {type(base).__name__} has its own param-group key(s) {clash}, "
-                "which SAM uses for its rho/adaptive"
+                "which SAM uses for its rho/adaptive/eta"
             )
         self.base_optimizer = base
-        # The base optimizer's group dicts get SAM's per-group defaults (rho, adaptive) filled in.
-        super().__init__(base.param_groups, dict(rho=rho, adaptive=adaptive))
+        # The base optimizer's group dicts get SAM's per-group defaults (rho, adaptive, eta) filled in.
+        super().__init__(base.param_groups, dict(rho=rho, adaptive=adaptive, eta=eta))
         self.param_groups = base.param_groups
         self.defaults.update(base.defaults)
         self.p = float(p)
@@ -98,6 +118,7 @@ class SAM(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_rho(param_group.get("rho", self.defaults["rho"]))
+        _check_eta(param_group.get("eta", self.defaults["eta"]))
         super().add_param_group(param_group)
 
     @torch.no_grad()
@@ -112,8 +133,9 @@ class SAM(Optimizer):
             inv_scale = 1.0 / scaler.scale(torch.ones((), device=with_grad[0][1].grad.device))
             for _, p in with_grad:
                 p.grad.mul_(inv_scale.to(p.grad.device))
-        # t = T g in at least fp32, with T = |w| in ASAM groups and T = 1 elsewhere
-        ts = [_fp32(p).abs() * _fp32(p.grad) if g["adaptive"] else _fp32(p.grad) for g, p in with_grad]
+        # t = T g in at least fp32, with T = |w| + eta in ASAM groups and T = 1 elsewhere
+        scales = [_scale(g, p) for g, p in with_grad]
+        ts = [_fp32(p.grad) if s is None else s * _fp32(p.grad) for s, (_, p) in zip(scales, with_grad)]
         if ts:
             device = ts[0].device
             norm = torch.linalg.vector_norm(  # ||t||_q over all parameters of all groups
@@ -123,11 +145,11 @@ class SAM(Optimizer):
                 bad = ~torch.isfinite(norm)
                 self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
             denominator = norm.pow(self.q - 1.0) + _TINY
-            for (group, p), t in zip(with_grad, ts):
+            for (group, p), t, scale in zip(with_grad, ts, scales):
                 # e(w) = rho * T * sign(t)|t|^(q-1) / ||t||_q^(q-1)
                 e_w = _dual_direction(t, self.q) * (group["rho"] / denominator.to(t.device))
-                if group["adaptive"]:
-                    e_w.mul_(_fp32(p).abs())
+                if scale is not None:
+                    e_w.mul_(scale)
                 self.state[p]["old_p"] = p.detach().clone()
                 p.add_(e_w.to(p.dtype))  # climb to w + e(w)
         _forget_autocast_casts()
@@ -209,7 +231,7 @@ class SAM(Optimizer):
 @contextmanager
 def disable_running_stats(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers of `model` normalise with batch statistics but leave running_mean/var and
-    num_batches_tracked untouched inside (for SAM's perturbed pass, PAPER.md)."""
+    num_batches_tracked untouched inside (for SAM's perturbed pass, which only serves the gradient at w + e(w))."""
     layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     for m in layers:
         m.track_running_stats = False
@@ -306,8 +328,11 @@ def _dual_direction(t: Tensor, q: float) -> Tensor:
 
 
 def _as_groups(params: Any) -> list[list[Tensor]]:
+    """The tensors of ``params`` (tensors, (name, tensor) pairs, or param-group dicts of either), per group."""
     groups = list(params)
     if groups and isinstance(groups[0], dict):
-        return [list(g["params"]) if not isinstance(g["params"], Tensor) else [g["params"]] for g in groups]
-    return [groups]
+        groups = [[g["params"]] if isinstance(g["params"], Tensor) else list(g["params"]) for g in groups]
+    else:
+        groups = [groups]
+    return [[t[1] if isinstance(t, tuple) else t for t in group] for group in groups]
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from noisysam.files import atomic_write, read_json, write_json
-from noisysam.train import Callback, TrainConfig, build_method, comparable_config, saved_config, train
+from noisysam.methods import takes_param
+from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config, train
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -96,10 +97,22 @@ def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: 
 
 
 def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
-    """The run of one cell: ``config`` with the cell's method, noise rate, seed and directory.
-    ``rho`` stays as given (None: the profile decides, e.g. the paper's 0.1 / 0.05 at 80%)."""
+    """The run of one cell: ``config`` with the cell's method, noise rate, seed and directory. ``rho`` and
+    ``mixup_alpha`` go to the cells whose method takes them (None, the rule, elsewhere): one option set serves
+    a grid of methods. ``rho`` None: the profile's radius for plain SAM's ball (e.g. the paper's 0.1 / 0.05 at
+    80%), asam its own."""
+    unused = {name: None for name, param in METHOD_FIELDS.items() if not takes_param(cell.method, param)}
     return dataclasses.replace(config, method=cell.method, noise_rate=cell.rate, seed=cell.seed,
-                               out=str(cell.dir), resume=True)
+                               out=str(cell.dir), resume=True, **unused)
+
+
+def _check_grid_takes_options(config: TrainConfig, cells: list[Cell]) -> None:
+    """A ``rho`` / ``mixup_alpha`` that no method of the grid takes is refused (cell_config drops it per cell)."""
+    methods = sorted({cell.method for cell in cells})
+    for name, param in METHOD_FIELDS.items():
+        value = getattr(config, name)
+        if value is not None and not any(takes_param(m, param) for m in methods):
+            raise ValueError(f"{name} is given ({value}) but no method of the grid {methods} takes {param}")
 
 
 def _check_same_config(cell: Cell, config: TrainConfig) -> None:
@@ -130,6 +143,7 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, callback: Optional[C
     cell (``skipped``: it was already finished).
     """
     cells = list(cells)
+    _check_grid_takes_options(config, cells)
     configs = [cell_config(config, cell) for cell in cells]
     for cell, c in zip(cells, configs):
         resolved = c.resolved()

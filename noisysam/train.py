@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import time
 from contextlib import nullcontext
@@ -34,15 +33,16 @@ from torch import nn
 from noisysam import __version__
 from noisysam.data import ImageDataset, Loader, load_dataset
 from noisysam.files import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
-from noisysam.methods import METHODS, get_method
+from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
 
 # Profiles fill the fields left as None. "cpu": the embedded data on 2 cores in minutes, tuned so that SGD
 # memorises the wrong labels and SAM's advantage shows (README, "CPU profile"). "paper": the paper's ResNet-32
-# protocol; what it leaves unstated follows ASAM's public CIFAR code (PAPER.md). A profile's rho is its radius
-# up to 60% noise; at 80% it is halved, as the paper does (0.1 -> 0.05), see profile_rho.
+# protocol; what it leaves unstated follows ASAM's public CIFAR code. A profile's rho is plain SAM's radius
+# (for noisysam.methods.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the paper does
+# (0.1 -> 0.05), see profile_rho and method_radius.
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": dict(model="cnn", model_params={"width": 16, "pool": "avg"}, epochs=60, batch_size=64, lr=0.02,
                 warmup_epochs=2, weight_decay=5e-4, schedule="cosine", augment=False, rho=0.07),
@@ -56,6 +56,10 @@ VAL_LABELS = ("noisy", "clean")
 RUN_FILES = ("config.json", "noisy_labels.npz", "metrics.jsonl", "result.json", "checkpoint.pt")
 
 
+#: TrainConfig fields that go to the methods taking them, by the method parameter they fill.
+METHOD_FIELDS = {"rho": "rho", "mixup_alpha": "alpha"}
+
+
 def profile_rho(profile: str, rate: float) -> float:
     """The profile's SAM radius at noise rate ``rate``: its rho, halved from 80% noise on (the paper's Section
     3.3 uses 0.1 at 20/40/60% and 0.05 at 80%)."""
@@ -63,13 +67,43 @@ def profile_rho(profile: str, rate: float) -> float:
     return rho / 2 if rate >= 0.8 else rho
 
 
+def labels_rate(labels: NoisyLabels) -> tuple[float, str]:
+    """The noise rate of ``labels`` that the 80% rule reads, and which it is: their nominal rate (the rate
+    asked of the noise model, also for a labels file) or, where they have none (CIFAR-10N, labels of
+    your own), their realised rate."""
+    nominal = labels.provenance.get("nominal_rate")
+    return (float(nominal), "nominal") if nominal is not None else (float(labels.rate), "realised")
+
+
+def method_radius(cfg: "TrainConfig", labels: Optional[NoisyLabels]) -> Optional[dict]:
+    """The radius ``rho`` a run's method uses and where it comes from (recorded in result.json); None for a
+    method without one. ``source``: "user" (``rho`` or ``method_params``), "profile" (plain SAM's ball only,
+    :data:`noisysam.methods.SAM_RADIUS_METHODS`: :func:`profile_rho` at the ``noise_rate`` of ``labels``,
+    ``rate`` saying "nominal" or "realised", see :func:`labels_rate`) or "method default" (e.g. asam's 0.5).
+    ``labels`` None (a config checked before its labels exist) reads the config's ``noise_rate``."""
+    if not takes_param(cfg.method, "rho"):
+        return None
+    given = cfg.method_params.get("rho", cfg.rho)
+    if given is not None:
+        return dict(value=given, source="user")
+    if cfg.method in SAM_RADIUS_METHODS:
+        rate, kind = (cfg.noise_rate, "config") if labels is None else labels_rate(labels)
+        return dict(value=profile_rho(cfg.profile, rate), source="profile", profile=cfg.profile, noise_rate=rate,
+                    rate=kind)
+    return dict(value=default_param(cfg.method, "rho"), source="method default")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on; saved as ``config.json``. ``None`` fields come from the profile.
 
     ``noise``: a kind of :data:`noisysam.noise.KINDS` or the path of a saved labels file (.npz).
-    ``method_params``: extra parameters of the method (e.g. ``{"p": 3}``, ``{"mode": "soft"}``, ``{"q": 0.7}``);
-    ``rho`` and ``mixup_alpha`` go to the methods that take them.
+    ``method_params``: extra parameters of the method (e.g. ``{"p": 3}``, ``{"mode": "soft"}``, ``{"q": 0.7}``).
+    ``rho`` and ``mixup_alpha`` go to the method's ``rho`` / ``alpha``; a method that takes none refuses them.
+    ``rho`` None: the profile's radius for plain SAM's ball (sam, bootstrap-sam, mixup-sam), from the labels'
+    own noise rate once they exist (:func:`method_radius`), else the method's default (asam: 0.5); it stays
+    None here and in config.json, the radius used is in config.json's method_params and result.json.
+    ``mixup_alpha`` None: the method's default.
     ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
     (noisy: honest; clean: the paper's rho search on a clean split).
     """
@@ -84,7 +118,7 @@ class TrainConfig:
     method: str = "sam"
     method_params: dict = field(default_factory=dict)
     rho: Optional[float] = None
-    mixup_alpha: float = 1.0
+    mixup_alpha: Optional[float] = None
     model: Optional[str] = None
     model_params: dict = field(default_factory=dict)
     epochs: Optional[int] = None
@@ -109,15 +143,21 @@ class TrainConfig:
     resume: bool = False
 
     def resolved(self) -> "TrainConfig":
-        """Validate and fill the ``None`` fields from the profile (rho from the noise rate: profile_rho)."""
+        """Validate and fill the ``None`` fields from the profile; ``rho`` stays as given (it depends on the
+        labels' noise rate: :func:`method_radius`), ``rho``/``mixup_alpha`` only for methods that take them."""
         _validate(self)
+        for name, param in METHOD_FIELDS.items():
+            value = getattr(self, name)
+            _check(value is None or takes_param(self.method, param),
+                   f"{name} is given ({value}) but method {self.method!r} takes no {param}; methods that take "
+                   f"it: {sorted(m for m in METHODS if takes_param(m, param))}")
+            _check(value is None or param not in self.method_params,
+                   f"{name} is given twice: {name}={value} and method_params {param}={self.method_params.get(param)}")
         profile = PROFILES[self.profile]
-        derived = ("model_params", "rho")  # not copied as they stand: filled by the rules below
+        derived = ("model_params", "rho")  # not copied as they stand: model_params by the rule below, rho later
         fill = {k: v for k, v in profile.items() if k not in derived and getattr(self, k) is None}
         if self.model is None:  # the profile's model comes with its options; the user's given ones win
             fill["model_params"] = {**profile.get("model_params", {}), **self.model_params}
-        if self.rho is None:
-            fill["rho"] = profile_rho(self.profile, self.noise_rate)
         return dataclasses.replace(self, **fill)
 
     def to_dict(self) -> dict:
@@ -319,17 +359,45 @@ class _Run:
             if self.model_template is not None:
                 model = copy.deepcopy(self.model_template)
             else:
-                model = get_model(cfg.model, self.dataset.num_classes, **cfg.model_params)
+                _check("in_channels" not in cfg.model_params, f"model_params may not set in_channels: it is the "
+                                                              f"data's channel count ({self.train_x.shape[-1]})")
+                model = get_model(cfg.model, self.dataset.num_classes, in_channels=self.train_x.shape[-1],
+                                  **cfg.model_params)
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        self._probe(model)
         self.model = model
-        self.optimizer = self.method.make_optimizer(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        # Named, so that a method can tell weights from biases (asam's paper normalisation).
+        self.optimizer = self.method.make_optimizer(model.named_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
                              augment=cfg.augment, cutout=cfg.cutout, seed=derive_seed(cfg.seed, _LOADER, stage),
                              device=self.device, channels_last=cfg.channels_last, **self.norm)
         self.stage = stage
+
+    def _probe(self, model: nn.Module) -> None:
+        """Refuse, before anything is written, a model that cannot take 2 training images or does not return
+        (2, num_classes) logits: a forward pass without gradients in eval mode (no BatchNorm statistics change)
+        under a forked RNG, the model's mode restored."""
+        images = Loader(self.train_x[:2], self.labels.noisy[self.train_idx[:2]], batch_size=2, shuffle=False,
+                        augment=False, device=self.device, channels_last=self.cfg.channels_last, **self.norm)
+        x, _, _ = next(iter(images))
+        expected = (2, self.dataset.num_classes)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                logits = model(x)
+        except Exception as e:  # any failure of the user's forward pass is a misfit of model and data
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"model {self.cfg.model} cannot take this dataset's images (a batch of shape "
+                             f"{tuple(x.shape)}): {first_line}") from None
+        finally:
+            model.train(was_training)
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        _check(shape == expected, f"model {self.cfg.model} returned {shape} for {tuple(x.shape)} images; "
+                                  f"expected logits of shape {expected} (batch, num_classes)")
 
     def train_epoch(self, epoch: int) -> tuple[float, dict]:
         """One pass over the training split; returns the mean training loss (one host sync per epoch) and
@@ -408,7 +476,7 @@ def _summary(run: _Run, wall: float) -> dict:
                            selected_epoch=None if selected is None else final[selected]["epoch"],
                            selected_by=f"{cfg.val_labels}-validation accuracy" if selected is not None else None),
         memorisation_last=last["memorisation"], recovery_last=last["recovery"],
-        noise_auroc_last=last["noise_auroc"], val_accuracy_last=last["val_accuracy"],
+        noise_auroc_last=last["noise_auroc"], val_accuracy_last=last["val_accuracy"], rho=method_radius(cfg, labels),
         stage1=run.stage1, wall_seconds=wall, **_total_cost(run.history), device=str(run.device),
         amp=str(run.dtype).replace("torch.", "") if run.dtype else "fp32",
     )
@@ -460,7 +528,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     ``config`` (or keyword ``overrides`` of its fields) says what to run; ``dataset``, ``noise`` and
     ``model`` given as strings are those config fields. For your own data pass
     ``dataset`` (an :class:`~noisysam.data.ImageDataset`), ``noise`` (a :class:`~noisysam.noise.NoisyLabels`
-    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits;
+    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits, checked on 2 training images first;
     relabel-and-retrain restarts from a copy of it as given). ``callback(event, info)`` receives
     ``"start"``, ``"batch"`` (the loss as an unsynchronised tensor), ``"epoch"`` and ``"end"`` events.
     Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.
@@ -478,7 +546,6 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     if model is not None:
         custom.update(model=f"custom:{type(model).__name__}", model_params={})
     cfg = dataclasses.replace(cfg, **custom)
-    method = build_method(cfg)
     out, ckpt = _prepare_out(cfg)
 
     data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
@@ -495,18 +562,20 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     n_val = int(round(cfg.val_fraction * len(labels)))
     _check(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
                                 f"{len(labels)} would go to validation")
+    method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
 
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
         return _train(cfg, data, labels, model, method, callback, out, ckpt)
 
 
-def build_method(cfg: TrainConfig) -> Any:
-    """The config's method, built with the config's ``rho``/``mixup_alpha`` where the method takes them, plus
-    ``method_params``; raises ValueError for parameters it does not take."""
-    accepted = inspect.signature(METHODS[cfg.method]).parameters
-    common = {"rho": cfg.rho, "alpha": cfg.mixup_alpha}
-    params = {**{k: v for k, v in common.items() if k in accepted and v is not None}, **cfg.method_params}
-    return get_method(cfg.method, **params)
+def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
+    """The config's method with ``method_params``, its radius from :func:`method_radius` (the profile's at the
+    noise rate of ``labels``) and the config's ``mixup_alpha``; raises ValueError for parameters it does not take."""
+    params = {param: getattr(cfg, name) for name, param in METHOD_FIELDS.items() if getattr(cfg, name) is not None}
+    radius = method_radius(cfg, labels)
+    if radius is not None and radius["source"] == "profile":
+        params["rho"] = radius["value"]
+    return get_method(cfg.method, **{**params, **cfg.method_params})
 
 
 def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,

@@ -408,7 +408,8 @@ class MomentumSAMUpdate:
     Unlike the paper's code, which keeps the weights perturbed between steps, the weights return to w
     after each step, so evaluation and checkpoints see w. The loss returned is the one at the
     perturbed point (the only one computed). Needs momentum > 0; the buffer (torch's SGD, weight
-    decay included) is the optimizer's state.
+    decay included) is the optimizer's state. Its ball is not SAM's, so a profile's SAM radius does not
+    apply: ``rho=0.05`` is a provisional default (SAM's), to be set by a sweep.
     """
 
     rho: float = 0.05
@@ -435,6 +436,9 @@ class SAMOnUpdate:
     e = rho * g_N / ||g_N|| covers only the normalisation layers' affine parameters N (weight and bias
     of BatchNorm/InstanceNorm, GroupNorm, LayerNorm: :data:`NORM_LAYERS`); every parameter is then
     stepped with its gradient at w + e (BatchNorm running stats untouched there), from w. Two passes.
+    The layers are found by module type in the model at each step (names would not say which
+    parameters belong to a normalisation layer). Its ball is not SAM's, so a profile's SAM radius does
+    not apply: ``rho=0.05`` is a provisional default (SAM's), to be set by a sweep.
     """
 
     rho: float = 0.05

@@ -112,6 +112,9 @@ def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     (["--method-param", "nope=1"], "accepts parameters"),
     (["--model-param", "width=abc"], "has the wrong type"),
     (["--out", "A_FILE/run"], "Not a directory"),
+    (["--method", "sgd", "--rho", "0.1"], "rho is given (0.1) but method 'sgd' takes no rho"),
+    (["--method", "sam", "--mixup-alpha", "8"], "mixup_alpha is given (8.0) but method 'sam' takes no alpha"),
+    (["--method", "sam", "--model-param", "in_channels=1"], "model_params may not set in_channels"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     (tmp_path / "bad.npz").write_text("not a zip file")

@@ -28,7 +28,7 @@ def batch(seed=1, n=8):
 
 
 def optimizer_for(method, model):
-    return method.make_optimizer(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    return method.make_optimizer(model.named_parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
 
 
 def params_of(model):
@@ -53,15 +53,25 @@ def manual_sgd(model, loss_of_logits, x):
     return loss, sgd_update(w, g)
 
 
-def manual_sam(model, loss_of_logits, x, rho, adaptive=False):
-    """SAM from the paper's formula (p = 2): eps = rho g / ||g|| (ASAM: rho w^2 g / ||w g||), one global norm."""
+def manual_sam(model, loss_of_logits, x, rho, scale=None):
+    """SAM from the paper's formula (p = 2): eps = rho g / ||g||, one global norm. ASAM (Kwon et al. Eq. 8):
+    eps = rho T^2 g / ||T g|| with T = scale(name, w) per parameter tensor."""
     w = params_of(model)
     loss, g = grad_at(model, w, loss_of_logits, x)
-    scale = {k: (w[k] if adaptive else torch.ones_like(w[k])) for k in w}
-    norm = torch.sqrt(sum(((scale[k] * g[k]) ** 2).sum() for k in w))
-    w_eps = {k: w[k] + rho * scale[k] ** 2 * g[k] / norm for k in w}
+    t = {k: (torch.ones_like(w[k]) if scale is None else scale(k, w[k])) for k in w}
+    norm = torch.sqrt(sum(((t[k] * g[k]) ** 2).sum() for k in w))
+    w_eps = {k: w[k] + rho * t[k] ** 2 * g[k] / norm for k in w}
     _, g_sam = grad_at(model, w_eps, loss_of_logits, x)
     return loss, sgd_update(w, g_sam)  # the base step starts from w, not w + eps
+
+
+def paper_asam_scale(name, w):
+    """ASAM's paper/authors' T: |w| + 0.01 on parameters named "weight", 1 elsewhere."""
+    return w.abs() + 0.01 if "weight" in name else torch.ones_like(w)
+
+
+def davda_asam_scale(name, w):
+    return w.abs()
 
 
 def assert_weights(model, expected):
@@ -87,18 +97,46 @@ def ce(y):
 # ----------------------------------------------------------------------------- loss rules
 
 
-def test_soft_bootstrap_target_is_beta_y_plus_one_minus_beta_p():
-    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, -2.0]], requires_grad=True)
-    y = torch.tensor([1, 3])
+def soft_bootstrap_loss_f64(z, labels, beta):
+    """Reed et al.'s Eq. 6 in float64 numpy: mean over rows of -sum_k (beta t_k + (1 - beta) q_k) log q_k."""
+    log_q = z - np.log(np.exp(z).sum(1, keepdims=True))
+    t = beta * np.eye(z.shape[1])[labels] + (1 - beta) * np.exp(log_q)
+    return -(t * log_q).sum(1).mean()
+
+
+def test_soft_bootstrap_is_reeds_eq6_with_the_gradient_through_q():
+    """With q = softmax(z), H = -sum_k q_k log q_k and t = onehot(y), the loss per row is
+    beta CE(t, q) + (1 - beta) H(q). Since dq_k/dz_j = q_k (delta_kj - q_j) and sum_k t_k = 1:
+    d CE / dz_j = q_j - t_j and dH / dz_j = -sum_k q_k (delta_kj - q_j)(log q_k + 1) = -q_j (log q_j + H), so
+
+        d loss / dz_j = [beta (q_j - t_j) - (1 - beta) q_j (log q_j + H)] / B    (mean over B rows).
+
+    The detached version (q a constant in the target) gives (q - target) / B = beta (q - t) / B: no entropy
+    term. Checked against the closed form and against central finite differences of the float64 formula."""
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, -2.0], [4.0, -3.0, 0.0, 1.0]], requires_grad=True)
+    labels = [1, 3, 0]
+    beta = 0.95
     z = logits.detach().numpy().astype(np.float64)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    t = 0.95 * np.eye(K)[[1, 3]] + 0.05 * p
-    expected = -(t * np.log(p)).sum(1).mean()
-    loss = get_method("bootstrap", mode="soft").loss(logits, y)
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
-    # The prediction in the target is detached: d loss / d logits = (softmax - t) / B.
+    loss = get_method("bootstrap", mode="soft").loss(logits, torch.tensor(labels))
+    assert loss.item() == pytest.approx(soft_bootstrap_loss_f64(z, labels, beta), rel=1e-6)
     (grad,) = torch.autograd.grad(loss, logits)
-    np.testing.assert_allclose(grad.numpy(), (p - t) / 2, rtol=1e-5, atol=1e-7)
+
+    q = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    t = np.eye(K)[labels]
+    entropy = -(q * np.log(q)).sum(1, keepdims=True)
+    closed = (beta * (q - t) - (1 - beta) * q * (np.log(q) + entropy)) / len(z)
+    np.testing.assert_allclose(grad.numpy(), closed, rtol=1e-5, atol=1e-7)
+
+    h = 1e-6
+    finite = np.zeros_like(z)
+    for i, j in np.ndindex(*z.shape):
+        step = np.zeros_like(z)
+        step[i, j] = h
+        finite[i, j] = (soft_bootstrap_loss_f64(z + step, labels, beta)
+                        - soft_bootstrap_loss_f64(z - step, labels, beta)) / (2 * h)
+    np.testing.assert_allclose(grad.numpy(), finite, rtol=1e-4, atol=1e-7)
+    # Not the detached (scaled cross-entropy) gradient beta (q - t) / B.
+    assert np.abs(grad.numpy() - beta * (q - t) / len(z)).max() > 1e-3
 
 
 def test_hard_bootstrap_target_uses_argmax():
@@ -146,7 +184,7 @@ def test_label_smoothing_matches_torch_and_formula():
         (
             "bootstrap",
             {"mode": "soft"},
-            lambda z, y: -((0.95 * F.one_hot(y, K) + 0.05 * F.softmax(z, 1).detach()) * F.log_softmax(z, 1)).sum(1).mean(),
+            lambda z, y: -((0.95 * F.one_hot(y, K) + 0.05 * F.softmax(z, 1)) * F.log_softmax(z, 1)).sum(1).mean(),
         ),
     ],
 )
@@ -217,10 +255,16 @@ def run_one_step(name, params, seed=0, x=None, y=None):
     return model, loss, seen
 
 
-@pytest.mark.parametrize("name, params, rho, adaptive", [("sam", {"rho": 0.3}, 0.3, False), ("asam", {}, 0.5, True)])
-def test_sam_step_matches_manual_sam(name, params, rho, adaptive):
+@pytest.mark.parametrize("name, params, rho, scale", [
+    ("sam", {"rho": 0.3}, 0.3, None),
+    ("sam", {"rho": 0.3, "adaptive": True}, 0.3, davda_asam_scale),
+    ("asam", {}, 0.5, paper_asam_scale),
+    ("asam", {"eta": 0.2, "rho": 0.4}, 0.4, lambda k, w: w.abs() + 0.2 if k == "weight" else torch.ones_like(w)),
+    ("asam", {"normalisation": "davda54"}, 0.5, davda_asam_scale),
+])
+def test_sam_step_matches_manual_sam(name, params, rho, scale):
     x, y, _ = batch()
-    expected_loss, expected = manual_sam(linear_model(), ce(y), x, rho, adaptive)
+    expected_loss, expected = manual_sam(linear_model(), ce(y), x, rho, scale)
     model, loss, seen = run_one_step(name, params)
     assert len(seen) == 2  # two forward passes: at w and at w + eps
     torch.testing.assert_close(loss, expected_loss)
@@ -265,7 +309,7 @@ def test_bootstrap_sam_recomputes_the_target_at_each_pass(mode, beta):
     x, y, _ = batch()
 
     def loss(z):  # the target uses the prediction of this very pass (at w, then at w + eps)
-        q = F.softmax(z, 1).detach() if mode == "soft" else F.one_hot(z.argmax(1), K).float()
+        q = F.softmax(z, 1) if mode == "soft" else F.one_hot(z.argmax(1), K).float()  # soft: gradient through q
         t = beta * F.one_hot(y, K) + (1 - beta) * q
         return -(t * F.log_softmax(z, 1)).sum(1).mean()
 
@@ -351,7 +395,9 @@ def test_every_method_trains_a_tiny_convnet(name):
 
 def test_default_params():
     assert get_method("sam").params == {"rho": 0.05, "p": 2.0, "adaptive": False, "m": None}
-    assert get_method("asam").params == {"rho": 0.5, "p": 2.0, "adaptive": True, "m": None}
+    assert get_method("asam").params == {"rho": 0.5, "p": 2.0, "m": None, "normalisation": "paper", "eta": 0.01}
+    assert get_method("asam", normalisation="davda54").params == \
+        {"rho": 0.5, "p": 2.0, "m": None, "normalisation": "davda54"}
     assert get_method("mixup").params == {"alpha": 1.0}
     assert get_method("mixup-sam").params == {"alpha": 1.0, "rho": 0.05, "p": 2.0, "adaptive": False, "m": None}
     assert get_method("bootstrap", mode="soft").params == {"mode": "soft", "beta": 0.95}
@@ -374,6 +420,9 @@ def test_default_params():
         ("gce", {"q": 0.0}, "q must"),
         ("label-smoothing", {"eps": 1.0}, "eps"),
         ("asam", {"adaptive": False}, "adaptive"),
+        ("asam", {"normalisation": "kwon"}, "normalisation must"),
+        ("asam", {"normalisation": "davda54", "eta": 0.01}, "eta applies"),
+        ("asam", {"eta": -0.1}, "eta must"),
     ],
 )
 def test_bad_names_and_params_raise(name, params, match):
@@ -407,3 +456,46 @@ def test_register_method(monkeypatch):
     assert methods.get_method("focal").name == "sgd"
     with pytest.raises(ValueError, match="callable"):
         register_method("x", 3)
+
+
+# ----------------------------------------------------------------------------- ASAM's normalisations
+
+
+def test_asam_paper_form_groups_weights_apart_and_needs_names():
+    model = tiny_convnet()
+    optimizer = optimizer_for(get_method("asam"), model)
+    groups = [(g["adaptive"], g["eta"], g["param_names"]) for g in optimizer.param_groups]
+    assert groups == [(True, 0.01, ["0.weight", "1.weight", "5.weight"]), (False, 0.0, ["0.bias", "1.bias", "5.bias"])]
+    davda = optimizer_for(get_method("asam", normalisation="davda54"), model)
+    assert [(g["adaptive"], g["eta"], len(g["params"])) for g in davda.param_groups] == [(True, 0.0, 6)]
+    with pytest.raises(ValueError, match="named_parameters"):
+        get_method("asam").make_optimizer(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+
+
+@pytest.mark.parametrize("normalisation", ["paper", "davda54"])
+def test_asam_resume_from_state_dict_is_bitwise(normalisation):
+    """Two groups (paper form) save and load through the trainer's path (torch.save, weights_only load)."""
+    import io
+
+    method = get_method("asam", normalisation=normalisation)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, K, (8,), generator=g)) for _ in range(4)]
+    straight = tiny_convnet()
+    opt = optimizer_for(method, straight)
+    for x, y in data:
+        method.train_step(straight, opt, x, y, torch.arange(8), generator=torch.Generator())
+    first = tiny_convnet()
+    opt = optimizer_for(method, first)
+    for x, y in data[:2]:
+        method.train_step(first, opt, x, y, torch.arange(8), generator=torch.Generator())
+    blob = io.BytesIO()
+    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, blob)
+    blob.seek(0)
+    saved = torch.load(blob, weights_only=True)
+    resumed = tiny_convnet()
+    resumed.load_state_dict(saved["model"])
+    opt = optimizer_for(method, resumed)
+    opt.load_state_dict(saved["opt"])
+    for x, y in data[2:]:
+        method.train_step(resumed, opt, x, y, torch.arange(8), generator=torch.Generator())
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

@@ -111,3 +111,23 @@ def test_registry_errors():
         get_model("cnn", num_classes=1)
     with pytest.raises(ValueError, match="width"):
         get_model("cnn", width=0)
+
+
+@pytest.mark.parametrize("name, options, channels", [
+    ("resnet32", {}, 1), ("resnet32", {}, 4), ("preact_resnet18", {}, 1), ("cnn", {"width": 4}, 1),
+    ("cnn", {"width": 4}, 2), ("wrn28_10", {}, 1)])
+def test_every_model_takes_the_datas_channel_count(name, options, channels):
+    """Only the stem convolution changes: 9 * (its output width) weights per extra input channel."""
+    base, model = get_model(name, 5, **options), get_model(name, 5, in_channels=channels, **options)
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == channels
+    assert n_params(model) - n_params(base) == 9 * stem.out_channels * (channels - 3)
+    if name != "wrn28_10":  # 36.5M parameters: its forward is the pre-activation net's, checked above
+        with torch.no_grad():
+            assert model.eval()(torch.randn(2, channels, 16, 16)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.0, True, "3"])
+def test_bad_in_channels_raise(bad):
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1"):
+        get_model("cnn", in_channels=bad)

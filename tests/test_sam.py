@@ -1,4 +1,5 @@
-"""noisysam.SAM against the paper's formula (PAPER.md), written here again with plain tensor math.
+"""noisysam.SAM against the papers' formulas (Foret et al., arXiv 2010.01412, Eq. 2; ASAM, Kwon et al.,
+arXiv 2102.11600, Eq. 8), written here again with plain tensor math.
 
 GPU-free: GradScaler behaviour is tested with torch.amp.GradScaler("cpu") (same unscale/skip/update
 logic as the CUDA one) and autocast with bf16 on CPU; fp16 autocast on CUDA is not exercised here.
@@ -27,18 +28,20 @@ def mlp_loss(w, x, y):
     return F.cross_entropy(torch.tanh(x @ w1.T + b1) @ w2.T + b2, y)
 
 
-def reference_perturbation(w, g, rho, p, adaptive):
-    """e = rho * T sign(t)|t|^(q-1) / (sum |t|^q)^(1/p), t = T g, T = |w| (ASAM) or 1; global sum.
+def reference_perturbation(w, g, rho, p, adaptive, eta=None):
+    """e = rho * T sign(t)|t|^(q-1) / (sum |t|^q)^(1/p), t = T g, T = |w| + eta (ASAM) or 1; global sum.
 
-    `rho` and `adaptive` are per tensor (lists) to express per-group settings."""
-    t = [wi.abs() * gi if a else gi for wi, gi, a in zip(w, g, adaptive)]
+    `rho`, `adaptive` and `eta` (default 0) are per tensor (lists) to express per-group settings."""
+    eta = [0.0] * len(w) if eta is None else eta
+    scale = [wi.abs() + e if a else torch.ones_like(wi) for wi, a, e in zip(w, adaptive, eta)]
+    t = [s * gi for s, gi in zip(scale, g)]
     if math.isinf(p):
         unit = [ti.sign() for ti in t]  # q = 1: |t|^0 = 1 and (sum|t|)^0 = 1
     else:
         q = p / (p - 1)
         total = sum((ti.abs() ** q).sum() for ti in t)
         unit = [ti.sign() * ti.abs() ** (q - 1) / total ** (1 / p) for ti in t]
-    return [r * (wi.abs() if a else 1.0) * ui for wi, ui, r, a in zip(w, unit, rho, adaptive)]
+    return [r * s * ui for s, ui, r in zip(scale, unit, rho)]
 
 
 def reference_sgd(w, g, bufs):
@@ -49,7 +52,7 @@ def reference_sgd(w, g, bufs):
     return [wi - LR * b for wi, b in zip(w, bufs)], bufs
 
 
-def reference_sam(w, batches, rho, p, adaptive, m=None, max_grad_norm=None):
+def reference_sam(w, batches, rho, p, adaptive, m=None, max_grad_norm=None, eta=None):
     """Five (or len(batches)) SAM steps from w; chunks of m examples each get their own perturbation."""
     w, bufs = [wi.detach().clone() for wi in w], None
     for x, y in batches:
@@ -58,7 +61,7 @@ def reference_sam(w, batches, rho, p, adaptive, m=None, max_grad_norm=None):
         for xc, yc in zip(x.split(m_), y.split(m_)):
             wg = [wi.clone().requires_grad_() for wi in w]
             g = torch.autograd.grad(mlp_loss(wg, xc, yc), wg)
-            e = reference_perturbation(w, g, rho, p, adaptive)
+            e = reference_perturbation(w, g, rho, p, adaptive, eta)
             we = [(wi + ei).requires_grad_() for wi, ei in zip(w, e)]
             gc = torch.autograd.grad(mlp_loss(we, xc, yc), we)
             g_sam = [a + b * xc.shape[0] / x.shape[0] for a, b in zip(g_sam, gc)]
@@ -173,6 +176,42 @@ def test_per_group_rho_and_adaptive_share_one_global_norm():
         two_step(opt, model, x, y)
     ref = reference_sam(w0, batches, [0.3, 0.3, 0.1, 0.1], 2.0, [True, True, False, False])
     assert_close_params(model, ref)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0])
+def test_asam_eta_per_group_matches_formula(p):
+    """ASAM's paper form as param groups: T = |w| + 0.01 on the weights, T = 1 on the biases, one norm."""
+    model, batches = make_mlp(), make_batches()
+    w0 = [prm.detach().clone() for prm in model.parameters()]
+    weights = [prm for name, prm in model.named_parameters() if name.endswith("weight")]
+    biases = [prm for name, prm in model.named_parameters() if name.endswith("bias")]
+    opt = SAM([{"params": weights, "adaptive": True, "eta": 0.01}, {"params": biases}], torch.optim.SGD,
+              rho=0.5, p=p, lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    for x, y in batches:
+        two_step(opt, model, x, y)
+    order = [True, False, True, False]  # w1, b1, w2, b2
+    ref = reference_sam(w0, batches, [0.5] * 4, p, order, eta=[0.01 if a else 0.0 for a in order])
+    assert_close_params(model, ref)
+    davda = reference_sam(w0, batches, [0.5] * 4, p, [True] * 4)
+    assert not torch.allclose(ref[0], davda[0], atol=1e-4)  # the two normalisations differ
+
+
+def test_asam_paper_form_climbs_biases_with_t_equal_one():
+    """First step of the paper form: a bias moves by rho g / ||T g||, a weight by rho (|w| + eta)^2 g / ||T g||."""
+    model, (x, y) = make_mlp(), make_batches(1)[0]
+    named = list(model.named_parameters())
+    opt = SAM([{"params": [p for n, p in named if "weight" in n], "adaptive": True, "eta": 0.01},
+               {"params": [p for n, p in named if "weight" not in n], "adaptive": False}],
+              torch.optim.SGD, rho=0.5, lr=LR)
+    w0 = {n: p.detach().clone() for n, p in named}
+    F.cross_entropy(model(x), y).backward()
+    g = {n: p.grad.clone() for n, p in named}
+    t = {n: (w0[n].abs() + 0.01 if "weight" in n else 1.0) for n in w0}
+    norm = math.sqrt(sum(float(((t[n] * g[n]) ** 2).sum()) for n in w0))
+    opt.first_step()
+    for n, p in named:
+        torch.testing.assert_close(p.detach() - w0[n], 0.5 * t[n] ** 2 * g[n] / norm, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(model[0].bias.detach() - w0["0.bias"], 0.5 * g["0.bias"] / norm)
 
 
 def test_first_step_climbs_to_w_plus_e_and_second_step_returns_exactly():
@@ -383,6 +422,11 @@ def test_bad_input_raises_naming_the_problem():
             SAM(params, base, lr=0.1)
     with pytest.raises(ValueError, match="max_grad_norm"):
         SAM(params, torch.optim.SGD, max_grad_norm=0.0, lr=0.1)
+    for eta in (-0.01, math.nan, math.inf, "0.01", True):
+        with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+            SAM(params, torch.optim.SGD, eta=eta, lr=0.1)
+    with pytest.raises(ValueError, match="eta must"):
+        SAM([{"params": params, "eta": -1.0}], torch.optim.SGD, lr=0.1)
     with pytest.raises(ValueError, match="instance"):
         SAM(params, torch.optim.SGD(params, lr=0.1), lr=0.1)
     with pytest.raises(ValueError, match="params"):

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from noisysam import table
 from noisysam.cli import cli
+from noisysam.methods import get_method
 from noisysam.train import PROFILES
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
@@ -56,7 +57,11 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
         config = json.loads((p.parent / "config.json").read_text())["config"]
         method, rate, seed = p.parts[-4], float(p.parts[-3][4:]), int(p.parts[-2][4:])
         assert (config["method"], config["noise_rate"], config["seed"], config["epochs"]) == (method, rate, seed, 1)
-        assert config["rho"] == PROFILES["cpu"]["rho"]  # left to the cpu profile
+        assert config["rho"] is None  # left to the rule: the cpu profile's radius for sam, none for sgd
+        rho = json.loads(p.read_text())["rho"]
+        expected = PROFILES["cpu"]["rho"] / (2 if rate >= 0.8 else 1)
+        assert rho == (None if method == "sgd" else dict(value=expected, source="profile", profile="cpu",
+                                                         noise_rate=rate, rate="nominal"))
 
     # Re-running skips every finished cell: no result.json is rewritten.
     mtimes = {p: p.stat().st_mtime_ns for p in results}
@@ -129,13 +134,15 @@ def test_a_method_parameter_some_methods_reject_fails_before_any_cell_trains(tin
 
 
 def test_grid_defaults_are_the_papers_and_the_paper_profile_uses_its_rho_per_rate(tmp_path):
-    from noisysam.train import TrainConfig
+    from noisysam.train import TrainConfig, build_method
 
     cells = table.grid(tmp_path)
     assert {c.method for c in cells} == set(table.PAPER_METHODS) and {c.rate for c in cells} == {0.2, 0.4, 0.6, 0.8}
-    rho = {c.rate: table.cell_config(TrainConfig(profile="paper"), c).resolved().rho for c in cells}
+    sam = [c for c in cells if c.method == "sam"]
+    rho = {c.rate: build_method(table.cell_config(TrainConfig(profile="paper"), c).resolved()).params["rho"]
+           for c in sam}
     assert rho == {0.2: 0.1, 0.4: 0.1, 0.6: 0.1, 0.8: 0.05}
-    assert table.cell_config(TrainConfig(profile="paper", rho=0.2), cells[-1]).resolved().rho == 0.2  # --rho wins
+    assert table.cell_config(TrainConfig(profile="paper", rho=0.2), sam[-1]).resolved().rho == 0.2  # --rho wins
     assert len(table.grid(tmp_path, ["sgd", "sgd"], [0.2, 0.20], [0, 0])) == 1  # repeats are one cell
 
 
@@ -161,3 +168,18 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
     lines = (cell.dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and lines[0] == first_epoch[0]  # epoch 1 kept as it was, epoch 2 trained on top
     assert cell.finished
+
+
+def test_rho_and_alpha_go_to_the_cells_whose_method_takes_them(tmp_path):
+    from noisysam.train import TrainConfig, build_method
+
+    cells = table.grid(tmp_path / "grid", ["sgd", "asam", "mixup", "mixup-sam"], [0.4], [0])
+    config = TrainConfig(rho=0.2, mixup_alpha=8.0)
+    built = {c.method: build_method(table.cell_config(config, c).resolved()).params for c in cells}
+    assert built == {"sgd": {}, "asam": get_method("asam", rho=0.2).params, "mixup": {"alpha": 8.0},
+                     "mixup-sam": get_method("mixup-sam", rho=0.2, alpha=8.0).params}
+    for option, methods in ((dict(rho=0.2), ["sgd", "mixup"]), (dict(mixup_alpha=8.0), ["sgd", "sam", "asam"])):
+        grid = table.grid(tmp_path / "grid", methods, [0.4], [0])
+        with pytest.raises(ValueError, match=f"{next(iter(option))} is given .* but no method of the grid"):
+            table.run_grid(grid, TrainConfig(**option))
+    assert not (tmp_path / "grid").exists()

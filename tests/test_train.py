@@ -22,7 +22,8 @@ from noisysam.data import ImageDataset, Loader
 from noisysam.files import atomic_write, read_json, write_json
 from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
 from noisysam.noise import NoisyLabels, symmetric
-from noisysam.train import PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, predict, train
+from noisysam.train import (PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, build_method, method_radius,
+                            predict, train)
 
 N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
 # 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
@@ -520,16 +521,77 @@ def test_noisy_labels_of_another_dataset_are_refused(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------------------- profiles
 
+def labels_at(rate, seed=0):
+    """Symmetric labels at nominal ``rate`` for 500 samples of 10 classes."""
+    return symmetric(np.arange(500) % 10, rate, seed=seed)
+
+
 @pytest.mark.parametrize("rate, rho", [(0.2, 0.1), (0.4, 0.1), (0.6, 0.1), (0.8, 0.05)])
 def test_paper_profile_follows_the_paper(rate, rho):
     cfg = TrainConfig(profile="paper", noise_rate=rate).resolved()
-    assert (cfg.rho, cfg.model, cfg.epochs) == (rho, "resnet32", 200)
+    assert (cfg.rho, cfg.model, cfg.epochs) == (None, "resnet32", 200)  # rho waits for the labels
+    labels = labels_at(rate)
+    assert method_radius(cfg, labels) == dict(value=rho, source="profile", profile="paper", noise_rate=rate,
+                                              rate="nominal")
+    assert build_method(cfg, labels).params["rho"] == rho
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.2, 0.6, 0.8, 1.0])
 def test_cpu_profile_halves_its_rho_at_80_percent_like_the_paper(rate):
     rho = PROFILES["cpu"]["rho"]
-    assert TrainConfig(profile="cpu", noise_rate=rate).resolved().rho == (rho / 2 if rate >= 0.8 else rho)
+    cfg = TrainConfig(profile="cpu", noise_rate=0.4).resolved()  # the labels' rate counts, not the config's
+    assert build_method(cfg, labels_at(rate)).params["rho"] == (rho / 2 if rate >= 0.8 else rho)
+
+
+def test_80_percent_rule_reads_the_labels_rate_and_result_json_says_which(tiny, tmp_path):
+    """Labels passed in (as from a file or CIFAR-10N) at 80% halve the radius though noise_rate says 0.4;
+    labels without a nominal rate use their realised one."""
+    rho = PROFILES["cpu"]["rho"]
+    labels = symmetric(tiny.y_train, 0.8, seed=3, mode="flip")
+    result = train(dataset=tiny, noise=labels, method="sam", out=str(tmp_path / "a"), **{**RUN, "epochs": 1})
+    assert result.summary["rho"] == dict(value=rho / 2, source="profile", profile="cpu", noise_rate=0.8,
+                                         rate="nominal")
+    assert read_json(result.run_dir / "config.json")["method_params"]["rho"] == rho / 2
+    unnamed = NoisyLabels(labels.noisy, labels.clean, 10, dict(kind="mine", nominal_rate=None))
+    realised = float(np.mean(labels.noisy != labels.clean))
+    assert realised >= 0.8
+    cfg = TrainConfig(profile="cpu").resolved()
+    assert method_radius(cfg, unnamed) == dict(value=rho / 2, source="profile", profile="cpu", noise_rate=realised,
+                                               rate="realised")
+    sixty = NoisyLabels(labels.noisy, labels.clean, 10, dict(kind="mine", nominal_rate=0.6))
+    assert build_method(cfg, sixty).params["rho"] == rho
+
+
+def test_each_method_keeps_its_own_radius_unless_the_user_sets_one(tiny, tmp_path):
+    """asam's radius is its own 0.5, not the profile's SAM radius; a user's rho wins; sgd has none."""
+    asam = train(dataset=tiny, method="asam", **{**RUN, "epochs": 1})
+    assert asam.summary["rho"] == dict(value=0.5, source="method default")
+    assert asam.summary["method_params"]["rho"] == 0.5
+    cfg = TrainConfig(profile="paper", noise_rate=0.8, method="asam", rho=0.3).resolved()
+    assert method_radius(cfg, labels_at(0.8)) == dict(value=0.3, source="user")
+    assert build_method(cfg, labels_at(0.8)).params["rho"] == 0.3
+    cfg = TrainConfig(method="asam", method_params={"rho": 0.2}).resolved()
+    assert method_radius(cfg, None) == dict(value=0.2, source="user")
+    for method in ("sam", "bootstrap-sam", "mixup-sam"):
+        cfg = TrainConfig(method=method).resolved()
+        assert build_method(cfg, labels_at(0.4)).params["rho"] == PROFILES["cpu"]["rho"]
+    assert method_radius(TrainConfig(method="sgd").resolved(), labels_at(0.4)) is None
+    assert build_method(TrainConfig(method="mixup").resolved()).params["alpha"] == 1.0  # the method's default
+    assert build_method(TrainConfig(method="mixup-sam", mixup_alpha=8.0).resolved()).params["alpha"] == 8.0
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(method="sgd", rho=0.1), "rho is given (0.1) but method 'sgd' takes no rho"),
+    (dict(method="mixup", rho=0.1), "takes no rho; methods that take it: ['ae-sam', 'asam', 'bootstrap-sam'"),
+    (dict(method="sam", mixup_alpha=8.0), "mixup_alpha is given (8.0) but method 'sam' takes no alpha"),
+    (dict(method="sam", rho=0.1, method_params={"rho": 0.2}), "rho is given twice"),
+])
+def test_rho_or_alpha_for_a_method_without_one_is_refused_before_writing(tiny, tmp_path, override, message):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        train(dataset=tiny, out=str(out), **{**RUN, **override})
+    assert message in str(info.value)
+    assert not out.exists()
 
 
 def test_explicit_fields_override_the_profile():
@@ -545,3 +607,43 @@ def test_profile_model_params_come_with_the_profiles_model_only():
     assert mine == {**profile, "width": 4}  # the user's option wins, the rest stays the profile's
     assert TrainConfig(profile="cpu", model="cnn").resolved().model_params == {}  # a model of the user's choice
     assert TrainConfig(profile="cpu", model="resnet32").resolved().model_params == {}
+
+
+# ----------------------------------------------------------------------------------- input channels
+
+def test_one_channel_data_trains_end_to_end(tiny, tmp_path):
+    gray = ImageDataset("gray", tiny.x_train[..., :1].copy(), tiny.y_train, tiny.x_test[..., :1].copy(), tiny.y_test,
+                        tiny.classes)
+    result = train(dataset=gray, method="sam", out=str(tmp_path / "run"), **{**RUN, "epochs": 1})
+    stem = next(m for m in result.model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == 1
+    assert sorted(os.listdir(tmp_path / "run")) == sorted(RUN_FILES)
+    # The reported accuracy is the model's on the one-channel test images.
+    rows = train_rows()
+    norm = Loader(gray.x_train[rows], gray.y_train[rows], batch_size=64)  # statistics of the training split
+    loader = Loader(gray.x_test, gray.y_test, batch_size=100, shuffle=False, augment=False, channels_last=True,
+                    mean=norm.mean, std=norm.std)
+    pred, _ = predict(result.model, loader, None)
+    assert result.test_accuracy["last"] == float((pred.numpy() == gray.y_test).mean())
+    with pytest.raises(ValueError, match="in_channels"):
+        train(dataset=gray, out=str(tmp_path / "other"), **{**RUN, "model_params": {"width": 4, "in_channels": 3}})
+    assert not (tmp_path / "other").exists()
+
+
+class SevenClasses(SmallNet):
+    def forward(self, x):
+        return super().forward(x)[:, :7]
+
+
+@pytest.mark.parametrize("data_channels, model, message", [
+    (1, SmallNet, r"model custom:SmallNet cannot take this dataset's images \(a batch of shape \(2, 1, 32, 32\)\)"),
+    (3, SevenClasses, r"returned \(2, 7\) for \(2, 3, 32, 32\) images; expected logits of shape \(2, 10\)"),
+])
+def test_a_model_that_cannot_take_the_data_is_refused_before_writing(tiny, tmp_path, data_channels, model, message):
+    data = ImageDataset("d", tiny.x_train[..., :data_channels].copy(), tiny.y_train,
+                        tiny.x_test[..., :data_channels].copy(), tiny.y_test, tiny.classes)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message) as info:
+        train(dataset=data, method="sgd", out=str(out), **{**RUN, "model": model()})
+    assert "\n" not in str(info.value)
+    assert not out.exists()

@@ -7,6 +7,7 @@ import io
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,8 @@ from torch.func import functional_call
 import noisysam
 from noisysam.data import ImageDataset
 from noisysam.methods import MixupInputs, get_method
-from noisysam.train import train
+from noisysam.noise import symmetric
+from noisysam.train import PROFILES, TrainConfig, build_method, train
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 K, N = 4, 8  # classes, batch size
@@ -383,6 +385,22 @@ def test_momentum_sam_needs_momentum_and_sam_on_needs_norm_layers():
     x, y = batch(0)
     with pytest.raises(ValueError, match="normalisation layers"):
         method.train_step(model, optimizer, x, y, torch.arange(N), generator=step_generator(0))
+
+
+# ------------------------------------------------------------------------------------------ radius
+
+
+def test_variants_with_sams_ball_take_the_profiles_radius_the_others_keep_their_own():
+    """looksam, random-sam and ae-sam take SAM steps on SAM's ball, so a radius tuned for SAM applies; the
+    momentum and normalisation-layer perturbations are other balls and keep their default unless given."""
+    labels = symmetric(np.arange(500) % 10, 0.4, seed=0)
+    for method in ("looksam", "random-sam", "ae-sam"):
+        assert build_method(TrainConfig(method=method).resolved(), labels).params["rho"] == PROFILES["cpu"]["rho"]
+    for method in ("momentum-sam", "sam-on"):
+        assert build_method(TrainConfig(method=method).resolved(), labels).params["rho"] == 0.05
+        assert build_method(TrainConfig(method=method, rho=0.3).resolved(), labels).params["rho"] == 0.3
+    with pytest.raises(ValueError, match="takes no rho"):
+        TrainConfig(method="norm-penalty", rho=0.1).resolved()
 
 
 # ------------------------------------------------------------------------------ counted cost (trainer)
