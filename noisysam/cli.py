@@ -31,7 +31,7 @@ from noisysam import __version__
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
-from noisysam.methods import METHODS
+from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
 from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, resolve_amp,
@@ -104,9 +104,10 @@ _OPTIONS: dict[str, Callable] = {
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=click.FloatRange(min=0),
-                        help="SAM radius, for methods that have one [default: sam, bootstrap-sam, mixup-sam: from "
-                             "--profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, as "
-                             "in the paper; asam: its own 0.5]. An error for a method without a radius."),
+                        help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
+                             "from --profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, "
+                             "as in the paper; the others their own (asam 0.5, momentum-sam and sam-on 0.05)]. An "
+                             "error for a method without a radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=click.FloatRange(min=0, min_open=True),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),

@@ -196,7 +196,7 @@ def _require_sam(optimizer: torch.optim.Optimizer, name: str, kind: type = State
 
 def _sam_rest(optimizer: SAM, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
               scaler: Optional[GradScaler]) -> None:
-    """The rest of a SAM step (Foret et al., arXiv 2010.01412, Eq. 2) once .grad holds the gradient at w:
+    """The rest of a SAM step (Foret et al., arXiv 2010.01412) once .grad holds the gradient at w:
     climb to w + e(w), second pass there (BatchNorm running stats untouched), return to w, base step."""
     optimizer.first_step(zero_grad=True, scaler=scaler)
     with disable_running_stats(model):
@@ -226,9 +226,9 @@ class LookSAMUpdate:
     included) a full SAM step with g_s = grad at w + rho g/||g||, storing the part of g_s orthogonal
     to the plain gradient g,
 
-        g_v = g_s - (<g_s, g> / ||g||^2) g          (= g_s - ||g_s|| cos(theta) g / ||g||, their Eq. 4);
+        g_v = g_s - (<g_s, g> / ||g||^2) g          (= g_s - ||g_s|| cos(theta) g / ||g||, as they write it);
 
-    on the other steps ONE pass gives g and the step uses g + alpha * (||g|| / ||g_v||) * g_v (their Eq. 5).
+    on the other steps ONE pass gives g and the step uses g + alpha * (||g|| / ||g_v||) * g_v.
     Norms and inner products are global over all parameters (the paper's LookSAM, not its layer-wise
     Look-LayerSAM). The step count and g_v are in the optimizer's state_dict. ``k=5``, ``alpha=0.7``:
     the paper's values.
@@ -303,8 +303,8 @@ class RandomSAMUpdate:
     is a SAM step with probability p(t) and an SGD step otherwise (a Bernoulli trial per step).
 
     Schedule: p(t) = ``p`` (constant, ``p_start=None``) or the linear schedule from ``p_start`` at the
-    start of training to ``p`` at its end, t the fraction of training done (their Section 4 compares
-    such scheduling functions; the expected extra cost is the mean of p(t)). The trial is
+    start of training to ``p`` at its end, t the fraction of training done (the paper compares such
+    scheduling functions; the expected extra cost is the mean of p(t)). The trial is
     ``torch.rand((), generator=generator) < p(t)`` on the run's CPU step generator (after the input
     rule's draws): no device synchronisation, never global RNG, and a resumed run draws the same.
     """
@@ -338,7 +338,7 @@ class RandomSAMUpdate:
 @dataclass(frozen=True)
 class AESAMUpdate:
     """AE-SAM (Jiang et al. 2023, arXiv 2304.14647, Algorithm 1): one pass gives g at w; with
-    n = ||g||^2 and the exponential moving statistics (their Eq. 5-6, forgetting rate ``delta``)
+    n = ||g||^2 and its exponential moving statistics (forgetting rate ``delta``)
 
         mu    <- delta * mu    + (1 - delta) * n
         sigma2 <- delta * sigma2 + (1 - delta) * (n - mu)^2        (with the updated mu)
@@ -432,7 +432,7 @@ class MomentumSAMUpdate:
 
 @dataclass(frozen=True)
 class SAMOnUpdate:
-    """SAM-ON (Mueller et al. 2023, arXiv 2306.04226, their Eq. 3): a SAM step whose perturbation
+    """SAM-ON (Mueller et al. 2023, arXiv 2306.04226): a SAM step whose perturbation
     e = rho * g_N / ||g_N|| covers only the normalisation layers' affine parameters N (weight and bias
     of BatchNorm/InstanceNorm, GroupNorm, LayerNorm: :data:`NORM_LAYERS`); every parameter is then
     stepped with its gradient at w + e (BatchNorm running stats untouched there), from w. Two passes.
@@ -472,7 +472,7 @@ class SAMOnUpdate:
 @dataclass(frozen=True)
 class NormPenaltyUpdate:
     """SGD with the two penalties that Baek, Kolter & Raghunathan ("Why is SAM robust to label noise?",
-    ICLR 2024, arXiv 2405.03676, Section 5) derive from SAM's Jacobian term in two-layer linear
+    ICLR 2024, arXiv 2405.03676, their regularised SGD) derive from SAM's Jacobian term in two-layer linear
     networks and use as a one-pass stand-in for SAM: the step minimises
 
         L(w) + ``weight`` * ||W_last||_F^2 + ``feature`` * mean_i ||phi(x_i)||_2^2

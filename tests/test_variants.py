@@ -120,11 +120,11 @@ def looksam_ref(model, steps, rho, k, alpha):
         if t % k == 0:
             g_s, g = sam_grad(model, w, x, y, rho)
             cos = dot(g_s, g) / (norm(g_s) * norm(g))
-            g_v = {n: g_s[n] - norm(g_s) * cos * g[n] / norm(g) for n in w}  # LookSAM Eq. 4
+            g_v = {n: g_s[n] - norm(g_s) * cos * g[n] / norm(g) for n in w}  # LookSAM's g_v
             d = g_s
         else:
             g = grad_at(model, w, x, y)
-            d = {n: g[n] + alpha * norm(g) / norm(g_v) * g_v[n] for n in w}  # Eq. 5
+            d = {n: g[n] + alpha * norm(g) / norm(g_v) * g_v[n] for n in w}  # LookSAM's reuse
         sgd_ref(w, d, buf)
     return w
 
