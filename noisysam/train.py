@@ -299,7 +299,8 @@ class PassCounter:
     """Counts a model's forward and backward passes while in its ``with`` block, in batch equivalents:
     a forward call on n of the step's ``batch`` samples adds n / batch (an m-sharpness chunk counts
     its share), and the backward through that call's output adds the same when its gradient is
-    computed. Shapes only, so no device synchronisation. Set ``batch`` before each step."""
+    computed (for a model that returns a tensor; other outputs count forward calls only). Shapes only,
+    so no device synchronisation. Set ``batch`` before each step."""
 
     def __init__(self, model: nn.Module):
         self.model, self.batch, self.forward, self.backward = model, 1, 0.0, 0.0

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 import noisysam
 from noisysam.data import ImageDataset
-from noisysam.methods import MixupInputs, get_method
+from noisysam.methods import BootstrapLoss, MixupInputs, get_method
 from noisysam.noise import symmetric
 from noisysam.train import PROFILES, TrainConfig, build_method, train
 
@@ -306,6 +306,16 @@ def test_variants_compose_with_mixup_inputs(name, params):
         torch.testing.assert_close(seen, lam * x + (1 - lam) * x[perm])
 
 
+@pytest.mark.parametrize("name, params", [("random-sam", {"p": 1.0}), ("looksam", {"k": 1})])
+def test_variants_that_reduce_to_sam_compose_with_the_bootstrap_loss_like_bootstrap_sam(name, params):
+    """Every step a SAM step: with Reed et al.'s soft bootstrap loss, the same steps as bootstrap-sam (soft)."""
+    method = replace(get_method(name, rho=0.2, **params), loss=BootstrapLoss(0.8))
+    model, reference = mlp(), mlp()
+    run(method, model, 3)
+    run(get_method("bootstrap-sam", mode="soft", beta=0.8, rho=0.2), reference, 3)
+    assert_weights(model, params_of(reference))
+
+
 # ---------------------------------------------------------------------------------- bitwise resume
 
 RESUMABLE = [
@@ -419,11 +429,9 @@ def tiny():
     "method, params, per_epoch",
     [
         ("sgd", {}, [4, 4]),
-        ("mixup", {}, [4, 4]),
         ("sam", {}, [8, 8]),
         ("sam", {"m": 16}, [8, 8]),  # 4 chunks (the short batch: 16+16+6) of 2 passes each: still 2 batch passes
         ("looksam", {"k": 3}, [4 + 2, 4 + 1]),  # SAM at steps 0, 3 | 6
-        ("random-sam", {"p": 0.0}, [4, 4]),
         ("random-sam", {"p": 1.0}, [8, 8]),
         ("momentum-sam", {}, [4, 4]),
         ("sam-on", {}, [8, 8]),
