@@ -195,12 +195,19 @@ def _require_sam(optimizer: torch.optim.Optimizer, name: str, kind: type = State
 
 
 def _sam_rest(optimizer: SAM, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
-              scaler: Optional[GradScaler]) -> None:
-    """The rest of a SAM step (Foret et al., arXiv 2010.01412) once .grad holds the gradient at w:
-    climb to w + e(w), second pass there (BatchNorm running stats untouched), return to w, base step."""
-    optimizer.first_step(zero_grad=True, scaler=scaler)
+              scaler: Optional[GradScaler], at_perturbed: Optional[Callable[[dict[Tensor, Tensor]], None]] = None
+              ) -> None:
+    """The rest of a SAM step (Foret et al., arXiv 2010.01412) once .grad holds the gradient g at w:
+    climb to w + e(w), second pass there (BatchNorm running stats untouched), return to w, base step.
+    ``at_perturbed(g)``, if given, is called with a copy of g (unscaled) while .grad holds the
+    gradient at w + e(w) (scaled, under a GradScaler)."""
+    optimizer.first_step(scaler=scaler)
+    g = {p: p.grad.detach().clone() for p in _params(optimizer) if p.grad is not None} if at_perturbed else {}
+    optimizer.zero_grad(set_to_none=True)
     with disable_running_stats(model):
         _pass(model, loss_fn, inputs, targets, scaler)
+    if at_perturbed:
+        at_perturbed(g)
     optimizer.second_step(scaler=scaler)
     if _enabled(scaler):
         scaler.update()
@@ -255,10 +262,10 @@ class LookSAMUpdate:
         optimizer.zero_grad(set_to_none=True)
         loss = _pass(model, loss_fn, inputs, targets, scaler)
         state = optimizer.base_optimizer.state
-        params = [p for p in _params(optimizer) if p.grad is not None]
         if t % self.k == 0:
-            self._sam_and_store(optimizer, model, loss_fn, inputs, targets, scaler, params)
+            _sam_rest(optimizer, model, loss_fn, inputs, targets, scaler, at_perturbed=lambda g: self._store(state, g))
         else:
+            params = [p for p in _params(optimizer) if p.grad is not None]
             with torch.no_grad():
                 g_v = [state[p].get("looksam_gv", torch.zeros_like(p)) for p in params]
                 # Scale-free in g_v, and of degree 1 in g: right with scaled gradients too.
@@ -269,27 +276,17 @@ class LookSAMUpdate:
         return loss
 
     @staticmethod
-    def _sam_and_store(optimizer: StatefulSAM, model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Targets,
-                       scaler: Any, params: list[Tensor]) -> None:
-        """A full SAM step that also stores g_v (kept from the previous one where g_s is not finite)."""
-        optimizer.first_step(zero_grad=False, scaler=scaler)  # .grad: g (unscaled)
-        g = {p: p.grad.detach().clone() for p in params}
-        optimizer.zero_grad(set_to_none=True)
-        with disable_running_stats(model):
-            _pass(model, loss_fn, inputs, targets, scaler)  # .grad: g_s (scaled: g_v is stored up to scale)
-        with torch.no_grad():
-            both = [p for p in params if p.grad is not None]
-            dot = sum((p.grad.float() * g[p].float()).sum() for p in both)
-            coef = dot / (_squared_norm(g[p] for p in both) + _TINY)
-            new = {p: p.grad.float() - coef.to(p.device) * g[p].float() for p in both}
-            finite = torch.isfinite(_global_norm(new.values()))
-            state = optimizer.base_optimizer.state
-            for p, v in new.items():
-                old = state[p].get("looksam_gv", torch.zeros_like(p))
-                state[p]["looksam_gv"] = torch.where(finite.to(p.device), v.to(p.dtype), old)
-        optimizer.second_step(scaler=scaler)
-        if _enabled(scaler):
-            scaler.update()
+    @torch.no_grad()
+    def _store(state: Any, g: dict[Tensor, Tensor]) -> None:
+        """Store g_v from g and the g_s in .grad (scaled or not: g_v is used up to scale), keeping the
+        previous g_v where g_s is not finite (an fp16 overflow, a skipped step)."""
+        both = [p for p in g if p.grad is not None]
+        coef = sum((p.grad.float() * g[p].float()).sum() for p in both) / (_squared_norm(g[p] for p in both) + _TINY)
+        new = {p: p.grad.float() - coef.to(p.device) * g[p].float() for p in both}
+        finite = torch.isfinite(_global_norm(new.values()))
+        for p, v in new.items():
+            old = state[p].get("looksam_gv", torch.zeros_like(p))
+            state[p]["looksam_gv"] = torch.where(finite.to(p.device), v.to(p.dtype), old)
 
 
 # --------------------------------------------------------------------------------------------
