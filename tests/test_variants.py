@@ -139,7 +139,7 @@ def random_sam_ref(model, steps, p_of_t, rho):
     return w, sam_steps
 
 
-def ae_sam_ref(model, steps, c, delta, warmup, rho):
+def ae_sam_ref(model, steps, c_of_t, delta, warmup, rho):
     """Weights, per-step SAM decisions and the final running statistics (mean, var) of ||g||^2."""
     w, buf, decisions = params_of(model), {}, []
     mean = var = None
@@ -152,7 +152,7 @@ def ae_sam_ref(model, steps, c, delta, warmup, rho):
         else:
             mean = delta * mean + (1 - delta) * n
             var = delta * var + (1 - delta) * (n - mean) ** 2
-        use_sam = t >= warmup and n >= mean + c * math.sqrt(var)
+        use_sam = t >= warmup and n >= mean + c_of_t(t) * math.sqrt(var)
         decisions.append(use_sam)
         sgd_ref(w, sam_grad(model, w, x, y, rho)[0] if use_sam else g, buf)
     return w, decisions, (mean, var)
@@ -232,13 +232,15 @@ def test_random_sam_with_p_0_or_1_is_sgd_or_sam(p, like):
     assert_weights(model, params_of(other))
 
 
-def test_ae_sam_matches_the_papers_policy():
-    steps, c, delta, warmup = 12, -0.2, 0.8, 2
-    expected, decisions, (mean, var) = ae_sam_ref(mlp(), steps, c, delta, warmup, rho=0.3)
+@pytest.mark.parametrize("c_start, c", [(None, -0.2), (1.0, -1.0)])
+def test_ae_sam_matches_the_papers_policy(c_start, c):
+    steps, delta, warmup = 12, 0.8, 2
+    c_of_t = (lambda t: c) if c_start is None else (lambda t: c_start + (c - c_start) * t / steps)
+    expected, decisions, (mean, var) = ae_sam_ref(mlp(), steps, c_of_t, delta, warmup, rho=0.3)
     assert 0 < sum(decisions) < steps - warmup  # the reference itself mixes SAM and SGD steps after warm-up
     model = mlp()
     calls = count_forwards(model)
-    optimizer = run(get_method("ae-sam", c=c, delta=delta, warmup=warmup, rho=0.3), model, steps)
+    optimizer = run(get_method("ae-sam", c=c, c_start=c_start, delta=delta, warmup=warmup, rho=0.3), model, steps)
     assert_weights(model, expected)
     assert len(calls) == steps + sum(decisions)
     assert optimizer.variant["sam_steps"] == sum(decisions) and optimizer.variant["steps"] == steps
