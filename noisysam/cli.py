@@ -2,7 +2,8 @@
 ``noisysam.table``, ``noisysam.noise``); rich progress and tables, no training logic of its own.
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
-run directory without ``--resume``), reported as one line on stderr before anything is written;
+run directory without ``--resume``, a run directory in use by another run, a ``--resume`` whose dataset,
+labels or noisysam version changed), reported as one line on stderr before anything is written;
 1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
 """
 
@@ -365,7 +366,8 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (config, labels, metrics, result, "
                                                                 "checkpoint). Without it nothing is saved.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings (options given "
-                                             "now must agree with them).")
+                                             "now must agree with them; its dataset, labels and noisysam version "
+                                             "must be those it started with).")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
 @_threads_option
