@@ -3,7 +3,8 @@
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
 run directory without ``--resume``, a run directory in use by another run, a ``--resume`` whose dataset,
-labels or noisysam version changed), reported as one line on stderr before anything is written;
+labels or noisysam version changed; a garbage, empty, truncated, pickle-carrying or oversized dataset,
+labels file, checkpoint or run file, named in the message), reported as one line on stderr before anything is written;
 1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
 """
 
@@ -13,7 +14,8 @@ import dataclasses
 import json
 import platform
 import sys
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, nullcontext
 from functools import reduce
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -29,14 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisysam import __version__
-from noisysam import table as grid
+from noisysam import config_file, table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
-from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, resolve_amp,
-                            resolve_device, saved_config, train)
+from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
+from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, chain,
+                            resolve_amp, resolve_device, saved_config, train)
 
 _DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
@@ -148,6 +151,35 @@ _threads_option = click.option("--threads", type=click.IntRange(min=1),
                                     "threads than cores can be much faster.")
 
 
+_tensorboard_option = click.option(
+    "--tensorboard", is_flag=True,
+    help="Log every epoch's metrics and the run's hyperparameters for TensorBoard into <run dir>/tensorboard "
+         "(needs pip install 'noisysam[tensorboard]'; view with tensorboard --logdir DIR).")
+
+
+def _tensorboard(enabled: bool) -> Any:
+    """The --tensorboard logger (a context manager), or a no-op context."""
+    if not enabled:
+        return nullcontext()
+    try:
+        return TensorBoardLogger()
+    except ImportError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _config_option(*lists: str) -> Callable:
+    """--config FILE: the command's options from a TOML file (noisysam.config_file), under the command line's.
+    ``lists``: the command's comma-separated list options."""
+
+    def read(ctx: click.Context, param: click.Parameter, path: Optional[str]) -> None:
+        if path:
+            ctx.default_map = {**(ctx.default_map or {}), **config_file.default_map(ctx, path, lists)}
+
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+                        callback=read, help="TOML file of options (keys: the option names with underscores, e.g. "
+                                            "noise_rate = 0.6); options given here override it.")
+
+
 def _set_threads(threads: Optional[int]) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -167,7 +199,7 @@ def _options(*names: str) -> Callable:
 
 def _given(ctx: click.Context, names: tuple[str, ...]) -> dict[str, Any]:
     """The options the user actually gave (command line or environment): only those override a config."""
-    unset = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    unset = (ParameterSource.DEFAULT, None)  # DEFAULT_MAP: set by --config, so given
     return {n: ctx.params[n] for n in names if ctx.get_parameter_source(n) not in unset}
 
 
@@ -193,6 +225,8 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
+    except EOFError as e:  # a file ended early; click would report it as an interrupt (exit 130)
+        _fail(f"unexpected end of a file ({e or 'no more data'})", 2)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
             NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
@@ -371,13 +405,18 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
 @_threads_option
+@_tensorboard_option
+@_config_option()
+@click.option("--print-config", is_flag=True, help="Print the resolved options as TOML for --config, and exit.")
 @click.pass_context
 def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
-                  threads: Optional[int], **_: Any) -> None:
+                  threads: Optional[int], tensorboard: bool, print_config: bool, **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
     if resume and not out:
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
+    if tensorboard and not out and not print_config:
+        raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
     console = Console(stderr=as_json)
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
@@ -385,14 +424,23 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
         config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
                                      out=out, resume=resume)
-        with RunProgress(console) as progress:
-            result = train(config, callback=progress)
-    if out and plot:
-        _plot(console, _plot_run, out)
+        if print_config:
+            header = "noisysam train --config FILE reads this; options given on the command line override it."
+            click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
+            return
+        with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
+            result = train(config, callback=chain(progress, logger))
+        if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
+            log_finished_run(out)
     if as_json:
         click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(result.summary), indent=2))
     else:
         console.print(_summary_table(result.summary, result.run_dir))
+    if out and plot:  # after the table: the last line a new user sees names the picture
+        _plot(console, _plot_run, out)
+    if tensorboard:
+        log = Path(out, TENSORBOARD_DIR)
+        console.print(escape(f"tensorboard log: {log} (view: tensorboard --logdir {log})"), style="dim", soft_wrap=True)
 
 
 def _plot_run(run_dir: str) -> Path:
@@ -446,7 +494,11 @@ def _rich_table(table: dict, root: Path) -> Table:
 
 
 def _render(console: Console, root: Path, plot: bool) -> None:
-    table = grid.write_table(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", grid.SkippedCellWarning)  # reported below, one line each
+        table = grid.write_table(root)
+    for problem in table["skipped"]:
+        click.echo(f"warning: a cell was skipped: {problem}", err=True)
     console.print(_rich_table(table, root))
     console.print(escape(f"wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}"), style="dim", soft_wrap=True)
     if plot:
@@ -465,9 +517,11 @@ def _render(console: Console, root: Path, plot: bool) -> None:
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and table.png.")
 @_threads_option
 @_options(*_TRAINING)
+@_tensorboard_option
+@_config_option("methods", "rates", "seeds")
 @click.pass_context
 def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
-                  report: Optional[str], plot: bool, threads: Optional[int], **_: Any) -> None:
+                  report: Optional[str], plot: bool, threads: Optional[int], tensorboard: bool, **_: Any) -> None:
     """Reproduce the SAM paper's noise table: train methods x rates x seeds one after another into one
     directory (re-running skips finished runs and resumes a killed one), then tabulate mean ± std
     beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
@@ -493,11 +547,13 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
                                         f"selected {_pct(acc['selected'])} ({how})")
         if plot and not skipped:
             _plot(progress.progress.console, _plot_run, str(cell.dir))
+        if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger
+            log_finished_run(cell.dir)
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
     with _user_errors(hint, _params_given(ctx)):
-        with progress:
-            grid.run_grid(cells, config, callback=progress, on_cell=finished)
+        with progress, _tensorboard(tensorboard) as logger:
+            grid.run_grid(cells, config, callback=chain(progress, logger), on_cell=finished)
         _render(console, root, plot)
 
 

@@ -9,11 +9,10 @@ involved; ``run_figure`` / ``table_figure`` return them (to inspect or restyle),
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from noisysam.files import atomic_write
+from noisysam.files import CONFIG_SCHEMA, atomic_write, read_json, read_jsonl
 from noisysam.table import PAPER_RATES, PAPER_TABLE4
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def run_figure(run_dir: Union[str, Path]) -> Figure:
     from matplotlib.figure import Figure
 
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
     x = list(range(1, len(records) + 1))
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
@@ -55,7 +54,8 @@ def run_figure(run_dir: Union[str, Path]) -> Figure:
     for s in stage_starts:
         ax.axvline(s - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(s - 0.4, 2, "retrain on relabels", fontsize=8, color="grey")
-    config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").exists() else {}
+    config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"] \
+        if (run_dir / "config.json").exists() else {}
     title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
     if config:
         title += f"; {config.get('noise')} noise {config.get('noise_rate', 0):.0%}, seed {config.get('seed')}"

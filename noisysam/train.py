@@ -38,7 +38,8 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import LOCK_NAME, load_checkpoint, read_json, run_lock, save_checkpoint, write_json, write_jsonl
+from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, load_checkpoint, read_json, run_lock,
+                            save_checkpoint, write_json, write_jsonl)
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
@@ -276,6 +277,18 @@ class TrainResult:
 
 
 Callback = Callable[[str, dict], None]
+
+
+def chain(*callbacks: Optional[Callback]) -> Callback:
+    """One callback calling each of ``callbacks`` (None entries skipped) in order, e.g. the CLI's progress
+    display and a :class:`~noisysam.tensorboard.TensorBoardLogger`."""
+    active = [c for c in callbacks if c is not None]
+
+    def call(event: str, info: dict) -> None:
+        for callback in active:
+            callback(event, info)
+
+    return call
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -539,7 +552,7 @@ def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict],
         _check(not ckpt.exists(), f"cannot resume {str(out)!r}: it has a checkpoint.pt but no config.json, so what "
                                   "the checkpoint was trained with is unknown; start a new run in another out")
         return None, None
-    saved = read_json(out / "config.json")
+    saved = read_json(out / "config.json", CONFIG_SCHEMA, "run config")
     version = saved.get("noisysam_version")
     _check(version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {version} and this is "
                                    f"noisysam {__version__}; finish it with noisysam {version} or start a new run")
@@ -593,7 +606,7 @@ def comparable_config(d: dict) -> dict:
 
 def saved_config(out: Union[str, Path]) -> dict:
     """The config dict saved in a run directory (to resume it with the same settings)."""
-    return read_json(Path(out) / "config.json")["config"]
+    return read_json(Path(out) / "config.json", CONFIG_SCHEMA, "run config")["config"]
 
 
 def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageDataset, None] = None,
@@ -629,13 +642,15 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
         if noise is not None:
             labels = noise
         elif cfg.noise.endswith(".npz"):
-            labels = NoisyLabels.load(cfg.noise)
+            labels = NoisyLabels.load(cfg.noise, num_classes=data.num_classes, n=len(data.y_train))
         else:
             labels = make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
                                 num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data)
         _check(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
                f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
                f"({len(labels)} vs {len(data.y_train)} samples)")
+        _check(labels.num_classes <= data.num_classes, f"noisy labels have {labels.num_classes} classes, more than the "
+                                                       f"dataset's {data.num_classes}")
         n_val = int(round(cfg.val_fraction * len(labels)))
         _check(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
                                     f"{len(labels)} would go to validation")
@@ -691,7 +706,8 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
             run.scaler.load_state_dict(ckpt["scaler"])
         finished = start_stage == run.stages and start_epoch == cfg.epochs
         if finished and (out / "result.json").exists():
-            return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
+            return TrainResult(read_json(out / "result.json", RESULT_SCHEMA, "run result"), run.history, run.model,
+                               labels, out)
     if out is not None and ckpt is None:
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,

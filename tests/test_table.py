@@ -217,3 +217,27 @@ def test_rho_and_alpha_go_to_the_cells_whose_method_takes_them(tmp_path):
         with pytest.raises(ValueError, match=f"{next(iter(option))} is given .* but no method of the grid"):
             table.run_grid(grid, TrainConfig(**option))
     assert not (tmp_path / "grid").exists()
+
+
+def test_report_skips_a_cell_whose_result_is_unusable_and_names_it(tiny_npz, tmp_path):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, "--methods", "sgd", "--rates", "0.2,0.6", "--seeds", "0", "--out", root,
+            *TINY)
+    assert r.exit_code == 0, r.output
+    good = json.loads((root / "sgd/rate0.2/seed0/result.json").read_text())
+    bad = root / "sgd/rate0.6/seed0/result.json"
+    result = json.loads(bad.read_text())
+    del result["test_accuracy"]["selected"]
+    bad.write_text(json.dumps(result))
+
+    r = run("table", "--report", root, "--no-plot")
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"warning: a cell was skipped: cannot read run result {bad}: lacks 'test_accuracy.selected'\n"
+    saved = json.loads((root / "table.json").read_text())
+    [row] = saved["rows"]  # the usable cell alone, with its own values
+    assert (row["method"], row["rate"]) == ("sgd", 0.2)
+    assert row["last_mean"] == pytest.approx(100 * good["test_accuracy"]["last"])
+    assert saved["skipped"] == [f"cannot read run result {bad}: lacks 'test_accuracy.selected'"]
+
+    with pytest.warns(table.SkippedCellWarning, match=str(bad)):  # the API warns the same
+        assert [c["rate"] for c in table.collect(root)] == [0.2]
