@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from noisysam import variants
 from noisysam.variants import LossFn, Targets
+from noisysam.params import Boolean, HasAttrs, Interval, Options, Text, validate_params, validate_with
 from noisysam.sam import SAM, sam_step
 
 __all__ = [
@@ -80,6 +81,28 @@ __all__ = [
     "takes_param",
     "default_param",
 ]
+
+#: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
+ASAM_NORMALISATIONS = ("paper", "davda54")
+
+#: Every method parameter, declared once (noisysam.params): each factory and rule below checks the ones its
+#: signature names (None too where None is its default).
+METHOD_PARAMS = dict(
+    alpha=Interval(float, 0, closed="neither"),
+    beta=Interval(float, 0, 1),
+    mode=Options(("relabel", "soft", "hard")),
+    hard=Boolean(),
+    rho=Interval(float, 0, closed="neither"),
+    p=Interval(float, 1, math.inf, closed="right"),
+    adaptive=Boolean(),
+    m=Interval(int, 1),
+    eta=Interval(float, 0),
+    weights_only=Boolean(),
+    normalisation=Options(ASAM_NORMALISATIONS),
+    q=Interval(float, 0, 1, closed="right"),
+    eps=Interval(float, 0, 1, closed="left"),
+)
+_checked = validate_with(METHOD_PARAMS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,20 +128,18 @@ class CrossEntropy:
         return F.cross_entropy(logits.float(), labels)
 
 
+@_checked
 @dataclass(frozen=True)
 class LabelSmoothing:
     """Cross-entropy against (1 - eps) * onehot(y) + eps / K (Szegedy et al. 2016, Section 7)."""
 
     eps: float = 0.1
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.eps < 1.0:
-            raise ValueError(f"eps must be in [0, 1), got {self.eps}")
-
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.eps)
 
 
+@_checked
 @dataclass(frozen=True)
 class BootstrapLoss:
     """Reed et al. 2015 bootstrapping (arXiv 1412.6596): -sum_k (beta t_k + (1 - beta) q_k) log q_k, t = onehot(y).
@@ -133,10 +154,6 @@ class BootstrapLoss:
     beta: float
     hard: bool = False
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         log_probs = F.log_softmax(logits.float(), dim=1)
         num_classes = log_probs.shape[1]
@@ -148,15 +165,12 @@ class BootstrapLoss:
         return _soft_cross_entropy(log_probs, target)
 
 
+@_checked
 @dataclass(frozen=True)
 class GeneralizedCrossEntropy:
     """Zhang & Sabuncu 2018, Eq. 6: L_q = (1 - p_y^q) / q; q -> 0 is cross-entropy, q = 1 is MAE."""
 
     q: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.q <= 1.0:
-            raise ValueError(f"q must be in (0, 1], got {self.q}")
 
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
@@ -184,6 +198,7 @@ class PlainInputs:
         return x, (y,), (1.0,)
 
 
+@_checked
 @dataclass(frozen=True)
 class MixupInputs:
     """Mixup (Zhang et al. 2018): x~ = lam * x + (1 - lam) * x[perm], loss lam * L(y) + (1 - lam) * L(y[perm]).
@@ -192,10 +207,6 @@ class MixupInputs:
     """
 
     alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
 
     def draw(self, batch_size: int, generator: torch.Generator) -> tuple[float, Tensor]:
         """The step's randomness, from ``generator`` only, in this order:
@@ -264,6 +275,7 @@ class SGDUpdate:
         return loss.detach()
 
 
+@_checked
 @dataclass(frozen=True)
 class SAMUpdate:
     """One SAM step (two passes) with an SGD base optimizer: radius ``rho``, ``p``-norm ball, m-sharpness over
@@ -279,16 +291,6 @@ class SAMUpdate:
     m: int | None = None
     eta: float = 0.0
     weights_only: bool = False
-
-    def __post_init__(self) -> None:
-        if not (self.rho > 0 and math.isfinite(self.rho)):
-            raise ValueError(f"rho must be a finite number > 0, got {self.rho}")
-        if not self.p > 1:
-            raise ValueError(f"p must be in (1, inf], got {self.p}")
-        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
-            raise ValueError(f"m must be None or an integer >= 1, got {self.m!r}")
-        if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta >= 0):
-            raise ValueError(f"eta must be a finite number >= 0, got {self.eta!r}")
 
     def make_optimizer(
         self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
@@ -420,23 +422,23 @@ AnyMethod = Union[Method, RelabelAndRetrain]
 BOOTSTRAP_BETA = {"soft": 0.95, "hard": 0.8}  # Reed et al.'s values (their Section 4)
 
 
+@_checked
 def _sgd() -> Method:
     return Method("sgd")
 
 
+@_checked
 def _mixup(alpha: float = 1.0) -> Method:
     return Method("mixup", inputs=MixupInputs(alpha), params={"alpha": alpha})
 
 
+@_checked
 def _sam(rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None) -> Method:
     update = SAMUpdate(rho, p, adaptive, m)
     return Method("sam", update=update, params={"rho": rho, "p": p, "adaptive": adaptive, "m": m})
 
 
-#: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
-ASAM_NORMALISATIONS = ("paper", "davda54")
-
-
+@_checked
 def _asam(
     rho: float = 0.5, p: float = 2.0, m: int | None = None, normalisation: str = "paper", eta: float | None = None
 ) -> Method:
@@ -444,8 +446,6 @@ def _asam(
     uses 2.0). ``normalisation="paper"``: the paper's T = |w| + eta (eta = 0.01 as the ASAM class of the
     authors' code, SamsungLabs/ASAM) on the parameters named "weight", T = 1 on the rest; ``"davda54"``:
     davda54/sam's ``adaptive=True``, T = |w| on every parameter (it takes no eta)."""
-    if normalisation not in ASAM_NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {list(ASAM_NORMALISATIONS)}, got {normalisation!r}")
     if normalisation == "davda54" and eta is not None:
         raise ValueError(f"eta applies to normalisation 'paper' only, got eta={eta} with 'davda54'")
     paper = normalisation == "paper"
@@ -455,6 +455,7 @@ def _asam(
     return Method("asam", update=update, params=params)
 
 
+@_checked
 def _mixup_sam(
     alpha: float = 1.0, rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None
 ) -> Method:
@@ -462,10 +463,12 @@ def _mixup_sam(
     return replace(sam, name="mixup-sam", inputs=MixupInputs(alpha), params={"alpha": alpha, **sam.params})
 
 
+@_checked
 def _gce(q: float = 0.7) -> Method:
     return Method("gce", loss=GeneralizedCrossEntropy(q), params={"q": q})
 
 
+@_checked
 def _label_smoothing(eps: float = 0.1) -> Method:
     return Method("label-smoothing", loss=LabelSmoothing(eps), params={"eps": eps})
 
@@ -476,21 +479,22 @@ def _with_bootstrap(name: str, base: Method, mode: str, beta: float | None) -> A
         if beta is not None:
             raise ValueError(f"beta applies to mode 'soft' or 'hard' only, got beta={beta} with mode 'relabel'")
         return RelabelAndRetrain(name, base, params={"mode": mode, **base.params})
-    if mode not in BOOTSTRAP_BETA:
-        raise ValueError(f"mode must be one of ['relabel', 'soft', 'hard'], got {mode!r}")
     beta = BOOTSTRAP_BETA[mode] if beta is None else beta
     loss = BootstrapLoss(beta, hard=mode == "hard")
     return replace(base, name=name, loss=loss, params={"mode": mode, "beta": beta, **base.params})
 
 
+@_checked
 def _bootstrap(mode: str = "relabel", beta: float | None = None) -> AnyMethod:
     return _with_bootstrap("bootstrap", _sgd(), mode, beta)
 
 
+@_checked
 def _bootstrap_mixup(mode: str = "relabel", beta: float | None = None, alpha: float = 1.0) -> AnyMethod:
     return _with_bootstrap("bootstrap-mixup", _mixup(alpha), mode, beta)
 
 
+@_checked
 def _bootstrap_sam(
     mode: str = "relabel",
     beta: float | None = None,
@@ -524,6 +528,8 @@ METHODS: dict[str, MethodFactory] = {
 SAM_RADIUS_METHODS: set[str] = {"sam", "bootstrap-sam", "mixup-sam"}
 
 
+@validate_params(dict(name=Text(), factory=HasAttrs("__call__", description="a callable"), overwrite=Boolean(),
+                     sam_radius=Boolean()))
 def register_method(name: str, factory: MethodFactory, *, overwrite: bool = False, sam_radius: bool = False) -> None:
     """Make ``get_method(name, **params)`` call ``factory(**params)``.
 
@@ -533,10 +539,6 @@ def register_method(name: str, factory: MethodFactory, *, overwrite: bool = Fals
     factory's ``rho`` is plain SAM's radius, so a profile's rho applies to it (:data:`SAM_RADIUS_METHODS`).
     Re-registering an existing name needs ``overwrite=True``.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if not callable(factory):
-        raise ValueError(f"factory must be callable, got {type(factory).__name__}")
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
     METHODS[name] = factory
@@ -586,27 +588,33 @@ def _variant(name: str, update: Any) -> Method:
     return Method(name, update=update, params=dataclasses.asdict(update))
 
 
+@variants.checked
 def _looksam(rho: float = 0.05, k: int = 5, alpha: float = 0.7) -> Method:
     return _variant("looksam", variants.LookSAMUpdate(rho, k, alpha))
 
 
+@variants.checked
 def _random_sam(p: float = 0.5, p_start: float | None = None, rho: float = 0.05) -> Method:
     return _variant("random-sam", variants.RandomSAMUpdate(p, p_start, rho))
 
 
+@variants.checked
 def _ae_sam(c: float = 0.0, c_start: float | None = None, delta: float = 0.9, warmup: int = 10,
             rho: float = 0.05) -> Method:
     return _variant("ae-sam", variants.AESAMUpdate(c, c_start, delta, warmup, rho))
 
 
+@variants.checked
 def _momentum_sam(rho: float = 0.05) -> Method:
     return _variant("momentum-sam", variants.MomentumSAMUpdate(rho))
 
 
+@variants.checked
 def _sam_on(rho: float = 0.05) -> Method:
     return _variant("sam-on", variants.SAMOnUpdate(rho))
 
 
+@variants.checked
 def _norm_penalty(weight: float = 1e-3, feature: float = 1e-3) -> Method:
     return _variant("norm-penalty", variants.NormPenaltyUpdate(weight, feature))
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.amp import GradScaler
 from torch.nn.modules.batchnorm import _NormBase
 
+from noisysam.params import Interval, validate_with
 from noisysam.sam import SAM, disable_running_stats
 
 __all__ = [
@@ -58,21 +59,22 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (_NormBase, nn.GroupNorm, nn.LayerNor
 # --------------------------------------------------------------------------------------------
 
 
-def _require(ok: bool, name: str, allowed: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_rho(rho: Any) -> None:
-    _require(_is_number(rho) and rho > 0, "rho", "a finite number > 0", rho)
-
-
-def _check_probability(name: str, v: Any) -> None:
-    _require(_is_number(v) and 0.0 <= v <= 1.0, name, "a number in [0, 1]", v)
+#: Every variant parameter, declared once (noisysam.params): each update rule below and each factory in
+#: noisysam.methods checks the ones its signature names (None too where None is its default).
+VARIANT_PARAMS = dict(
+    rho=Interval(float, 0, closed="neither"),
+    k=Interval(int, 1),
+    alpha=Interval(float, 0),
+    p=Interval(float, 0, 1),  # a probability here, not SAM's p-norm
+    p_start=Interval(float, 0, 1),
+    c=Interval(float),
+    c_start=Interval(float),
+    delta=Interval(float, 0, 1, closed="neither"),
+    warmup=Interval(int, 0),
+    weight=Interval(float, 0),
+    feature=Interval(float, 0),
+)
+checked = validate_with(VARIANT_PARAMS)
 
 
 def _enabled(scaler: Optional[GradScaler]) -> bool:
@@ -227,6 +229,7 @@ def _sam_or_sgd(optimizer: SAM, use_sam: bool, model: nn.Module, loss_fn: LossFn
 # --------------------------------------------------------------------------------------------
 
 
+@checked
 @dataclass(frozen=True)
 class LookSAMUpdate:
     """LookSAM (Liu et al. 2022, arXiv 2203.02714, Algorithm 1): every ``k``-th step (the first
@@ -244,12 +247,6 @@ class LookSAMUpdate:
     rho: float = 0.05
     k: int = 5
     alpha: float = 0.7
-
-    def __post_init__(self) -> None:
-        _check_rho(self.rho)
-        _require(isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1, "k", "an integer >= 1",
-                 self.k)
-        _require(_is_number(self.alpha) and self.alpha >= 0, "alpha", "a finite number >= 0", self.alpha)
 
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
         return _stateful_sam(params, self.rho, **sgd)
@@ -294,6 +291,7 @@ class LookSAMUpdate:
 # --------------------------------------------------------------------------------------------
 
 
+@checked
 @dataclass(frozen=True)
 class RandomSAMUpdate:
     """Randomized sharpness-aware training (Zhao et al. 2022, arXiv 2203.09962, Algorithm 1): each step
@@ -312,12 +310,6 @@ class RandomSAMUpdate:
 
     needs_generator = True  # class attribute: Method.train_step passes its generator
 
-    def __post_init__(self) -> None:
-        _check_probability("p", self.p)
-        if self.p_start is not None:
-            _check_probability("p_start", self.p_start)
-        _check_rho(self.rho)
-
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
         return SAM(params, torch.optim.SGD, rho=self.rho, **sgd)
 
@@ -332,6 +324,7 @@ class RandomSAMUpdate:
         return loss
 
 
+@checked
 @dataclass(frozen=True)
 class AESAMUpdate:
     """AE-SAM (Jiang et al. 2023, arXiv 2304.14647, Algorithm 1): one pass gives g at w; with
@@ -354,14 +347,6 @@ class AESAMUpdate:
     delta: float = 0.9
     warmup: int = 10
     rho: float = 0.05
-
-    def __post_init__(self) -> None:
-        _require(_is_number(self.c), "c", "a finite number", self.c)
-        _require(self.c_start is None or _is_number(self.c_start), "c_start", "None or a finite number", self.c_start)
-        _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", "a number in (0, 1)", self.delta)
-        _require(isinstance(self.warmup, int) and not isinstance(self.warmup, bool) and self.warmup >= 0, "warmup",
-                 "an integer >= 0", self.warmup)
-        _check_rho(self.rho)
 
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
         return _stateful_sam(params, self.rho, **sgd)
@@ -396,6 +381,7 @@ class AESAMUpdate:
 # --------------------------------------------------------------------------------------------
 
 
+@checked
 @dataclass(frozen=True)
 class MomentumSAMUpdate:
     """Momentum-SAM (Becker et al. 2024, arXiv 2401.12033, Algorithm 1): the gradient is taken at
@@ -411,12 +397,10 @@ class MomentumSAMUpdate:
 
     rho: float = 0.05
 
-    def __post_init__(self) -> None:
-        _check_rho(self.rho)
-
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
-        _require(sgd.get("momentum", 0) > 0, "momentum", "> 0 for momentum-sam (it perturbs along the momentum)",
-                 sgd.get("momentum"))
+        if not sgd.get("momentum", 0) > 0:
+            raise ValueError(f"momentum must be > 0 for momentum-sam (it perturbs along the momentum buffer), "
+                             f"got {sgd.get('momentum')!r}")
         return _sgd(params, **sgd)
 
     def step(self, optimizer: torch.optim.Optimizer, model: nn.Module, loss_fn: LossFn, inputs: Tensor,
@@ -427,6 +411,7 @@ class MomentumSAMUpdate:
         return _step_from(saved, optimizer, model, loss_fn, inputs, targets, scaler, update_stats=True)
 
 
+@checked
 @dataclass(frozen=True)
 class SAMOnUpdate:
     """SAM-ON (Mueller et al. 2023, arXiv 2306.04226): a SAM step whose perturbation
@@ -439,9 +424,6 @@ class SAMOnUpdate:
     """
 
     rho: float = 0.05
-
-    def __post_init__(self) -> None:
-        _check_rho(self.rho)
 
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
         return _sgd(params, **sgd)
@@ -466,6 +448,7 @@ class SAMOnUpdate:
 # --------------------------------------------------------------------------------------------
 
 
+@checked
 @dataclass(frozen=True)
 class NormPenaltyUpdate:
     """SGD with the two penalties that Baek, Kolter & Raghunathan ("Why is SAM robust to label noise?",
@@ -482,11 +465,6 @@ class NormPenaltyUpdate:
 
     weight: float = 1e-3
     feature: float = 1e-3
-
-    def __post_init__(self) -> None:
-        for name in ("weight", "feature"):
-            v = getattr(self, name)
-            _require(_is_number(v) and v >= 0, name, "a finite number >= 0", v)
 
     def make_optimizer(self, params: Iterable[Any], **sgd: Any) -> torch.optim.Optimizer:
         return _sgd(params, **sgd)
