@@ -34,7 +34,7 @@ from noisysam import __version__, config_file, executors
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
-from noisysam.methods import METHODS
+from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
@@ -123,9 +123,10 @@ _OPTIONS: dict[str, Callable] = {
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=_click_type("rho"),
-                        help="SAM radius, for methods that have one [default: sam, bootstrap-sam, mixup-sam: from "
-                             "--profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, as "
-                             "in the paper; asam: its own 0.5]. An error for a method without a radius."),
+                        help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
+                             "from --profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, "
+                             "as in the paper; the others their own (asam 0.5, momentum-sam and sam-on 0.05)]. An "
+                             "error for a method without a radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=_click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),
@@ -461,6 +462,11 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
     t.add_row("noise detection AUROC (loss)", "–" if auroc is None or auroc != auroc else f"{auroc:.3f}")
     t.add_row("model / epochs / profile", f"{s['model']} / {s['epochs']} / {s['profile']}")
     t.add_row("time / device", f"{s['wall_seconds']:.0f} s on {s['device']} ({s['amp']})")
+    if s.get("forward_passes") is not None:  # counted since the cheaper SAM variants; older runs lack it
+        steps = s["train_steps"]
+        t.add_row("training passes (counted)", f"{s['forward_passes']:g} forward, {s['backward_passes']:g} backward "
+                                               f"in {steps} steps ({s['forward_passes'] / steps:.2f} + "
+                                               f"{s['backward_passes'] / steps:.2f} per step)")
     t.add_row("run directory", escape(str(run_dir)) if run_dir else "not saved (pass --out DIR)")
     return t
 
