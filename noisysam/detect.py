@@ -34,7 +34,7 @@ from noisysam.files import FileFormatError, NpzArrays, atomic_write, read_json, 
 from noisysam.metrics import noise_auroc
 from noisysam.noise import NoisyLabels, make as make_noise
 from noisysam.plot import plot_scores
-from noisysam.train import DYNAMICS_DIR, TrainConfig, dynamics_path, fingerprints, train
+from noisysam.train import DYNAMICS_DIR, Callback, TrainConfig, dynamics_path, fingerprints, train
 
 #: Scores from a run's dynamics; "cleanlab" is the K-fold source.
 DYNAMICS_SCORES = ("aum", "loss")
@@ -199,11 +199,12 @@ def check_kfold(k: Any, given: np.ndarray, num_classes: int) -> None:
                                f"{int(np.flatnonzero(counts == present.min())[0])} has {int(present.min())}")
 
 
-def kfold_probabilities(labels: NoisyLabels, dataset: ImageDataset, k: int, config: TrainConfig,
-                        out: Path) -> tuple[np.ndarray, np.ndarray]:
+def kfold_probabilities(labels: NoisyLabels, dataset: ImageDataset, k: int, config: TrainConfig, out: Path,
+                        callback: Optional[Callback] = None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted probabilities (n x K) over the whole training set and each row's fold: fold f's
     rows are predicted by the model trained (``config``, no validation split) on the other folds, in the run
-    directory ``out/fold_f`` (resumed if it is there)."""
+    directory ``out/fold_f`` (resumed if it is there); ``callback`` gets each fold's training events (as
+    :func:`noisysam.train.train`'s) with ``info["fold"]`` added."""
     folds = np.empty(len(labels), dtype=np.int64)
     split = StratifiedKFold(n_splits=k, shuffle=True, random_state=config.seed)
     for f, (_, held) in enumerate(split.split(np.zeros(len(labels)), labels.noisy)):
@@ -216,8 +217,9 @@ def kfold_probabilities(labels: NoisyLabels, dataset: ImageDataset, k: int, conf
         provenance = {key: v for key, v in labels.provenance.items() if key != "clean_sha256"}
         sub_labels = NoisyLabels(labels.noisy[rest], labels.clean[rest], labels.num_classes,
                                  {**provenance, "fold": f + 1, "folds": k})
+        tagged = None if callback is None else (lambda event, info, f=f: callback(event, {**info, "fold": f + 1}))
         result = train(config, dataset=sub, noise=sub_labels, out=str(out / f"fold_{f + 1}"), resume=True,
-                       val_fraction=0.0)
+                       val_fraction=0.0, callback=tagged)
         probs[held] = predict_probabilities(result.model, dataset.x_train[rest], dataset.x_train[held], config)
     return probs, folds
 
@@ -253,20 +255,21 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
 def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional[int] = None,
                       score: Optional[str] = None, config: Optional[TrainConfig] = None,
                       dataset: Optional[ImageDataset] = None, noise: Optional[NoisyLabels] = None,
-                      out: Union[str, Path, None] = None, **overrides: Any) -> Detection:
+                      out: Union[str, Path, None] = None, callback: Optional[Callback] = None,
+                      **overrides: Any) -> Detection:
     """Rank the training labels by how likely they are wrong and estimate the noise.
 
     Either ``run_dir`` (a finished or running run directory: scores from its dynamics, ``score`` "aum"
     (default) or "loss"), or ``kfold`` K: K-fold training with ``config`` (``overrides`` of its fields; SAM by
     default), ``dataset``/``noise`` as :func:`noisysam.train.train` takes them, out-of-fold probabilities to
     cleanlab; fold run directories go under ``out`` (required for K-fold). With ``out`` the table, summary and
-    plot are written there (for a run: default ``run_dir/detect``). Raises ValueError for bad input before
+    plot are written there (for a run: default ``run_dir/detect-<score>``). ``callback``: see :func:`kfold_probabilities`. Raises ValueError for bad input before
     writing anything."""
     _check((run_dir is None) != (kfold is None), "pass either run_dir (dynamics) or kfold (cleanlab), not both "
                                                  "or neither")
     if run_dir is not None:
         detection = dynamics_scores(run_dir, "aum" if score is None else score)
-        target = Path(run_dir) / "detect" if out is None else Path(out)
+        target = Path(run_dir) / f"detect-{detection.score_name}" if out is None else Path(out)
         with run_lock(target):
             detection.save(target)
         return detection
@@ -290,7 +293,7 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
                                     "differs in settings or inputs); choose another out")
         else:
             write_json(out / "detect.json", record)
-        probs, folds = kfold_probabilities(labels, data, int(kfold), dataclasses.replace(cfg, out=None), out)
+        probs, folds = kfold_probabilities(labels, data, int(kfold), dataclasses.replace(cfg, out=None), out, callback)
         atomic_write(out / "oof_probs.npz", lambda f: np.savez(f, probs=probs, folds=folds))
         detection = cleanlab_scores(labels, probs, dict(kind="kfold", kfold=int(kfold), method=cfg.method,
                                                         out=str(out)))
