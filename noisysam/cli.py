@@ -33,6 +33,7 @@ from rich.table import Table
 from noisysam import __version__
 from noisysam import config_file, table as grid
 from noisysam.data import find_data_file, load_dataset
+from noisysam.detect import DYNAMICS_SCORES, find_label_issues
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
@@ -613,6 +614,67 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
     console.print(t)
     if path:
         console.print(escape(f"labels file: {path}"), style="dim", soft_wrap=True)
+
+
+@cli.command("detect")
+@click.option("--from-run", "from_run", type=click.Path(file_okay=False),
+              help="Score the labels from this run directory's training dynamics (its dynamics/ files).")
+@click.option("--score", type=click.Choice(DYNAMICS_SCORES),
+              help="With --from-run: aum (minus the area under the margin, Pleiss et al. 2020) or loss (mean "
+                   "training loss) [default: aum].")
+@click.option("--kfold", type=int, help="Train K models, each on all folds but one (the training options below), "
+                                        "and hand their out-of-fold probabilities to cleanlab (confident learning).")
+@_options("method", "noise_rate", "seed", *_TRAINING)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Detection directory [--from-run: RUN_DIR/detect-<score>; --kfold: required].")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout and nothing else.")
+@_threads_option
+@click.pass_context
+def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[str], kfold: Optional[int],
+                   out: Optional[str], as_json: bool, threads: Optional[int], **_: Any) -> None:
+    """Rank the training labels by how likely they are wrong (issues.csv/json, higher score = more likely wrong),
+    estimate the noise rate and transition matrix (summary.json, beside the realised ones where the clean labels
+    are known), and plot the scores (scores.png)."""
+    _set_threads(threads)
+    if (from_run is None) == (kfold is None):
+        raise click.UsageError("give either --from-run RUN_DIR (training dynamics) or --kfold K (cleanlab)")
+    if kfold is not None and (score is not None or out is None):
+        raise click.UsageError("--kfold needs --out DIR and takes no --score (its score is cleanlab's)")
+    console = Console(stderr=as_json)
+    hint = f"interrupted; continue with the same command (the finished folds in {out} are kept)" if kfold else "interrupted"
+    with _user_errors(hint, _params_given(ctx)):
+        if from_run is not None:
+            detection = find_label_issues(from_run, score=score, out=out)
+        else:
+            config = dataclasses.replace(_DEFAULT, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING))
+            with RunProgress(console) as progress:
+                detection = find_label_issues(kfold=kfold, config=config, out=out, callback=progress)
+    summary = detection.summary()
+    if as_json:
+        click.echo(json.dumps(to_jsonable(summary), indent=2))
+        return
+    console.print(_detection_table(detection))
+    target = out or Path(from_run) / f"detect-{detection.score_name}"
+    console.print(escape(f"ranked table: {Path(target) / 'issues.csv'}; summary: {Path(target) / 'summary.json'}"),
+                  soft_wrap=True)
+
+
+def _detection_table(detection: Any) -> Table:
+    s = detection.summary()
+    t = Table(title=f"label issues ({s['score']}, {s['n']} labels)", show_header=False, box=box.SIMPLE)
+    t.add_row("flagged", f"{s['flagged']} ({_pct(s['flagged'] / s['n'])})")
+    t.add_row("estimated noise rate", _pct(s["estimated_rate"]))
+    truth = s["truth"]
+    if truth is None:
+        t.add_row("realised noise rate", "unknown (no clean labels)")
+    else:
+        t.add_row("realised noise rate", _pct(truth["realised_rate"]))
+        t.add_row("AUROC", f"{truth['auroc']:.3f}")
+        t.add_row("precision / recall at the realised rate",
+                  f"{_pct(truth['precision_at_realised'])} / {_pct(truth['recall_at_realised'])}")
+    top = ", ".join(f"{r['index']} ({r['given']}->{r['suggested']})" for r in detection.ranked()[:5])
+    t.add_row("most likely wrong (given->suggested)", top)
+    return t
 
 
 @cli.command("info")
