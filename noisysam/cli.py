@@ -33,7 +33,7 @@ from rich.table import Table
 from noisysam import __version__
 from noisysam import config_file, table as grid
 from noisysam.data import find_data_file, load_dataset
-from noisysam.detect import DYNAMICS_SCORES, find_label_issues
+from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
@@ -403,9 +403,16 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 @_tensorboard_option
 @_config_option()
 @click.option("--print-config", is_flag=True, help="Print the resolved options as TOML for --config, and exit.")
+@click.option("--labels-from", "labels_from", type=click.Path(file_okay=False),
+              help="Retrain on the labels of a `noisysam detect` directory, cleaned as --mode says (instead of "
+                   "--noise); config.json records the detection, its score and how many labels changed.")
+@click.option("--mode", "clean_mode", type=click.Choice(CLEAN_MODES), default="relabel", show_default=True,
+              help="With --labels-from: drop the flagged samples from the training set, or relabel them with the "
+                   "suggested label.")
 @click.pass_context
 def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
-                  threads: Optional[int], tensorboard: bool, print_config: bool, **_: Any) -> None:
+                  threads: Optional[int], tensorboard: bool, print_config: bool, labels_from: Optional[str],
+                  clean_mode: str, **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
     if resume and not out:
@@ -423,8 +430,12 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
             header = "noisysam train --config FILE reads this; options given on the command line override it."
             click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
             return
+        data = {}
+        if labels_from:
+            given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
+            data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
         with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
-            result = train(config, callback=chain(progress, logger))
+            result = train(config, callback=chain(progress, logger), **data)
         if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
             log_finished_run(out)
     if as_json:

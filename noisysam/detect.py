@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,9 @@ from noisysam.train import DYNAMICS_DIR, Callback, TrainConfig, dynamics_path, f
 #: Scores from a run's dynamics; "cleanlab" is the K-fold source.
 DYNAMICS_SCORES = ("aum", "loss")
 SCORES = DYNAMICS_SCORES + ("cleanlab",)
-OUTPUT_FILES = ("issues.csv", "issues.json", "summary.json")
+OUTPUT_FILES = ("issues.csv", "issues.json", "summary.json", "labels.npz")
+#: How :func:`cleaned` acts on the flagged labels.
+CLEAN_MODES = ("drop", "relabel")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -99,8 +102,10 @@ class Detection:
                     truth=self.evaluation())
 
     def save(self, out: Union[str, Path]) -> None:
-        """issues.csv, issues.json (the ranked table), summary.json, scores.png (with matplotlib); atomic."""
+        """issues.csv, issues.json (the ranked table), summary.json, labels.npz (the labels scored), scores.png
+        (with matplotlib); each atomic."""
         out = Path(out)
+        self.labels.save(out / "labels.npz")
         rows = self.ranked()
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(rows[0]))
@@ -275,6 +280,7 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
         return detection
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
+    _cleanlab()  # before any fold trains
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
     data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
     labels = noise if noise is not None else (
@@ -299,3 +305,50 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
                                                         out=str(out)))
         detection.save(out)
     return detection
+
+
+# ------------------------------------------------------------------------------------- acting on it
+
+def cleaned(detect_dir: Union[str, Path], mode: str, dataset: ImageDataset) -> tuple[ImageDataset, NoisyLabels]:
+    """The training set and labels to retrain on after detection ``detect_dir`` (for :func:`noisysam.train.train`).
+
+    ``relabel``: each flagged label becomes its suggested label (the dataset as it is). ``drop``: the flagged
+    samples leave the training set (a subset of ``dataset``, whose validation split is then drawn from the
+    kept samples; the test set is unchanged). The labels' provenance records the detection directory, its
+    score and how many labels were dropped or relabelled (config.json's ``noise`` of the run)."""
+    _check(mode in CLEAN_MODES, f"mode must be one of {list(CLEAN_MODES)}, got {mode!r}")
+    detect_dir = Path(detect_dir)
+    _check((detect_dir / "issues.json").is_file() and (detect_dir / "labels.npz").is_file(),
+           f"{str(detect_dir)!r} is not a detection directory (issues.json and labels.npz from noisysam detect)")
+    labels = NoisyLabels.load(detect_dir / "labels.npz", num_classes=dataset.num_classes, n=len(dataset.y_train))
+    _check(np.array_equal(labels.clean, dataset.y_train), f"detection {str(detect_dir)!r} was made on another "
+                                                          "dataset: its clean labels differ from this dataset's")
+    rows = read_json(detect_dir / "issues.json", what="detection table")
+    _check(isinstance(rows, list) and all(isinstance(r, dict) and {"index", "suggested", "flagged"} <= set(r)
+                                          for r in rows), f"{str(detect_dir / 'issues.json')!r} is not a detection table")
+    flagged = [r for r in rows if r["flagged"]]
+    index = np.array([r["index"] for r in flagged], dtype=np.int64)
+    suggested = np.array([r["suggested"] for r in flagged], dtype=np.int64)
+    _check(bool(np.all((index >= 0) & (index < len(labels)))) and bool(np.all((suggested >= 0) & (suggested < labels.num_classes))),
+           f"{str(detect_dir / 'issues.json')!r} names rows or labels outside this dataset")
+    summary = read_json(detect_dir / "summary.json", what="detection summary")
+    provenance = {k: v for k, v in labels.provenance.items() if k != "clean_sha256"}
+    provenance.update(kind="cleaned", nominal_rate=None, detection=dict(dir=str(detect_dir), score=summary.get("score"),
+                                                     source=summary.get("source"), mode=mode,
+                                                     flagged=int(index.size), of_labels=len(labels),
+                                                     original_kind=labels.provenance.get("kind")))
+    if mode == "relabel":
+        noisy = labels.noisy.copy()
+        noisy[index] = suggested
+        provenance["detection"]["relabelled"] = int(np.sum(labels.noisy[index] != suggested))
+        return dataset, NoisyLabels(noisy, labels.clean, labels.num_classes, provenance)
+    keep = np.setdiff1d(np.arange(len(labels)), index)
+    _check(keep.size > 0, f"detection {str(detect_dir)!r} flags every label: nothing left to train on")
+    provenance["detection"].update(dropped=int(index.size), kept_rows_sha256=_rows_hash(keep))
+    subset = ImageDataset(f"{dataset.name}-dropped", dataset.x_train[keep], dataset.y_train[keep], dataset.x_test,
+                          dataset.y_test, dataset.classes)
+    return subset, NoisyLabels(labels.noisy[keep], labels.clean[keep], labels.num_classes, provenance)
+
+
+def _rows_hash(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()

@@ -5,20 +5,21 @@ Tiny data (conftest's tiny_npz: 200 random 16x16 training images, 10 classes), a
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import noisysam
 from noisysam import ImageDataset, train
-from noisysam.detect import find_label_issues
+from noisysam.cli import cli
+from noisysam.detect import cleaned, find_label_issues
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
-
-cleanlab = pytest.importorskip("cleanlab")
 
 N_TRAIN = 200
 RUN = dict(model="cnn", model_params={"width": 4}, epochs=3, batch_size=64, amp="none", noise_rate=0.4,
@@ -47,6 +48,7 @@ def run(tiny, tmp_path_factory, one_thread_module):
 
 @pytest.fixture(scope="module")
 def kfold(tiny, tmp_path_factory, one_thread_module):
+    pytest.importorskip("cleanlab")
     out = tmp_path_factory.mktemp("kfold") / "detect"
     return find_label_issues(kfold=2, dataset=tiny, out=out, method="sgd", **RUN), out
 
@@ -126,6 +128,9 @@ def test_truth_metrics_agree_with_sklearn(run):
 
 
 def test_kfold_probabilities_are_out_of_fold_and_go_to_cleanlab_unchanged(kfold, tiny, monkeypatch):
+    import cleanlab.count
+    import cleanlab.filter
+
     det, out = kfold
     saved = np.load(out / "oof_probs.npz")
     probs, folds = saved["probs"], saved["folds"]
@@ -224,3 +229,81 @@ def test_bad_run_input_is_refused(run, tmp_path):
     with pytest.raises(ValueError, match="either run_dir"):
         find_label_issues(run.run_dir, kfold=2)
     assert sorted(os.listdir(tmp_path)) == ["bare"]
+
+
+def test_cleaned_labels_relabel_and_drop_train_on_exactly_the_intended_labels(kfold, tiny, tmp_path):
+    det, out = kfold
+    table = json.loads((out / "issues.json").read_text())
+    flagged = sorted((r["index"], r["suggested"]) for r in table if r["flagged"])
+    rows = np.array([i for i, _ in flagged])
+    given = det.labels.noisy
+    one = {**RUN, "epochs": 1, "method": "sgd"}
+
+    data, labels = cleaned(out, "relabel", tiny)
+    relabelled = given.copy()
+    relabelled[rows] = [s for _, s in flagged]
+    result = train(dataset=data, noise=labels, out=str(tmp_path / "relabel"), **one)
+    assert np.array_equal(NoisyLabels.load(tmp_path / "relabel" / "noisy_labels.npz").noisy, relabelled)
+    record = json.loads((tmp_path / "relabel" / "config.json").read_text())["noise"]["detection"]
+    assert record["dir"] == str(out) and record["score"] == "cleanlab" and record["mode"] == "relabel"
+    assert record["flagged"] == len(rows) and record["relabelled"] == int(np.sum(relabelled != given))
+    assert result.noisy_labels.rate == pytest.approx(np.mean(relabelled != tiny.y_train))
+
+    data, labels = cleaned(out, "drop", tiny)
+    keep = np.array([i for i in range(N_TRAIN) if i not in set(rows.tolist())])
+    train(dataset=data, noise=labels, out=str(tmp_path / "drop"), **one)
+    saved = NoisyLabels.load(tmp_path / "drop" / "noisy_labels.npz")
+    assert np.array_equal(saved.noisy, given[keep]) and np.array_equal(saved.clean, tiny.y_train[keep])
+    assert np.array_equal(data.x_train, tiny.x_train[keep]) and np.array_equal(data.x_test, tiny.x_test)
+    config = json.loads((tmp_path / "drop" / "config.json").read_text())
+    assert config["train_rows"] + config["val_rows"] == keep.size
+    assert config["noise"]["detection"]["dropped"] == len(rows)
+
+    with pytest.raises(ValueError, match="mode must be one of \\['drop', 'relabel'\\], got 'keep'"):
+        cleaned(out, "keep", tiny)
+    with pytest.raises(ValueError, match="is not a detection directory"):
+        cleaned(tmp_path, "drop", tiny)
+
+
+def cli_run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_path):
+    result = cli_run("detect", "--from-run", run.run_dir, "--score", "loss", "--out", tmp_path / "d", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    expected = find_label_issues(run.run_dir, score="loss", out=tmp_path / "api")
+    assert summary == json.loads((tmp_path / "api" / "summary.json").read_text())
+    assert summary["flagged"] == int(expected.flagged.sum())
+    assert (tmp_path / "d" / "issues.csv").read_text() == (tmp_path / "api" / "issues.csv").read_text()
+    result = cli_run("train", "--dataset", tiny_npz, "--model", "cnn", "--model-param", "width=4", "--epochs", 1,
+                     "--amp", "none", "--method", "sgd", "--labels-from", tmp_path / "d", "--mode", "drop",
+                     "--out", tmp_path / "drop", "--no-plot")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "drop" / "config.json").read_text())
+    dropped = int(expected.flagged.sum())
+    assert config["noise"]["detection"]["dropped"] == dropped
+    assert config["train_rows"] + config["val_rows"] == N_TRAIN - dropped
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kfold", 2], "--kfold needs --out DIR"),
+    (["--kfold", 30, "--out", "{tmp}/d"], "kfold 30 needs at least 30 samples of every class"),
+    (["--from-run", "{tmp}"], "has no training dynamics"),
+    (["--from-run", "{tmp}", "--kfold", 2], "give either --from-run RUN_DIR"),
+    (["--from-run", "{tmp}", "--score", "cleanlab"], "Invalid value for '--score'"),
+])
+def test_cli_detect_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["detect", "--dataset", tiny_npz, *[str(a).format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_kfold_without_cleanlab_is_one_line(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # import cleanlab now raises ImportError
+    with pytest.raises(ValueError, match="^cleanlab is not installed: pip install 'noisysam\\[cleanlab\\]'$"):
+        find_label_issues(kfold=2, dataset=tiny, out=tmp_path / "d", method="sgd", **RUN)
+    assert os.listdir(tmp_path) == []
