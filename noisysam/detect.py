@@ -259,7 +259,7 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
 
 def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional[int] = None,
                       score: Optional[str] = None, config: Optional[TrainConfig] = None,
-                      dataset: Optional[ImageDataset] = None, noise: Optional[NoisyLabels] = None,
+                      dataset: Union[str, ImageDataset, None] = None, noise: Union[str, NoisyLabels, None] = None,
                       out: Union[str, Path, None] = None, callback: Optional[Callback] = None,
                       **overrides: Any) -> Detection:
     """Rank the training labels by how likely they are wrong and estimate the noise.
@@ -267,9 +267,9 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     Either ``run_dir`` (a finished or running run directory: scores from its dynamics, ``score`` "aum"
     (default) or "loss"), or ``kfold`` K: K-fold training with ``config`` (``overrides`` of its fields; SAM by
     default), ``dataset``/``noise`` as :func:`noisysam.train.train` takes them, out-of-fold probabilities to
-    cleanlab; fold run directories go under ``out`` (required for K-fold). With ``out`` the table, summary and
-    plot are written there (for a run: default ``run_dir/detect-<score>``). ``callback``: see :func:`kfold_probabilities`. Raises ValueError for bad input before
-    writing anything."""
+    cleanlab; fold run directories go under ``out`` (required for K-fold). The table, summary and plot are
+    written to ``out`` (for a run: default ``run_dir/detect-<score>``). ``callback``: see
+    :func:`kfold_probabilities`. Raises ValueError for bad input before writing anything."""
     _check((run_dir is None) != (kfold is None), "pass either run_dir (dynamics) or kfold (cleanlab), not both "
                                                  "or neither")
     if run_dir is not None:
@@ -281,6 +281,10 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
     _cleanlab()  # before any fold trains
+    for name, value in (("dataset", dataset), ("noise", noise)):
+        if isinstance(value, str):  # a name, as train() takes it: a config field
+            overrides[name] = value
+    dataset, noise = (None if isinstance(v, str) else v for v in (dataset, noise))
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
     data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
     labels = noise if noise is not None else (

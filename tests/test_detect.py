@@ -198,6 +198,7 @@ def _few(tiny, per_class):
 
 @pytest.mark.parametrize("case, match", [
     ("too few per class", "kfold 3 needs at least 3 samples of every class, but class 1 has 2"),
+    ("noise by name", "kfold 3 needs at least 3 samples of every class, but class 1 has 2"),
     ("one class", "at least 2 classes among the labels, got 1"),
     ("k=1", "kfold must be an integer >= 2, got 1"),
     ("score", "score must be 'cleanlab' for kfold detection"),
@@ -206,6 +207,8 @@ def test_bad_kfold_input_is_refused_before_anything_is_written(tiny, tmp_path, c
     kwargs = dict(kfold=3, dataset=tiny, noise=None)
     if case == "too few per class":
         kwargs["dataset"] = _few(tiny, [5, 2, 5])
+    elif case == "noise by name":  # a noise kind by name, as train() takes it (noise "none": labels stay clean)
+        kwargs.update(dataset=_few(tiny, [5, 2, 5]), noise="none")
     elif case == "one class":
         d = _few(tiny, [6])
         kwargs.update(dataset=d, noise=NoisyLabels(d.y_train, d.y_train, 10))
