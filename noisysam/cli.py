@@ -419,6 +419,8 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     if tensorboard and not out and not print_config:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
+    if labels_from and {"noise", "noise_rate"} & set(_given(ctx, ("noise", "noise_rate"))):
+        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
     console = Console(stderr=as_json)
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")

@@ -310,3 +310,13 @@ def test_kfold_without_cleanlab_is_one_line(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="^cleanlab is not installed: pip install 'noisysam\\[cleanlab\\]'$"):
         find_label_issues(kfold=2, dataset=tiny, out=tmp_path / "d", method="sgd", **RUN)
     assert os.listdir(tmp_path) == []
+
+
+def test_cli_labels_from_refuses_noise_options_and_a_non_detection_directory(tiny_npz, tmp_path):
+    for extra, message in ((["--noise-rate", "0.2"], "it takes no --noise or --noise-rate"),
+                           ([], "is not a detection directory")):
+        result = CliRunner().invoke(cli, ["train", "--dataset", tiny_npz, "--labels-from", str(tmp_path), *extra,
+                                          "--out", str(tmp_path / "run")])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+        assert os.listdir(tmp_path) == []

@@ -554,14 +554,14 @@ def test_non_empty_out_without_resume_is_refused(tiny, tmp_path):
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
-def test_resume_with_a_different_config_is_refused_naming_the_field(reference, tiny, tmp_path):
+def test_resume_with_a_different_config_is_refused_naming_the_field(reference, tiny, tmp_path, snapshot):
     source = reference("sgd").run_dir
     out = tmp_path / "run"
     shutil.copytree(source, out)
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    before = snapshot(out)
     with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
         train(dataset=tiny, out=str(out), resume=True, **{**RUN, "lr": 0.01, "method": "sgd"})
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert snapshot(out) == before
 
 
 def test_resume_from_another_data_folder_is_accepted(reference, tiny, tmp_path):
@@ -806,7 +806,7 @@ def test_one_channel_data_trains_end_to_end(tiny, tmp_path):
     result = train(dataset=gray, method="sam", out=str(tmp_path / "run"), **{**RUN, "epochs": 1})
     stem = next(m for m in result.model.modules() if isinstance(m, nn.Conv2d))
     assert stem.in_channels == 1
-    assert sorted(os.listdir(tmp_path / "run")) == sorted(RUN_FILES)
+    assert sorted(os.listdir(tmp_path / "run")) == sorted((*RUN_FILES, DYNAMICS_DIR))
     # The reported accuracy is the model's on the one-channel test images.
     rows = train_rows()
     norm = Loader(gray.x_train[rows], gray.y_train[rows], batch_size=64)  # statistics of the training split
