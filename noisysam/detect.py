@@ -249,7 +249,7 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
     quality = cl.rank.get_label_quality_scores(given, probs, method="self_confidence")
     joint = cl.count.estimate_joint(given, probs)  # joint[given, true]
     true_mass = joint.sum(axis=0, keepdims=True)
-    k = labels.num_classes
+    k = probs.shape[1]
     transition = np.where(true_mass.T > 0, (joint / np.maximum(true_mass, 1e-300)).T, np.eye(k))
     return Detection("cleanlab", np.arange(len(labels)), given, probs.argmax(1), 1.0 - quality, np.asarray(flagged),
                      float(1.0 - np.trace(joint)), transition, labels, source)
