@@ -34,8 +34,8 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json, run_lock,
-                            save_checkpoint, write_json, write_jsonl)
+from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
+                            run_lock, save_checkpoint, write_json, write_jsonl)
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
