@@ -31,6 +31,7 @@ from noisysam.models import MODELS, get_model
 from noisysam.methods import METHODS, get_method, register_method
 from noisysam.train import TrainConfig, TrainResult, TrainingDiverged, train
 from noisysam.files import RunDirectoryBusy
+from noisysam.detect import Detection, find_label_issues
 
 __all__ = [
     "SAM", "disable_running_stats", "sam_step",
@@ -39,4 +40,5 @@ __all__ = [
     "MODELS", "get_model", "METHODS", "get_method", "register_method",
     "TrainConfig", "TrainResult", "TrainingDiverged", "train",
     "RunDirectoryBusy",
+    "Detection", "find_label_issues",
 ]

@@ -33,6 +33,7 @@ from rich.table import Table
 from noisysam import __version__, config_file, executors
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
+from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
@@ -484,15 +485,24 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 @_tensorboard_option
 @_config_option()
 @click.option("--print-config", is_flag=True, help="Print the resolved options as TOML for --config, and exit.")
+@click.option("--labels-from", "labels_from", type=click.Path(file_okay=False),
+              help="Retrain on the labels of a `noisysam detect` directory, cleaned as --mode says (instead of "
+                   "--noise); config.json records the detection, its score and how many labels changed.")
+@click.option("--mode", "clean_mode", type=click.Choice(CLEAN_MODES), default="relabel", show_default=True,
+              help="With --labels-from: drop the flagged samples from the training set, or relabel them with the "
+                   "suggested label.")
 @click.pass_context
 def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
-                  threads: Optional[int], tensorboard: bool, print_config: bool, **_: Any) -> None:
+                  threads: Optional[int], tensorboard: bool, print_config: bool, labels_from: Optional[str],
+                  clean_mode: str, **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
     if resume and not out:
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     if tensorboard and not out and not print_config:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
+    if labels_from and {"noise", "noise_rate"} & set(_given(ctx, ("noise", "noise_rate"))):
+        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
     console = Console(stderr=as_json)
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
@@ -504,8 +514,12 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
             header = "noisysam train --config FILE reads this; options given on the command line override it."
             click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
             return
+        data = {}
+        if labels_from:
+            given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
+            data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
         with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
-            result = train(config, callback=chain(progress, logger))
+            result = train(config, callback=chain(progress, logger), **data)
         if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
             log_finished_run(out)
     if as_json:
@@ -739,6 +753,67 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
     console.print(t)
     if path:
         console.print(escape(f"labels file: {path}"), style="dim", soft_wrap=True)
+
+
+@cli.command("detect")
+@click.option("--from-run", "from_run", type=click.Path(file_okay=False),
+              help="Score the labels from this run directory's training dynamics (its dynamics/ files).")
+@click.option("--score", type=click.Choice(DYNAMICS_SCORES),
+              help="With --from-run: aum (minus the area under the margin, Pleiss et al. 2020) or loss (mean "
+                   "training loss) [default: aum].")
+@click.option("--kfold", type=int, help="Train K models, each on all folds but one (the training options below), "
+                                        "and hand their out-of-fold probabilities to cleanlab (confident learning).")
+@_options("method", "noise_rate", "seed", *_TRAINING)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Detection directory [--from-run: RUN_DIR/detect-<score>; --kfold: required].")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout and nothing else.")
+@_threads_option
+@click.pass_context
+def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[str], kfold: Optional[int],
+                   out: Optional[str], as_json: bool, threads: Optional[int], **_: Any) -> None:
+    """Rank the training labels by how likely they are wrong (issues.csv/json, higher score = more likely wrong),
+    estimate the noise rate and transition matrix (summary.json, beside the realised ones where the clean labels
+    are known), and plot the scores (scores.png)."""
+    _set_threads(threads)
+    if (from_run is None) == (kfold is None):
+        raise click.UsageError("give either --from-run RUN_DIR (training dynamics) or --kfold K (cleanlab)")
+    if kfold is not None and (score is not None or out is None):
+        raise click.UsageError("--kfold needs --out DIR and takes no --score (its score is cleanlab's)")
+    console = Console(stderr=as_json)
+    hint = f"interrupted; continue with the same command (the finished folds in {out} are kept)" if kfold else "interrupted"
+    with _user_errors(hint):
+        if from_run is not None:
+            detection = find_label_issues(from_run, score=score, out=out)
+        else:
+            config = dataclasses.replace(_DEFAULT, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING))
+            with RunProgress(console) as progress:
+                detection = find_label_issues(kfold=kfold, config=config, out=out, callback=progress)
+    summary = detection.summary()
+    if as_json:
+        click.echo(json.dumps(to_jsonable(summary), indent=2))
+        return
+    console.print(_detection_table(detection))
+    target = out or Path(from_run) / f"detect-{detection.score_name}"
+    console.print(escape(f"ranked table: {Path(target) / 'issues.csv'}; summary: {Path(target) / 'summary.json'}"),
+                  soft_wrap=True)
+
+
+def _detection_table(detection: Any) -> Table:
+    s = detection.summary()
+    t = Table(title=f"label issues ({s['score']}, {s['n']} labels)", show_header=False, box=box.SIMPLE)
+    t.add_row("flagged", f"{s['flagged']} ({_pct(s['flagged'] / s['n'])})")
+    t.add_row("estimated noise rate", _pct(s["estimated_rate"]))
+    truth = s["truth"]
+    if truth is None:
+        t.add_row("realised noise rate", "unknown (no clean labels)")
+    else:
+        t.add_row("realised noise rate", _pct(truth["realised_rate"]))
+        t.add_row("AUROC", f"{truth['auroc']:.3f}")
+        t.add_row("precision / recall at the realised rate",
+                  f"{_pct(truth['precision_at_realised'])} / {_pct(truth['recall_at_realised'])}")
+    top = ", ".join(f"{r['index']} ({r['given']}->{r['suggested']})" for r in detection.ranked()[:5])
+    t.add_row("most likely wrong (given->suggested)", top)
+    return t
 
 
 @cli.command("info")

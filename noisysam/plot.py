@@ -95,3 +95,21 @@ def table_figure(rows: list[dict]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     return fig
+
+
+def plot_scores(detection, path: Union[str, Path]) -> Path:
+    """Histogram of a :class:`noisysam.detect.Detection`'s scores: clean against wrong labels where the truth
+    is known, all samples otherwise."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    truth = detection.is_noisy
+    groups = [("all labels", detection.score)] if truth is None else [
+        ("clean labels", detection.score[~truth]), ("wrong labels", detection.score[truth])]
+    for name, values in groups:
+        ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({values.size})")
+    ax.set_xlabel(f"{detection.score_name} score (higher = more likely wrong)")
+    ax.set_ylabel("samples")
+    ax.legend()
+    return _save(fig, Path(path))

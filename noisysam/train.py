@@ -38,8 +38,8 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
-from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, load_checkpoint, read_json, run_lock,
-                            save_checkpoint, write_json, write_jsonl)
+from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
+                            run_lock, save_checkpoint, write_json, write_jsonl)
 from noisysam.methods import METHOD_PARAMS, METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
@@ -317,17 +317,27 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-@torch.no_grad()
 def predict(model: nn.Module, loader: Loader, dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted class and per-sample cross-entropy against the loader's labels, in loader order (CPU)."""
+    pred, loss, _ = predict_margins(model, loader, dtype)
+    return pred, loss
+
+
+@torch.no_grad()
+def predict_margins(model: nn.Module, loader: Loader,
+                    dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`predict` and each sample's margin: the logit of its label minus the largest other logit
+    (Pleiss et al., arXiv 2001.10528, Eq. 1), in loader order (CPU)."""
     model.eval()
-    preds, losses = [], []
+    preds, losses, margins = [], [], []
     for x, y, _ in loader:
         with _autocast(x.device, dtype):
             logits = model(x).float()
         preds.append(logits.argmax(1))
         losses.append(nn.functional.cross_entropy(logits, y, reduction="none"))
-    return torch.cat(preds).cpu(), torch.cat(losses).cpu()
+        given = logits.gather(1, y[:, None])[:, 0]
+        margins.append(given - logits.scatter(1, y[:, None], -math.inf).amax(1))
+    return torch.cat(preds).cpu(), torch.cat(losses).cpu(), torch.cat(margins).cpu()
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -470,7 +480,7 @@ class _Run:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
         None when the model's outputs are no longer finite (diverged)."""
         labels = self.labels
-        pred, loss = predict(self.model, self.eval_train, self.dtype)
+        pred, loss, margin = predict_margins(self.model, self.eval_train, self.dtype)
         if not torch.isfinite(loss).all():
             return None
         noisy, clean = labels.noisy[self.train_idx], labels.clean[self.train_idx]
@@ -489,6 +499,7 @@ class _Run:
             val_pred, _ = predict(self.model, self.eval_val, self.dtype)
             record["val_accuracy"] = accuracy(val_pred, self.eval_val.labels.cpu())
         self._train_pred = pred.numpy()
+        self.dynamics = dict(margin=margin.numpy(), loss=loss.numpy(), pred=self._train_pred.astype(np.int16))
         return record
 
     def nonfinite(self) -> list[str]:
@@ -734,6 +745,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                                              torch_version=torch.__version__, device=str(run.device),
                                              train_rows=len(run.train_idx), val_rows=len(run.val_idx)))
         labels.save(out / "noisy_labels.npz")
+        save_dynamics(out, 0, 0, dict(rows=run.train_idx))
     if callback:
         callback("start", dict(stages=run.stages, epochs=cfg.epochs, batches=len(run.loader), config=cfg,
                                stage=start_stage, epoch=start_epoch, history=list(run.history)))
@@ -764,6 +776,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                 run.stage1 = dict(test_accuracy=last["test_accuracy"], memorisation=last["memorisation"],
                                   relabel_accuracy=accuracy(run.relabels, labels.clean[run.train_idx]))
             if out is not None:
+                save_dynamics(out, stage, epoch + 1, run.dynamics)  # before the checkpoint: a resume redoes it
                 write_jsonl(out / "metrics.jsonl", run.history)
                 if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
                     run.build(2, run.relabels)
@@ -779,6 +792,25 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
     if callback:
         callback("end", summary)
     return TrainResult(summary, run.history, run.model, labels, out)
+
+
+#: Per-epoch training dynamics of a run directory (see :func:`save_dynamics`).
+DYNAMICS_DIR = "dynamics"
+
+
+def dynamics_path(out: Union[str, Path], stage: int, epoch: int) -> Path:
+    """Where :func:`save_dynamics` puts ``stage``/``epoch`` (stage 0: the training split's row indices)."""
+    name = "rows.npz" if stage == 0 else f"stage{stage}_epoch_{epoch:03d}.npz"
+    return Path(out) / DYNAMICS_DIR / name
+
+
+def save_dynamics(out: Path, stage: int, epoch: int, arrays: dict) -> None:
+    """One small .npz per epoch: each training-split sample's margin and loss against its given (noisy) label
+    (float16) and predicted class, in the order of ``rows.npz`` (the split's rows in the training set), for
+    label-issue scores such as the area under the margin (Pleiss et al., arXiv 2001.10528). Atomic; a resumed
+    epoch overwrites its file, so there is one per finished epoch."""
+    cast = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+    atomic_write(dynamics_path(out, stage, epoch), lambda f: np.savez(f, **cast))
 
 
 def _stage_labels(run: _Run, stage: int) -> np.ndarray:

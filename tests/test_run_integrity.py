@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from noisysam import __version__
 from noisysam.cli import cli
 from noisysam.files import LOCK_NAME, read_json, write_json
-from noisysam.train import RUN_FILES, train
+from noisysam.train import DYNAMICS_DIR, RUN_FILES, train
 
 TINY = ["--method", "sgd", "--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none",
         "--no-plot"]
@@ -96,7 +96,7 @@ def test_a_second_writer_exits_2_naming_the_holder_and_a_killed_holder_frees_the
     r = run("train", "--out", out, "--resume", "--json", "--no-plot")
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+    assert sorted(os.listdir(out)) == sorted((*RUN_FILES, DYNAMICS_DIR))
 
 
 # ----------------------------------------------------------------------------- what a resume checks

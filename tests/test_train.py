@@ -25,8 +25,8 @@ from noisysam.data import ImageDataset, Loader
 from noisysam.files import LOCK_NAME, RunDirectoryBusy, atomic_write, read_json, write_json
 from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
 from noisysam.noise import NoisyLabels, symmetric
-from noisysam.train import (PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, build_method, method_radius,
-                            predict, train)
+from noisysam.train import (DYNAMICS_DIR, PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, build_method,
+                            method_radius, predict, train)
 
 N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
 # 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
@@ -98,7 +98,7 @@ def train_split_predictions(result, dataset, seed=0):
 def test_run_directory_is_complete_and_result_agrees_with_metrics(reference, tiny, method, stages):
     result = reference(method)
     out = result.run_dir
-    assert sorted(os.listdir(out)) == sorted(RUN_FILES)  # and no temp files left behind
+    assert sorted(os.listdir(out)) == sorted((*RUN_FILES, DYNAMICS_DIR))  # and no temp files left behind
 
     config = read_json(out / "config.json")["config"]
     assert config["method"] == method and config["epochs"] == 3 and config["seed"] == 0
@@ -178,7 +178,13 @@ def test_resume_after_interruption_gives_the_same_weights_and_history(reference,
     assert canonical(result.history) == canonical(expected.history)
     assert canonical(read_jsonl(out / "metrics.jsonl")) == canonical(read_jsonl(expected.run_dir / "metrics.jsonl"))
     assert canonical(result.summary) == canonical(expected.summary)
-    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+    assert sorted(os.listdir(out)) == sorted((*RUN_FILES, DYNAMICS_DIR))
+    # One dynamics file per epoch (a re-run epoch overwrote its own), each as in the uninterrupted run.
+    files = sorted(os.listdir(out / DYNAMICS_DIR))
+    assert files == sorted(os.listdir(expected.run_dir / DYNAMICS_DIR))
+    for name in files:
+        with np.load(out / DYNAMICS_DIR / name) as got, np.load(expected.run_dir / DYNAMICS_DIR / name) as want:
+            assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in got)
 
     # A finished run resumed again trains nothing and returns the same model.
     batches = []
@@ -548,14 +554,14 @@ def test_non_empty_out_without_resume_is_refused(tiny, tmp_path):
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
-def test_resume_with_a_different_config_is_refused_naming_the_field(reference, tiny, tmp_path):
+def test_resume_with_a_different_config_is_refused_naming_the_field(reference, tiny, tmp_path, snapshot):
     source = reference("sgd").run_dir
     out = tmp_path / "run"
     shutil.copytree(source, out)
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    before = snapshot(out)
     with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
         train(dataset=tiny, out=str(out), resume=True, **{**RUN, "lr": 0.01, "method": "sgd"})
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert snapshot(out) == before
 
 
 def test_resume_from_another_data_folder_is_accepted(reference, tiny, tmp_path):
@@ -590,7 +596,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holders_lock_
     assert (out / LOCK_NAME).exists()
     result = train(dataset=tiny, out=str(out), resume=True, **{**RUN, "method": "sgd"})
     assert result.summary == saved
-    assert sorted(os.listdir(out)) == sorted(RUN_FILES)  # the stale lock file taken over, then removed
+    assert sorted(os.listdir(out)) == sorted((*RUN_FILES, DYNAMICS_DIR))  # the stale lock file taken over, then removed
 
 
 def test_the_lock_is_held_from_start_to_end_of_a_run(tiny, tmp_path):
@@ -607,7 +613,7 @@ def test_the_lock_is_held_from_start_to_end_of_a_run(tiny, tmp_path):
     events = [event for event, _ in refusals]
     assert events[0] == "start" and events[-1] == "end" and "epoch" in events and "batch" in events
     assert all(f"pid {os.getpid()}" in message for _, message in refusals)
-    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+    assert sorted(os.listdir(out)) == sorted((*RUN_FILES, DYNAMICS_DIR))
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -619,7 +625,7 @@ def test_run_files_honour_the_umask(tiny, tmp_path, umask):
     finally:
         os.umask(old)
     modes = {name: stat.S_IMODE(os.stat(tmp_path / "run" / name).st_mode) for name in os.listdir(tmp_path / "run")}
-    assert modes == {name: 0o666 & ~umask for name in (*RUN_FILES, "other.txt")}
+    assert modes == {**{name: 0o666 & ~umask for name in (*RUN_FILES, "other.txt")}, DYNAMICS_DIR: 0o777 & ~umask}
 
 
 # ---------------------------------------------------------------------- what a resume checks
@@ -800,7 +806,7 @@ def test_one_channel_data_trains_end_to_end(tiny, tmp_path):
     result = train(dataset=gray, method="sam", out=str(tmp_path / "run"), **{**RUN, "epochs": 1})
     stem = next(m for m in result.model.modules() if isinstance(m, nn.Conv2d))
     assert stem.in_channels == 1
-    assert sorted(os.listdir(tmp_path / "run")) == sorted(RUN_FILES)
+    assert sorted(os.listdir(tmp_path / "run")) == sorted((*RUN_FILES, DYNAMICS_DIR))
     # The reported accuracy is the model's on the one-channel test images.
     rows = train_rows()
     norm = Loader(gray.x_train[rows], gray.y_train[rows], batch_size=64)  # statistics of the training split

@@ -1,0 +1,322 @@
+"""Label-issue detection (noisysam.detect): dynamics recorded by train(), AUM and loss scores, K-fold
+out-of-fold probabilities handed to cleanlab, the ranked table, the truth-based evaluation, resume, bad input.
+
+Tiny data (conftest's tiny_npz: 200 random 16x16 training images, 10 classes), a width-4 CNN, 3 epochs, K = 2."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+import noisysam
+from noisysam import ImageDataset, train
+from noisysam.cli import cli
+from noisysam.detect import cleaned, find_label_issues
+from noisysam.models import get_model
+from noisysam.noise import NoisyLabels, symmetric
+from noisysam.train import DYNAMICS_DIR, _split
+
+N_TRAIN = 200
+RUN = dict(model="cnn", model_params={"width": 4}, epochs=3, batch_size=64, amp="none", noise_rate=0.4,
+           augment=False, val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_npz):
+    return noisysam.load_dataset(tiny_npz)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One torch thread for the module-scoped runs too (set up before conftest's per-test fixture), so that a
+    run in a test reproduces them bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory, one_thread_module):
+    return train(dataset=tiny, method="sgd", out=str(tmp_path_factory.mktemp("run") / "run"), **RUN)
+
+
+@pytest.fixture(scope="module")
+def kfold(tiny, tmp_path_factory, one_thread_module):
+    pytest.importorskip("cleanlab")
+    out = tmp_path_factory.mktemp("kfold") / "detect"
+    return find_label_issues(kfold=2, dataset=tiny, out=out, method="sgd", **RUN), out
+
+
+def logits_of(state, x_train, x, num_classes=10):
+    """The cnn of ``state`` on uint8 images ``x``, normalised by the per-channel mean and population std of
+    ``x_train`` on the [0, 1] scale, written independently of the Loader."""
+    model = get_model("cnn", num_classes, width=4)
+    model.load_state_dict(state)
+    model.eval()
+    ref = x_train.astype(np.float64) / 255
+    mean, std = ref.mean(axis=(0, 1, 2)), ref.std(axis=(0, 1, 2))
+    images = torch.tensor(((x.astype(np.float64) / 255 - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32)
+    with torch.no_grad():
+        return model(images).double().numpy()
+
+
+def epochs_of(run_dir):
+    files = sorted((run_dir / DYNAMICS_DIR).glob("stage1_epoch_*.npz"))
+    return [dict(np.load(f)) for f in files]
+
+
+def test_dynamics_equal_margins_and_losses_recomputed_from_the_saved_model(run, tiny):
+    out = run.run_dir
+    rows = np.load(out / DYNAMICS_DIR / "rows.npz")["rows"]
+    assert np.array_equal(rows, _split(N_TRAIN, RUN["val_fraction"], RUN["seed"])[0])
+    epochs = epochs_of(out)
+    assert len(epochs) == RUN["epochs"] and all(e["margin"].dtype == np.float16 for e in epochs)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    logits = logits_of(state, tiny.x_train[rows], tiny.x_train[rows])
+    given = run.noisy_labels.noisy[rows]
+    ordered = np.sort(logits, axis=1)
+    own = logits[np.arange(len(rows)), given]
+    # margin: own logit minus the largest other; the largest other is the top logit unless the own is it.
+    margin = own - np.where(own == ordered[:, -1], ordered[:, -2], ordered[:, -1])
+    loss = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1) - own
+    last = epochs[-1]
+    assert np.allclose(last["margin"], margin, rtol=2e-3, atol=2e-3)
+    assert np.allclose(last["loss"], loss, rtol=2e-3, atol=2e-3)
+    assert np.array_equal(last["pred"], logits.argmax(1))
+
+
+def test_aum_and_loss_scores_and_the_table_by_hand(run):
+    epochs = epochs_of(run.run_dir)
+    rows = np.load(run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    aum = np.mean([e["margin"].astype(np.float64) for e in epochs], axis=0)
+    mean_loss = np.mean([e["loss"].astype(np.float64) for e in epochs], axis=0)
+    given = run.noisy_labels.noisy[rows]
+    det = find_label_issues(run.run_dir, score="aum")
+    assert np.allclose(det.score, -aum, atol=1e-6) and np.array_equal(det.index, rows)
+    assert np.allclose(find_label_issues(run.run_dir, score="loss").score, mean_loss, atol=1e-6)
+    assert np.array_equal(det.flagged, aum < 0) and det.estimated_rate == pytest.approx(np.mean(aum < 0))
+    table = json.loads((run.run_dir / "detect-aum" / "issues.json").read_text())
+    by_hand = sorted(range(len(rows)), key=lambda i: (aum[i], rows[i]))  # least margin first
+    assert [r["index"] for r in table] == [int(rows[i]) for i in by_hand]
+    expected_suggested = np.where(aum < 0, epochs[-1]["pred"], given)
+    assert [r["suggested"] for r in table] == [int(expected_suggested[i]) for i in by_hand]
+    assert [r["given"] for r in table] == [int(given[i]) for i in by_hand]
+    csv_rows = (run.run_dir / "detect-aum" / "issues.csv").read_text().splitlines()
+    assert csv_rows[0] == "index,given,suggested,score,flagged" and len(csv_rows) == len(rows) + 1
+    assert int(csv_rows[1].split(",")[0]) == table[0]["index"]
+
+
+def test_truth_metrics_agree_with_sklearn(run):
+    det = find_label_issues(run.run_dir)
+    truth = run.noisy_labels.is_noisy[det.index]
+    got = json.loads((run.run_dir / "detect-aum" / "summary.json").read_text())["truth"]
+    assert got["auroc"] == pytest.approx(roc_auc_score(truth, det.score))
+    m = int(truth.sum())
+    top = np.zeros(truth.size, dtype=bool)
+    top[np.lexsort((det.index, -det.score))[:m]] = True
+    assert got["precision_at_realised"] == pytest.approx(precision_score(truth, top))
+    assert got["recall_at_realised"] == pytest.approx(recall_score(truth, top))
+    assert got["precision_flagged"] == pytest.approx(precision_score(truth, det.flagged))
+    assert got["recall_flagged"] == pytest.approx(recall_score(truth, det.flagged))
+    assert got["realised_rate"] == pytest.approx(truth.mean())
+
+
+def test_kfold_probabilities_are_out_of_fold_and_go_to_cleanlab_unchanged(kfold, tiny, monkeypatch):
+    import cleanlab.count
+    import cleanlab.filter
+
+    det, out = kfold
+    saved = np.load(out / "oof_probs.npz")
+    probs, folds = saved["probs"], saved["folds"]
+    given = det.labels.noisy
+    assert sorted(set(folds.tolist())) == [0, 1]
+    for f in (0, 1):
+        rest, held = folds != f, folds == f
+        assert np.all(np.abs(np.bincount(given[held], minlength=10) - np.bincount(given[rest], minlength=10)) <= 1)
+        fold_labels = NoisyLabels.load(out / f"fold_{f + 1}" / "noisy_labels.npz")
+        assert np.array_equal(fold_labels.noisy, given[rest]) and np.array_equal(fold_labels.clean, tiny.y_train[rest])
+        state = torch.load(out / f"fold_{f + 1}" / "checkpoint.pt", weights_only=True)["model"]
+        logits = logits_of(state, tiny.x_train[rest], tiny.x_train[held])
+        soft = np.exp(logits - logits.max(1, keepdims=True))
+        assert np.allclose(probs[held], soft / soft.sum(1, keepdims=True), atol=1e-5)
+
+    received = []
+    real = cleanlab.filter.find_label_issues
+    monkeypatch.setattr(cleanlab.filter, "find_label_issues",
+                        lambda labels, pred_probs, **kw: received.append((labels, pred_probs)) or real(labels, pred_probs, **kw))
+    from noisysam.detect import cleanlab_scores
+    again = cleanlab_scores(det.labels, probs, det.source)
+    assert len(received) == 1 and np.array_equal(received[0][0], given) and np.array_equal(received[0][1], probs)
+
+    # The table and estimates by hand from the probabilities.
+    score = 1 - probs[np.arange(len(given)), given]
+    assert np.allclose(again.score, score) and np.allclose(det.score, score)
+    assert np.array_equal(det.suggested, probs.argmax(1))
+    assert np.array_equal(det.flagged, real(given, probs))
+    order = sorted(range(len(given)), key=lambda i: (-score[i], i))
+    table = json.loads((out / "issues.json").read_text())
+    assert [r["index"] for r in table] == order
+    joint = cleanlab.count.estimate_joint(given, probs)  # P(given = i, true = j)
+    assert det.estimated_rate == pytest.approx(1 - np.trace(joint))
+    for j in range(10):
+        assert np.allclose(det.estimated_transition[j], joint[:, j] / joint[:, j].sum())
+
+
+def test_killed_kfold_detection_resumes_to_the_same_result(kfold, tiny, tmp_path):
+    reference, ref_out = kfold
+    out = tmp_path / "detect"
+
+    def kill(event, info):
+        if event == "batch" and info["fold"] == 2 and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        find_label_issues(kfold=2, dataset=tiny, out=out, method="sgd", callback=kill, **RUN)
+    assert not (out / "issues.json").exists() and (out / "fold_1" / "result.json").exists()
+    assert not (out / "fold_2" / "result.json").exists()
+    trained = []
+    det = find_label_issues(kfold=2, dataset=tiny, out=out, method="sgd",
+                            callback=lambda e, i: trained.append(i["fold"]) if e == "batch" else None, **RUN)
+    assert set(trained) == {2}  # fold 1 was finished: nothing of it trained again
+    assert np.array_equal(np.load(out / "oof_probs.npz")["probs"], np.load(ref_out / "oof_probs.npz")["probs"])
+    assert (out / "issues.json").read_text() == (ref_out / "issues.json").read_text()
+    assert np.array_equal(det.score, reference.score)
+    with pytest.raises(ValueError, match="holds another detection"):
+        find_label_issues(kfold=2, dataset=tiny, out=out, method="sam", **RUN)
+
+
+def _few(tiny, per_class):
+    rows = np.concatenate([np.flatnonzero(tiny.y_train == c)[:per_class[c]] for c in range(len(per_class))])
+    return ImageDataset("few", tiny.x_train[rows], tiny.y_train[rows], tiny.x_test, tiny.y_test, tiny.classes)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("too few per class", "kfold 3 needs at least 3 samples of every class, but class 1 has 2"),
+    ("noise by name", "kfold 3 needs at least 3 samples of every class, but class 1 has 2"),
+    ("one class", "at least 2 classes among the labels, got 1"),
+    ("k=1", "kfold must be an integer >= 2, got 1"),
+    ("score", "score must be 'cleanlab' for kfold detection"),
+])
+def test_bad_kfold_input_is_refused_before_anything_is_written(tiny, tmp_path, case, match):
+    kwargs = dict(kfold=3, dataset=tiny, noise=None)
+    if case == "too few per class":
+        kwargs["dataset"] = _few(tiny, [5, 2, 5])
+    elif case == "noise by name":  # a noise kind by name, as train() takes it (noise "none": labels stay clean)
+        kwargs.update(dataset=_few(tiny, [5, 2, 5]), noise="none")
+    elif case == "one class":
+        d = _few(tiny, [6])
+        kwargs.update(dataset=d, noise=NoisyLabels(d.y_train, d.y_train, 10))
+    elif case == "k=1":
+        kwargs["kfold"] = 1
+    else:
+        kwargs["score"] = "aum"
+    with pytest.raises(ValueError, match=match):
+        find_label_issues(out=tmp_path / "detect", method="sgd", **kwargs, **{**RUN, "noise_rate": 0.0})
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_run_input_is_refused(run, tmp_path):
+    with pytest.raises(ValueError, match="score must be one of \\['aum', 'loss'\\]"):
+        find_label_issues(run.run_dir, score="cleanlab", out=tmp_path / "d")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    symmetric(np.arange(20) % 10, 0.4, seed=0).save(bare / "noisy_labels.npz")
+    with pytest.raises(ValueError, match="has no training dynamics"):
+        find_label_issues(bare, out=tmp_path / "d")
+    with pytest.raises(ValueError, match="either run_dir"):
+        find_label_issues(run.run_dir, kfold=2)
+    assert sorted(os.listdir(tmp_path)) == ["bare"]
+
+
+def test_cleaned_labels_relabel_and_drop_train_on_exactly_the_intended_labels(kfold, tiny, tmp_path):
+    det, out = kfold
+    table = json.loads((out / "issues.json").read_text())
+    flagged = sorted((r["index"], r["suggested"]) for r in table if r["flagged"])
+    rows = np.array([i for i, _ in flagged])
+    given = det.labels.noisy
+    one = {**RUN, "epochs": 1, "method": "sgd"}
+
+    data, labels = cleaned(out, "relabel", tiny)
+    relabelled = given.copy()
+    relabelled[rows] = [s for _, s in flagged]
+    result = train(dataset=data, noise=labels, out=str(tmp_path / "relabel"), **one)
+    assert np.array_equal(NoisyLabels.load(tmp_path / "relabel" / "noisy_labels.npz").noisy, relabelled)
+    record = json.loads((tmp_path / "relabel" / "config.json").read_text())["noise"]["detection"]
+    assert record["dir"] == str(out) and record["score"] == "cleanlab" and record["mode"] == "relabel"
+    assert record["flagged"] == len(rows) and record["relabelled"] == int(np.sum(relabelled != given))
+    assert result.noisy_labels.rate == pytest.approx(np.mean(relabelled != tiny.y_train))
+
+    data, labels = cleaned(out, "drop", tiny)
+    keep = np.array([i for i in range(N_TRAIN) if i not in set(rows.tolist())])
+    train(dataset=data, noise=labels, out=str(tmp_path / "drop"), **one)
+    saved = NoisyLabels.load(tmp_path / "drop" / "noisy_labels.npz")
+    assert np.array_equal(saved.noisy, given[keep]) and np.array_equal(saved.clean, tiny.y_train[keep])
+    assert np.array_equal(data.x_train, tiny.x_train[keep]) and np.array_equal(data.x_test, tiny.x_test)
+    config = json.loads((tmp_path / "drop" / "config.json").read_text())
+    assert config["train_rows"] + config["val_rows"] == keep.size
+    assert config["noise"]["detection"]["dropped"] == len(rows)
+
+    with pytest.raises(ValueError, match="mode must be one of \\['drop', 'relabel'\\], got 'keep'"):
+        cleaned(out, "keep", tiny)
+    with pytest.raises(ValueError, match="is not a detection directory"):
+        cleaned(tmp_path, "drop", tiny)
+
+
+def cli_run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_path):
+    result = cli_run("detect", "--from-run", run.run_dir, "--score", "loss", "--out", tmp_path / "d", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    expected = find_label_issues(run.run_dir, score="loss", out=tmp_path / "api")
+    assert summary == json.loads((tmp_path / "api" / "summary.json").read_text())
+    assert summary["flagged"] == int(expected.flagged.sum())
+    assert (tmp_path / "d" / "issues.csv").read_text() == (tmp_path / "api" / "issues.csv").read_text()
+    result = cli_run("train", "--dataset", tiny_npz, "--model", "cnn", "--model-param", "width=4", "--epochs", 1,
+                     "--amp", "none", "--method", "sgd", "--labels-from", tmp_path / "d", "--mode", "drop",
+                     "--out", tmp_path / "drop", "--no-plot")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "drop" / "config.json").read_text())
+    dropped = int(expected.flagged.sum())
+    assert config["noise"]["detection"]["dropped"] == dropped
+    assert config["train_rows"] + config["val_rows"] == N_TRAIN - dropped
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kfold", 2], "--kfold needs --out DIR"),
+    (["--kfold", 30, "--out", "{tmp}/d"], "kfold 30 needs at least 30 samples of every class"),
+    (["--from-run", "{tmp}"], "has no training dynamics"),
+    (["--from-run", "{tmp}", "--kfold", 2], "give either --from-run RUN_DIR"),
+    (["--from-run", "{tmp}", "--score", "cleanlab"], "Invalid value for '--score'"),
+])
+def test_cli_detect_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["detect", "--dataset", tiny_npz, *[str(a).format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_kfold_without_cleanlab_is_one_line(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # import cleanlab now raises ImportError
+    with pytest.raises(ValueError, match="^cleanlab is not installed: pip install 'noisysam\\[cleanlab\\]'$"):
+        find_label_issues(kfold=2, dataset=tiny, out=tmp_path / "d", method="sgd", **RUN)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_labels_from_refuses_noise_options_and_a_non_detection_directory(tiny_npz, tmp_path):
+    for extra, message in ((["--noise-rate", "0.2"], "it takes no --noise or --noise-rate"),
+                           ([], "is not a detection directory")):
+        result = CliRunner().invoke(cli, ["train", "--dataset", tiny_npz, "--labels-from", str(tmp_path), *extra,
+                                          "--out", str(tmp_path / "run")])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+        assert os.listdir(tmp_path) == []
