@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisysam import __version__
+from noisysam import distributed
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
@@ -139,6 +140,14 @@ _OPTIONS: dict[str, Callable] = {
     "profile": click.option("--profile", type=click.Choice(sorted(PROFILES)), default=_DEFAULT.profile,
                             show_default=True,
                             help="Fills model, epochs, batch size, lr, weight decay, schedule, augmentation, rho."),
+    "sam_sync": click.option("--sam-sync", type=click.Choice(distributed.SAM_SYNC), default=_DEFAULT.sam_sync,
+                             show_default=True,
+                             help="Several processes (--nproc, torchrun): none = each climbs with its own gradient "
+                                  "(m = per-process batch); grad = all-reduce it first (plain SAM on the whole "
+                                  "batch)."),
+    "sync_bn": click.option("--sync-bn", is_flag=True,
+                            help="Several processes on CUDA: BatchNorm statistics over the whole batch "
+                                 "(SyncBatchNorm)."),
 }
 
 _threads_option = click.option("--threads", type=click.IntRange(min=1),
@@ -170,7 +179,11 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    """One line on stderr and exit ``code``; of several processes of one run, rank 0 alone reports bad input
+    (every rank finds the same) and the others prefix their runtime errors with their rank."""
+    rank = distributed.env_rank()
+    if rank == 0 or code != 2:
+        click.echo(f"error: {'' if rank == 0 else f'rank {rank}: '}{' '.join(str(message).split())}", err=True)
     raise SystemExit(code)
 
 
@@ -187,7 +200,8 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
     try:
         yield
     except KeyboardInterrupt:
-        click.echo(f"\n{on_interrupt}", err=True)
+        if distributed.env_rank() == 0:
+            click.echo(f"\n{on_interrupt}", err=True)
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
@@ -355,36 +369,73 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 
 
 @cli.command("train")
-@_options("method", "noise_rate", "seed", *_TRAINING)
+@_options("method", "noise_rate", "seed", *_TRAINING, "sam_sync", "sync_bn")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (config, labels, metrics, result, "
                                                                 "checkpoint). Without it nothing is saved.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Train this one run data-parallel (DDP) on N local processes, one GPU each on CUDA, started by "
+                   "torch's elastic launcher (as torchrun --nproc_per_node N -m noisysam train does).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings (options given "
                                              "now must agree with them).")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
 @_threads_option
 @click.pass_context
-def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
-                  threads: Optional[int], **_: Any) -> None:
+def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], resume: bool, as_json: bool,
+                  plot: bool, threads: Optional[int], **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
     if resume and not out:
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     console = Console(stderr=as_json)
-    hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
+    again = f" --nproc {nproc}" if nproc and nproc > 1 else ""
+    hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
     with _user_errors(hint, _params_given(ctx)):
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
-        config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
-                                     out=out, resume=resume)
-        with RunProgress(console) as progress:
-            result = train(config, callback=progress)
+        config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed", "sam_sync", "sync_bn")
+                                                      + _TRAINING), out=out, resume=resume)
+        if nproc and nproc > 1:
+            summary, run_dir = _launch(nproc, config, threads)
+        else:
+            with RunProgress(console) as progress:
+                result = train(config, callback=progress)
+            summary, run_dir = result.summary, result.run_dir
+    if distributed.env_rank() != 0:  # torchrun: rank 0 reports
+        return
     if out and plot:
         _plot(console, _plot_run, out)
     if as_json:
-        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(result.summary), indent=2))
+        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(summary), indent=2))
     else:
-        console.print(_summary_table(result.summary, result.run_dir))
+        console.print(_summary_table(summary, run_dir))
+
+
+def _launch(nproc: int, config: TrainConfig, threads: Optional[int]) -> tuple[dict, Optional[Path]]:
+    """``--nproc``: run :func:`_rank` in ``nproc`` processes under torch's elastic launcher; rank 0's
+    (summary, run directory). A failed rank has reported itself: exit with its code."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks report for themselves
+    try:
+        return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads)
+    except ChildFailedError as e:
+        failures = e.failures
+        raise SystemExit(failures[min(failures)].exitcode) from None
+    except SignalException:  # Ctrl-C reached the launcher: the ranks stop after their last checkpoint
+        raise KeyboardInterrupt from None
+
+
+def _rank(config: dict, threads: Optional[int]) -> tuple[dict, Optional[Path]]:
+    """One process of ``noisysam train --nproc N`` (a spawned process: bad input and interruptions end it with
+    the CLI's exit codes); rank 0 shows the progress."""
+    _set_threads(threads)
+    with _user_errors("interrupted", params_given=True), RunProgress(Console()) as progress:
+        result = train(TrainConfig(**config), callback=progress)
+    return result.summary, result.run_dir
 
 
 def _plot_run(run_dir: str) -> Path:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from noisysam import __version__
+from noisysam import distributed
 from noisysam.data import ImageDataset, Loader, load_dataset
 from noisysam.files import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
@@ -102,6 +103,8 @@ class TrainConfig:
     ``mixup_alpha`` None: the method's default.
     ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
     (noisy: honest; clean: the paper's rho search on a clean split).
+    ``sam_sync`` and ``sync_bn``: SAM's first pass and BatchNorm across processes when the run is data-parallel
+    (torchrun, ``--nproc``; :mod:`noisysam.distributed`); no effect in one process.
     """
 
     dataset: str = "cifar10-mini"
@@ -135,6 +138,8 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 1000
     profile: str = "cpu"
+    sam_sync: str = "none"
+    sync_bn: bool = False
     out: Optional[str] = None
     resume: bool = False
 
@@ -189,6 +194,10 @@ def _validate(c: TrainConfig) -> None:
     _check(c.val_labels in VAL_LABELS, f"val_labels must be one of {list(VAL_LABELS)}, got {c.val_labels!r}")
     _check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer >= 0, got {c.seed!r}")
     _check(c.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {c.amp!r}")
+    _check(c.sam_sync in distributed.SAM_SYNC, f"sam_sync must be one of {list(distributed.SAM_SYNC)}, got {c.sam_sync!r}")
+    _check(c.sam_sync == "none" or c.method_params.get("m") is None,
+           f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
+           f"{c.method_params.get('m')}")
     _check(isinstance(c.cutout, int) and c.cutout >= 0, f"cutout must be an integer >= 0, got {c.cutout!r}")
     _check(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
            f"device must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}")
@@ -295,10 +304,11 @@ class _Run:
     """The state of one run between epochs; :func:`train` builds it and drives the loop."""
 
     def __init__(self, cfg: TrainConfig, dataset: ImageDataset, labels: NoisyLabels, model_template: Optional[nn.Module],
-                 method: Any, callback: Optional[Callback]):
+                 method: Any, callback: Optional[Callback], dist: distributed.Distributed):
         self.cfg, self.dataset, self.labels, self.method, self.callback = cfg, dataset, labels, method, callback
         self.model_template = model_template
-        self.device = resolve_device(cfg.device)
+        self.dist = dist
+        self.device = dist.device
         self.dtype = resolve_amp(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.train_idx, self.val_idx = _split(len(labels), cfg.val_fraction, cfg.seed)
@@ -337,7 +347,7 @@ class _Run:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._probe(model)
-        self.model = model
+        self.model, self.net = self.dist.wrap(model)  # net: what the steps train through (DDP on several ranks)
         # Named, so that a method can tell weights from biases (asam's paper normalisation).
         self.optimizer = self.method.make_optimizer(model.named_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -379,17 +389,19 @@ class _Run:
         self.loader.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), device=self.device)
-        for b, (x, y, idx) in enumerate(self.loader):
+        for b, batch in enumerate(self.loader):
+            x, y, idx = self.dist.shard(*batch)
             lr = lr_at(epoch * steps + b, total_steps, cfg.lr, cfg.schedule, warmup)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with _autocast(self.device, self.dtype):
-                loss = self.method.train_step(model, self.optimizer, x, y, idx, generator=generator,
+                loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
                                               scaler=self.scaler)
             loss_sum += loss.float()
             if self.callback:
                 self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
-        return float(loss_sum) / steps
+        self.dist.end_epoch(model)
+        return float(self.dist.mean(loss_sum)) / steps
 
     def evaluate(self) -> Optional[dict]:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
@@ -420,7 +432,7 @@ class _Run:
         return dict(format=1, stage=self.stage, epoch=epoch, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), history=self.history, wall_seconds=wall,
                     relabels=None if self.relabels is None else torch.from_numpy(self.relabels), stage1=self.stage1,
-                    scaler=self.scaler.state_dict() if self.scaler else None)
+                    scaler=self.scaler.state_dict() if self.scaler else None, world_size=self.dist.world_size)
 
 
 def _summary(run: _Run, wall: float) -> dict:
@@ -520,8 +532,9 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
                                 f"{len(labels)} would go to validation")
     method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
 
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
-        return _train(cfg, data, labels, model, method, callback, out, ckpt)
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []), \
+            distributed.setup(resolve_device(cfg.device), cfg.sam_sync, cfg.sync_bn) as dist:
+        return _train(cfg, data, labels, model, method, callback, out, ckpt, dist)
 
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
@@ -535,8 +548,14 @@ def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
 
 
 def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
-           callback: Optional[Callback], out: Optional[Path], ckpt: Optional[dict]) -> TrainResult:
-    run = _Run(cfg, data, labels, model, method, callback)
+           callback: Optional[Callback], out: Optional[Path], ckpt: Optional[dict],
+           dist: distributed.Distributed) -> TrainResult:
+    callback = callback if dist.is_writer else None
+    run = _Run(cfg, data, labels, model, method, callback, dist)
+    dist.check(cfg.batch_size, len(run.train_idx), cfg.method_params.get("m"))
+    if ckpt is not None:
+        distributed.check_resume(ckpt.get("world_size", 1), dist.world_size, str(out))
+    writer = out if dist.is_writer else None  # rank 0 alone writes the run directory
     wall0 = 0.0
     start_stage, start_epoch = 1, 0
     if ckpt is not None:
@@ -552,12 +571,13 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         finished = start_stage == run.stages and start_epoch == cfg.epochs
         if finished and (out / "result.json").exists():
             return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
-    if out is not None and ckpt is None:
+    if writer is not None and ckpt is None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,
                                              torch_version=torch.__version__, device=str(run.device),
-                                             train_rows=len(run.train_idx), val_rows=len(run.val_idx)))
+                                             world_size=dist.world_size, train_rows=len(run.train_idx),
+                                             val_rows=len(run.val_idx)))
         labels.save(out / "noisy_labels.npz")
     if callback:
         callback("start", dict(stages=run.stages, epochs=cfg.epochs, batches=len(run.loader), config=cfg,
@@ -585,17 +605,19 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                 run.stage1 = dict(test_accuracy=last["test_accuracy"], memorisation=last["memorisation"],
                                   relabel_accuracy=accuracy(run.relabels, labels.clean[run.train_idx]))
             if out is not None:
-                write_jsonl(out / "metrics.jsonl", run.history)
+                if writer is not None:
+                    write_jsonl(out / "metrics.jsonl", run.history)
                 if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
                     run.build(2, run.relabels)
-                    save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
-                else:
+                    if writer is not None:
+                        save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
+                elif writer is not None:
                     save_checkpoint(out / "checkpoint.pt", run.checkpoint(epoch + 1, time.perf_counter() - t0))
             if callback:  # after the writes: stopping here keeps this epoch
                 callback("epoch", record)
     wall = time.perf_counter() - t0
     summary = _summary(run, wall)
-    if out is not None:
+    if writer is not None:
         write_json(out / "result.json", summary)
     if callback:
         callback("end", summary)
