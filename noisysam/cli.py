@@ -419,7 +419,8 @@ def _launch(nproc: int, config: TrainConfig, threads: Optional[int]) -> tuple[di
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks report for themselves
+    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the ranks report for themselves
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads)
     except ChildFailedError as e:

@@ -93,10 +93,12 @@ class Distributed:
         if w == 1:
             return
         last = rows % batch_size
-        if batch_size % w or last % w:
-            raise ValueError(f"batch_size {batch_size} must split evenly over {w} processes, and so must the "
-                             f"epoch's last batch ({last} of {rows} training rows); choose a batch size that "
-                             f"makes both multiples of {w}")
+        if batch_size % w:
+            raise ValueError(f"batch_size {batch_size} must split evenly over {w} processes: choose a multiple of {w}")
+        if last % w:
+            raise ValueError(f"the epoch's last batch ({last} of {rows} training rows at batch_size {batch_size}) "
+                             f"must split evenly over {w} processes: choose a batch size that leaves a multiple "
+                             f"of {w}")
         if m is not None and (batch_size // w) % m:
             raise ValueError(f"m ({m}) must divide the per-process batch ({batch_size} / {w} = {batch_size // w}) "
                              f"so that the m-sharpness chunks do not depend on the number of processes")

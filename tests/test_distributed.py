@@ -143,8 +143,8 @@ def test_shards_are_contiguous_slices_and_layouts_are_checked():
     x = torch.arange(12)
     assert [Distributed(r, 3).shard(x)[0].tolist() for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     with pytest.raises(ValueError, match="batch_size 6 must split evenly over 4 processes"):
-        Distributed(0, 4).check(6, 100, None)
-    with pytest.raises(ValueError, match=r"last batch \(2 of 50 training rows\)"):
+        Distributed(0, 4).check(6, 96, None)
+    with pytest.raises(ValueError, match=r"last batch \(2 of 50 training rows at batch_size 8\)"):
         Distributed(0, 4).check(8, 50, None)
     with pytest.raises(ValueError, match=r"m \(3\) must divide the per-process batch \(16 / 2 = 8\)"):
         Distributed(0, 2).check(16, 64, 3)
