@@ -4,7 +4,7 @@ The public API: the SAM optimizer, label-noise models, datasets and loaders, mod
 :func:`train`, the engine behind the command line.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from noisysam.sam import SAM, disable_running_stats, sam_step
 from noisysam.noise import (CIFAR10_ASYMMETRIC, NoisyLabels, asymmetric, cifar10n, from_transition, pairflip,
@@ -13,6 +13,7 @@ from noisysam.data import ImageDataset, Loader, NoisyDataset, load_dataset
 from noisysam.models import MODELS, get_model
 from noisysam.methods import METHODS, get_method, register_method
 from noisysam.train import TrainConfig, TrainResult, TrainingDiverged, train
+from noisysam.files import RunDirectoryBusy
 
 __all__ = [
     "SAM", "disable_running_stats", "sam_step",
@@ -20,4 +21,5 @@ __all__ = [
     "ImageDataset", "Loader", "NoisyDataset", "load_dataset",
     "MODELS", "get_model", "METHODS", "get_method", "register_method",
     "TrainConfig", "TrainResult", "TrainingDiverged", "train",
+    "RunDirectoryBusy",
 ]

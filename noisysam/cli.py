@@ -2,7 +2,9 @@
 ``noisysam.table``, ``noisysam.noise``); rich progress and tables, no training logic of its own.
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
-run directory without ``--resume``), reported as one line on stderr before anything is written;
+run directory without ``--resume``, a run directory in use by another run, a ``--resume`` whose dataset,
+labels or noisysam version changed; a garbage, empty, truncated, pickle-carrying or oversized dataset,
+labels file, checkpoint or run file, named in the message), reported as one line on stderr before anything is written;
 1 training diverged or another runtime failure; 130 interrupted (the run resumes with ``--resume``).
 """
 
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import platform
 import sys
+import warnings
 from contextlib import contextmanager
 from functools import reduce
 from pathlib import Path
@@ -205,6 +208,8 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
+    except EOFError as e:  # a file ended early; click would report it as an interrupt (exit 130)
+        _fail(f"unexpected end of a file ({e or 'no more data'})", 2)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
             NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
@@ -376,7 +381,8 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
               help="Train this one run data-parallel (DDP) on N local processes, one GPU each on CUDA, started by "
                    "torch's elastic launcher (as torchrun --nproc_per_node N -m noisysam train does).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings (options given "
-                                             "now must agree with them).")
+                                             "now must agree with them; its dataset, labels and noisysam version "
+                                             "must be those it started with).")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
 @_threads_option
@@ -490,7 +496,11 @@ def _rich_table(table: dict, root: Path) -> Table:
 
 
 def _render(console: Console, root: Path, plot: bool) -> None:
-    table = grid.write_table(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", grid.SkippedCellWarning)  # reported below, one line each
+        table = grid.write_table(root)
+    for problem in table["skipped"]:
+        click.echo(f"warning: a cell was skipped: {problem}", err=True)
     console.print(_rich_table(table, root))
     console.print(escape(f"wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}"), style="dim", soft_wrap=True)
     if plot:

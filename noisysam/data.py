@@ -15,14 +15,16 @@ import os
 import site
 import sys
 import sysconfig
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from noisysam.files import FileFormatError, NpzArrays
+from noisysam.noise import MAX_CLASSES
 
 if TYPE_CHECKING:
     from .noise import NoisyLabels
@@ -78,29 +80,60 @@ class ImageDataset:
     train_index: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x = getattr(self, f"x_{split}")
+            if not isinstance(x, np.ndarray):
+                raise ValueError(f"x_{split} must be a uint8 numpy array of shape (N, H, W, C), got {type(x).__name__}")
+        arrays = {k: np.asarray(getattr(self, k)) for k in ("y_train", "y_test")}
+        if self.train_index is not None:
+            arrays["train_index"] = np.asarray(self.train_index)
+        _check_layout({k: (a.shape, a.dtype) for k, a in {**arrays, "x_train": self.x_train, "x_test": self.x_test}.items()})
+        _check_num_classes(len(self.classes))
         self.classes = [str(c) for c in self.classes]
         for split in ("train", "test"):
-            x, y = getattr(self, f"x_{split}"), np.asarray(getattr(self, f"y_{split}"))
-            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-                raise ValueError(f"x_{split} must be a uint8 array of shape (N, H, W, C), got "
-                                 f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
-            if y.ndim != 1 or y.dtype.kind not in "iu" or y.shape[0] != x.shape[0]:
-                raise ValueError(f"y_{split} must be {x.shape[0]} integer labels, got {y.dtype} {y.shape}")
+            y = arrays[f"y_{split}"]
             if y.size and (y.min() < 0 or y.max() >= len(self.classes)):
                 raise ValueError(f"y_{split} must lie in [0, {len(self.classes)}) (one per class name), "
                                  f"got values in [{y.min()}, {y.max()}]")
             setattr(self, f"y_{split}", y.astype(np.int64, copy=False))
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"train and test images differ in shape: {self.x_train.shape[1:]} vs {self.x_test.shape[1:]}")
         if self.train_index is not None:
-            index = np.asarray(self.train_index)
-            if index.shape != self.y_train.shape or index.dtype.kind not in "iu":
-                raise ValueError(f"train_index must be {self.y_train.size} integers, got {index.dtype} {index.shape}")
-            self.train_index = index.astype(np.int64, copy=False)
+            self.train_index = arrays["train_index"].astype(np.int64, copy=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+Layout = Mapping[str, tuple[tuple[int, ...], np.dtype]]
+
+
+def _check_layout(layout: Layout) -> None:
+    """Shapes and dtypes of a dataset's arrays (``name -> (shape, dtype)``): x_train/x_test uint8 (N, H, W, C) of
+    one image size, y_train/y_test N integers, train_index (if present) N_train integers. Checked on an
+    ImageDataset's arrays and, before anything is decompressed, on an .npz's headers."""
+    for split in ("train", "test"):
+        (x_shape, x_dtype), (y_shape, y_dtype) = layout[f"x_{split}"], layout[f"y_{split}"]
+        if x_dtype != np.uint8:
+            raise ValueError(f"x_{split} must be uint8 (pixel values 0..255), got {x_dtype}; "
+                             "convert floats in [0, 1] with (x * 255).round().astype(np.uint8)")
+        if len(x_shape) != 4:
+            raise ValueError(f"x_{split} must have shape (N, H, W, C) (in an .npz also (N, H, W) or (N, C, H, W)), "
+                             f"got {x_shape}")
+        if len(y_shape) != 1 or y_dtype.kind not in "iu" or y_shape[0] != x_shape[0]:
+            raise ValueError(f"y_{split} must be {x_shape[0]} integer labels, got {y_dtype} {y_shape}")
+    train, test = layout["x_train"][0][1:], layout["x_test"][0][1:]
+    if train != test:
+        raise ValueError(f"train and test images differ in shape: {train} vs {test}")
+    if "train_index" in layout:
+        shape, dtype = layout["train_index"]
+        if shape != layout["y_train"][0] or dtype.kind not in "iu":
+            raise ValueError(f"train_index must be {layout['y_train'][0][0]} integers, got {dtype} {shape}")
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"a dataset may have at most {MAX_CLASSES} classes (noisysam keeps dense classes x classes "
+                         f"matrices), got {num_classes}")
 
 
 # -------------------------------------------------------------------------------------------- loading
@@ -158,38 +191,56 @@ def _load_cifar(name: str, root: Path, download: bool) -> ImageDataset:
     )
 
 
-def _images_nhwc(x: np.ndarray, key: str) -> np.ndarray:
-    """(N, H, W) grayscale gains a channel axis; (N, C, H, W) with C in {1, 3} and W not in {1, 3} is
-    transposed to channels-last. Anything else 4-D is taken as (N, H, W, C)."""
-    if x.dtype != np.uint8:
-        raise ValueError(f"{key} must be uint8 (pixel values 0..255), got {x.dtype}; "
-                         "convert floats in [0, 1] with (x * 255).round().astype(np.uint8)")
-    if x.ndim == 3:
-        return x[..., None]
-    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    if x.ndim != 4:
-        raise ValueError(f"{key} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}")
-    return x
+def _nhwc_shape(shape: tuple[int, ...]) -> tuple[tuple[int, ...], Optional[tuple[int, ...]]]:
+    """Images of ``shape`` as (N, H, W, C), and the transpose that gets them there (None: a reshape). (N, H, W)
+    grayscale gains a channel axis; (N, C, H, W) with C in {1, 3} and W not in {1, 3} is transposed to
+    channels-last; anything else 4-D is taken as (N, H, W, C); other ranks are returned as they are."""
+    if len(shape) == 3:
+        return (*shape, 1), None
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return (shape[0], shape[2], shape[3], shape[1]), (0, 2, 3, 1)
+    return tuple(shape), None
 
 
 def _load_npz(path: Path) -> ImageDataset:
-    """An .npz with x_train, y_train, x_test, y_test (+ optional classes, train_index); no pickles."""
+    """An .npz with x_train, y_train, x_test, y_test (+ optional classes, train_index); no pickles. Shapes and
+    dtypes are checked from the .npy headers, and the class count from those and the labels, before any image
+    is decompressed."""
     required = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files if k in required + ("classes", "train_index")}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # ValueError: object arrays (pickles)
-        raise ValueError(f"cannot read {path} as a dataset .npz: {e}") from None
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; a dataset .npz needs {list(required)} (optional: classes, train_index)")
-    x_train, x_test = (_images_nhwc(arrays[k], k) for k in ("x_train", "x_test"))
-    labels = np.concatenate([np.asarray(arrays["y_train"]).ravel(), np.asarray(arrays["y_test"]).ravel()])
-    default_classes = [str(i) for i in range(int(labels.max()) + 1 if labels.size and labels.dtype.kind in "iu" else 0)]
-    return ImageDataset(name=path.stem, x_train=x_train, y_train=arrays["y_train"], x_test=x_test,
-                        y_test=arrays["y_test"], classes=list(arrays.get("classes", default_classes)),
-                        train_index=arrays.get("train_index"))
+    with NpzArrays(path, "dataset .npz") as npz:
+        headers = npz.headers
+        missing = [k for k in required if k not in headers]
+        if missing:
+            raise npz.error(f"lacks {missing}; a dataset .npz needs {list(required)} (optional: classes, train_index)")
+        layout = {k: h for k, h in headers.items() if k in required + ("train_index",)}
+        layout.update({k: (_nhwc_shape(headers[k].shape)[0], headers[k].dtype) for k in ("x_train", "x_test")})
+        try:
+            _check_layout(layout)
+            arrays = {k: npz.read(k) for k in ("y_train", "y_test")}
+            if "classes" in headers:
+                shape, dtype = headers["classes"]
+                if len(shape) != 1 or dtype.kind not in "USiu" or dtype.itemsize > 4 * 256:
+                    raise ValueError(f"classes must be a 1-D array of names (at most 256 characters each) or "
+                                     f"integers, got {dtype} {shape}")
+                num_classes = shape[0]
+            else:  # class names default to the labels 0..max
+                num_classes = max((int(y.max()) + 1 for y in arrays.values() if y.size), default=0)
+            _check_num_classes(num_classes)
+            classes = list(npz.read("classes")) if "classes" in headers else list(range(num_classes))
+            arrays.update({k: npz.read(k) for k in ("x_train", "x_test", "train_index") if k in headers})
+            for key in ("x_train", "x_test"):
+                arrays[key] = _images_nhwc(arrays[key])
+            return ImageDataset(name=path.stem, classes=classes, **arrays)
+        except FileFormatError:
+            raise
+        except ValueError as e:  # the file's content is the problem: name the file
+            raise npz.error(str(e)) from None
+
+
+def _images_nhwc(x: np.ndarray) -> np.ndarray:
+    """``x`` as (N, H, W, C) by the rule of :func:`_nhwc_shape`."""
+    shape, transpose = _nhwc_shape(x.shape)
+    return np.ascontiguousarray(x.transpose(transpose)) if transpose else x.reshape(shape)
 
 
 def _load_folder(path: Path) -> ImageDataset:

@@ -54,6 +54,14 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def writer_process() -> bool:
+    """Whether this process writes the run directory: rank 0 of an initialised process group, or of the
+    launcher's environment, or a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return env_rank() == 0
+
+
 _DDP_PARAMETERS = inspect.signature(DistributedDataParallel.__init__).parameters
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass, field
 from os import PathLike
 from types import MappingProxyType
@@ -31,12 +30,13 @@ from typing import Any, Mapping, Union
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from noisysam.files import atomic_write
+from noisysam.files import FileFormatError, NpzArrays, atomic_write, schema_problem
 
 __all__ = [
     "CIFAR10_ASYMMETRIC",
     "CIFAR10N_KINDS",
     "KINDS",
+    "MAX_CLASSES",
     "NoisyLabels",
     "asymmetric",
     "cifar10n",
@@ -62,7 +62,20 @@ KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple
     f"cifar10n-{k}" for k in CIFAR10N_KINDS
 )
 
+#: The most classes a dataset or labels may have: every run keeps and records dense K x K matrices (the
+#: realised transition T, confusion matrices), so K is bounded before any is allocated. 1000 covers
+#: ImageNet-1k and WebVision; a label of 2**40 is refused instead of allocating terabytes.
+MAX_CLASSES = 1000
+
 _FILE_FORMAT = "noisysam.NoisyLabels/1"
+
+#: Types of the provenance entries noisysam reads (each optional; other entries are free).
+_PROVENANCE_TYPES: dict[str, Any] = {"kind": str, "nominal_rate": (int, float, type(None)), "mode": (str, type(None)),
+                                     "seed": (int, type(None)), "exact": bool, "clean_sha256": str, "classes": list,
+                                     "dataset": str}
+
+#: The longest provenance string a labels file may hold (a 1000-class T in JSON takes about 20M characters).
+_MAX_PROVENANCE_CHARS = 2**25
 
 
 def _labels_hash(clean: np.ndarray) -> str:
@@ -100,6 +113,9 @@ class NoisyLabels:
         if noisy.shape != clean.shape:
             raise ValueError(f"noisy and clean must have the same length, got {noisy.shape[0]} and {clean.shape[0]}")
         provenance = json.loads(json.dumps(self.provenance))  # a JSON-able copy, detached from the caller's
+        problem = schema_problem(provenance, _PROVENANCE_TYPES, optional=True)
+        if problem:
+            raise ValueError(f"provenance: {problem}")
         digest = _labels_hash(clean)
         if provenance.setdefault("clean_sha256", digest) != digest:
             raise ValueError("provenance['clean_sha256'] does not match the clean labels: they are not the labels "
@@ -140,27 +156,57 @@ class NoisyLabels:
         atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
     @classmethod
-    def load(cls, path: Union[str, PathLike]) -> "NoisyLabels":
-        """Read a file written by :meth:`save`; validates it and checks the clean labels' hash."""
+    def load(cls, path: Union[str, PathLike], *, num_classes: int | None = None, n: int | None = None) -> "NoisyLabels":
+        """Read a file written by :meth:`save`; validates it and checks the clean labels' hash. ``num_classes``
+        and ``n``: the data the labels are for; a file claiming more classes or other than ``n`` labels is refused.
+        Shapes, dtypes and the class count are checked before the label arrays are read (FileFormatError)."""
+        with NpzArrays(path, "noisy labels") as npz:
+            h = npz.headers
+            missing = sorted({"format", "noisy", "clean", "num_classes", "provenance"} - set(h))
+            if missing:
+                raise npz.error(f"is not a NoisyLabels file (expected format {_FILE_FORMAT!r}; missing members: {missing})")
+            problems = _header_problems(h, n)
+            if problems:
+                raise npz.error(problems[0])
+            if npz.read("format").tolist() != _FILE_FORMAT:
+                raise npz.error(f"is not a NoisyLabels file (expected format {_FILE_FORMAT!r})")
+            limit = MAX_CLASSES if num_classes is None else min(MAX_CLASSES, num_classes)
+            k = int(npz.read("num_classes"))
+            if not 2 <= k <= limit:
+                data = "" if num_classes is None else f" (the data has {num_classes} classes)"
+                raise npz.error(f"num_classes must be in [2, {limit}]{data}, got {k}")
+            try:
+                provenance = json.loads(npz.read("provenance").tolist())
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise npz.error(f"provenance is not valid JSON ({e})") from None
+            if not isinstance(provenance, dict):
+                raise npz.error(f"provenance must be a JSON object, got {type(provenance).__name__}")
+            noisy, clean = npz.read("noisy"), npz.read("clean")
         try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"cannot read noisy labels from {path}: not a noisysam .npz file ({e})") from None
-        missing = {"format", "noisy", "clean", "num_classes", "provenance"} - set(arrays)
-        if missing or str(arrays["format"]) != _FILE_FORMAT:
-            raise ValueError(f"{path} is not a NoisyLabels file (expected format {_FILE_FORMAT!r}; "
-                             f"missing keys: {sorted(missing)})")
-        try:
-            return cls(arrays["noisy"], arrays["clean"], int(arrays["num_classes"]),
-                       json.loads(str(arrays["provenance"])))
+            return cls(noisy, clean, k, provenance)
         except ValueError as e:  # includes a clean-labels hash that no longer matches: altered or corrupt
-            raise ValueError(f"{path}: invalid NoisyLabels file: {e}") from None
+            raise FileFormatError(path, f"invalid NoisyLabels file: {e}", "noisy labels") from None
 
 
 # ----------------------------------------------------------------------------------------- validation
+
+def _header_problems(h: Mapping[str, Any], n: int | None) -> list[str]:
+    """What is wrong with a labels file's .npy headers (name -> (shape, dtype)), found before any array is read."""
+    def one_string(name: str, chars: int) -> bool:
+        return h[name].shape == () and h[name].dtype.kind == "U" and h[name].dtype.itemsize <= 4 * chars
+
+    count = "" if n is None else f"{n} "
+    checks = [(one_string("format", len(_FILE_FORMAT)), "is not a NoisyLabels file (its format is not one string)"),
+              (h["num_classes"].shape == () and h["num_classes"].dtype.kind in "iu",
+               f"num_classes must be one integer, got {h['num_classes'].dtype} {h['num_classes'].shape}"),
+              (one_string("provenance", _MAX_PROVENANCE_CHARS),
+               f"provenance must be one JSON string, got {h['provenance'].dtype} {h['provenance'].shape}")]
+    for name in ("clean", "noisy"):
+        shape, dtype = h[name]
+        ok = len(shape) == 1 and dtype.kind in "iu" and shape == h["clean"].shape and (n is None or shape == (n,))
+        checks.append((ok, f"{name} must be {count}integer labels, as many as clean, got {dtype} {shape}"))
+    return [problem for ok, problem in checks if not ok]
+
 
 def _check_labels(labels: Any, num_classes: int | None = None, name: str = "labels") -> tuple[np.ndarray, int]:
     """Labels as a fresh 1-D int64 array with values in [0, K), and K: ``num_classes`` validated, or
@@ -173,8 +219,12 @@ def _check_labels(labels: Any, num_classes: int | None = None, name: str = "labe
     lo, hi = int(arr.min()), int(arr.max())
     if num_classes is None:
         num_classes = max(hi + 1, 2)
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if num_classes > MAX_CLASSES:
+            raise ValueError(f"{name} imply {num_classes} classes (largest label {hi}); at most {MAX_CLASSES} are "
+                             "supported")
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or \
+            not 2 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be an integer in [2, {MAX_CLASSES}], got {num_classes!r}")
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"{name} must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
     return arr.astype(np.int64, copy=True), int(num_classes)
@@ -245,6 +295,8 @@ def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num
     clean, k = _check_labels(labels, num_classes)
     if num_classes is None and mapping:  # the mapping names classes too
         k = max(k, max(max(mapping), max(mapping.values())) + 1)
+        if k > MAX_CLASSES:
+            raise ValueError(f"mapping names class {k - 1}; at most {MAX_CLASSES} classes are supported")
     rate = _check_rate(rate)
     bad = [(a, b) for a, b in mapping.items() if a == b or not (0 <= a < k and 0 <= b < k)]
     if bad:

@@ -1,27 +1,22 @@
 """Plots a user would rather look at than read: a run's learning curves, a table's accuracy vs noise rate.
 
 matplotlib is an optional extra (``pip install 'noisysam[plot]'``); it is imported inside the functions,
-which raise ImportError when it is missing (the CLI turns that into a one-line note). The Agg backend
-is used, so no display is needed.
+which raise ImportError when it is missing (the CLI turns that into a one-line note). Figures are built
+as ``matplotlib.figure.Figure`` objects without pyplot, so no display or global figure registry is
+involved; ``run_figure`` / ``table_figure`` return them (to inspect or restyle), ``plot_run`` /
+``plot_table`` write them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-from noisysam.files import atomic_write
+from noisysam.files import CONFIG_SCHEMA, atomic_write, read_json, read_jsonl
 from noisysam.table import PAPER_RATES, PAPER_TABLE4
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _save(fig, path: Path) -> Path:
@@ -34,14 +29,21 @@ def _pct(value):
 
 
 def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
-    """``run_dir/curves.png``: clean-test accuracy, noisy-validation accuracy and memorisation (share
-    of corrupted training samples predicted as their wrong label) per epoch, from ``metrics.jsonl``.
+    """``run_dir/curves.png``: the learning curves of :func:`run_figure`."""
+    return _save(run_figure(run_dir), Path(run_dir) / filename)
+
+
+def run_figure(run_dir: Union[str, Path]) -> Figure:
+    """Clean-test accuracy, noisy-validation accuracy and memorisation (share of corrupted training
+    samples predicted as their wrong label) in % per epoch, from ``run_dir/metrics.jsonl``.
     For relabel-and-retrain the two stages follow each other, split by a dotted line."""
-    plt = _pyplot()
+    from matplotlib.figure import Figure
+
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
     x = list(range(1, len(records) + 1))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     series = (("test_accuracy", "clean test accuracy", "-"), ("val_accuracy", "noisy-val accuracy", "--"),
               ("memorisation", "memorisation (wrong labels fitted)", ":"))
     for key, label, style in series:
@@ -52,7 +54,8 @@ def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
     for s in stage_starts:
         ax.axvline(s - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(s - 0.4, 2, "retrain on relabels", fontsize=8, color="grey")
-    config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").exists() else {}
+    config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"] \
+        if (run_dir / "config.json").exists() else {}
     title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
     if config:
         title += f"; {config.get('noise')} noise {config.get('noise_rate', 0):.0%}, seed {config.get('seed')}"
@@ -60,18 +63,24 @@ def plot_run(run_dir: Union[str, Path], filename: str = "curves.png") -> Path:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    path = _save(fig, run_dir / filename)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_table(table_dir: Union[str, Path], rows: list[dict], filename: str = "table.png") -> Path:
-    """``table_dir/table.png``: clean-test accuracy at the last epoch vs noise rate, one colour per
-    method (mean, error bars = std over seeds), with the paper's Table 4 values dashed in the same colour."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """``table_dir/table.png``: the accuracy-vs-noise plot of :func:`table_figure`."""
+    return _save(table_figure(rows), Path(table_dir) / filename)
+
+
+def table_figure(rows: list[dict]) -> Figure:
+    """Clean-test accuracy at the last epoch vs noise rate (%), one colour per method (mean ``last_mean``,
+    error bars ``last_std`` over seeds), with the paper's Table 4 values dashed in the same colour."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, method in enumerate(methods):
         colour = colours[i % len(colours)]
         mine = sorted((r for r in rows if r["method"] == method and r["last_mean"] is not None), key=lambda r: r["rate"])
@@ -85,6 +94,4 @@ def plot_table(table_dir: Union[str, Path], rows: list[dict], filename: str = "t
     ax.set_xticks([100 * r for r in sorted({r["rate"] for r in rows} | set(PAPER_RATES))])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    path = _save(fig, Path(table_dir) / filename)
-    plt.close(fig)
-    return path
+    return fig

@@ -8,6 +8,8 @@ A grid lives in one directory, one run directory per cell::
 
 A cell is finished when its ``result.json`` exists; :func:`run_grid` skips finished cells and resumes
 the others from their last per-epoch checkpoint, so re-running the same command continues a killed grid.
+A finished cell whose result.json is unreadable stops :func:`run_grid` before anything trains; when only
+tabulating (:func:`collect`, :func:`write_table`) it is skipped with a :class:`SkippedCellWarning`.
 Accuracies in tables are percentages (the paper's unit); ``result.json`` holds fractions.
 """
 
@@ -17,13 +19,14 @@ import csv
 import dataclasses
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from noisysam.files import atomic_write, read_json, write_json
+from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods import takes_param
 from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config, train
 
@@ -76,6 +79,10 @@ class Cell:
     @property
     def finished(self) -> bool:
         return (self.dir / "result.json").is_file()
+
+    def result(self) -> dict:
+        """The finished cell's result.json, checked to hold what the table reads (FileFormatError if not)."""
+        return read_json(self.dir / "result.json", RESULT_SCHEMA, "run result")
 
     def label(self) -> str:
         return f"{self.method} {self.rate:.0%} seed {self.seed}"
@@ -145,17 +152,20 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, callback: Optional[C
     cells = list(cells)
     _check_grid_takes_options(config, cells)
     configs = [cell_config(config, cell) for cell in cells]
+    finished = {}
     for cell, c in zip(cells, configs):
         resolved = c.resolved()
         build_method(resolved)
         _check_same_config(cell, c)
+        if cell.finished:
+            try:
+                finished[cell] = cell.result()
+            except FileFormatError as e:
+                raise ValueError(f"{e}; delete {str(cell.dir)!r} to train the cell again") from None
     summaries = []
     for cell, c in zip(cells, configs):
-        skipped = cell.finished
-        if skipped:
-            summary = read_json(cell.dir / "result.json")
-        else:
-            summary = train(c, callback=callback).summary
+        skipped = cell in finished
+        summary = finished[cell] if skipped else train(c, callback=callback).summary
         summaries.append(summary)
         if on_cell:
             on_cell(cell, summary, skipped)
@@ -169,16 +179,34 @@ def _parse_rate(name: str) -> Optional[float]:
         return None
 
 
-def collect(root: Union[str, Path]) -> list[dict]:
-    """The finished cells under ``root``: dicts with method, rate, seed, dir and the run's ``result``."""
-    found = []
+class SkippedCellWarning(UserWarning):
+    """A finished cell was left out of a table: its result.json is unreadable or lacks what the table needs."""
+
+
+def _scan(root: Union[str, Path]) -> tuple[list[dict], list[str]]:
+    """The finished cells under ``root`` whose result.json is usable, and one problem (naming the file) per other."""
+    found, problems = [], []
     for result in sorted(Path(root).glob("*/rate*/seed*/result.json")):
         seed_dir, rate_dir, method_dir = result.parent, result.parent.parent, result.parent.parent.parent
         rate, seed = _parse_rate(rate_dir.name), seed_dir.name.removeprefix("seed")
         if rate is None or not seed.isdigit():
             continue
-        found.append(dict(method=method_dir.name, rate=rate, seed=int(seed), dir=str(seed_dir),
-                          result=read_json(result)))
+        cell = Cell(method_dir.name, rate, int(seed), seed_dir)
+        try:
+            summary = cell.result()
+        except (FileFormatError, OSError) as e:
+            problems.append(str(e))
+            continue
+        found.append(dict(method=cell.method, rate=rate, seed=cell.seed, dir=str(seed_dir), result=summary))
+    return found, problems
+
+
+def collect(root: Union[str, Path]) -> list[dict]:
+    """The finished cells under ``root``: dicts with method, rate, seed, dir and the run's ``result``. A cell whose
+    result.json is unreadable or lacks keys is skipped with a :class:`SkippedCellWarning` naming the file."""
+    found, problems = _scan(root)
+    for problem in problems:
+        warnings.warn(problem, SkippedCellWarning, stacklevel=2)
     return found
 
 
@@ -300,16 +328,24 @@ def render_csv(rows: list[dict]) -> str:
 
 def write_table(root: Union[str, Path], cells: Optional[list[dict]] = None) -> dict[str, Any]:
     """Aggregate the finished cells under ``root`` (or the given ``cells``) and write table.json,
-    table.csv and table.md there atomically; return the table.json content."""
+    table.csv and table.md there atomically; return the table.json content. Cells with an unreadable
+    result.json are left out (``skipped`` in table.json, and a :class:`SkippedCellWarning` each); if no
+    cell is usable, ValueError (FileNotFoundError if there are none at all) and nothing is written."""
     root = Path(root)
-    cells = collect(root) if cells is None else cells
+    cells, skipped = _scan(root) if cells is None else (cells, [])
+    if not cells and skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise ValueError(f"no usable finished runs under {str(root)!r}: {skipped[0]}{more}")
     if not cells:
         raise FileNotFoundError(f"no finished runs under {str(root)!r} (expected <method>/rate<r>/seed<s>/result.json)")
+    for problem in skipped:
+        warnings.warn(problem, SkippedCellWarning, stacklevel=2)
     rows = aggregate(cells)
     info = settings(cells)
     table = dict(unit="percent", std="sample std over seeds (ddof=1); null with one seed",
                  paper="Foret et al. 2021 (arXiv 2010.01412), Table 4", settings=info, rows=rows,
-                 literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()})
+                 literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()},
+                 skipped=skipped)
     write_json(root / "table.json", table)
     atomic_write(root / "table.csv", lambda f: f.write(render_csv(rows)), mode="w")
     atomic_write(root / "table.md", lambda f: f.write(render_markdown(rows, info)), mode="w")

@@ -9,18 +9,24 @@ Reproducibility: every random draw comes from generators seeded from ``(seed, st
 (:func:`derive_seed`); the caller's global RNG state is left untouched. A checkpoint is written
 atomically after every epoch, so ``resume=True`` continues a killed run to the same final weights
 as an uninterrupted run (CPU, same seed).
+
+Run directory contract: one run writes it at a time (:func:`noisysam.files.run_lock`, held from the first
+read to the last write); ``config.json`` records the noisysam version, the precision ``amp`` resolved when
+the run started, and :func:`fingerprints` of the dataset and labels, which a resume must match; a
+checkpoint is only written when every parameter, buffer and optimizer state tensor is finite.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -29,7 +35,8 @@ from torch import nn
 from noisysam import __version__
 from noisysam import distributed
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
+from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, load_checkpoint, read_json, run_lock,
+                            save_checkpoint, write_json, write_jsonl)
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
@@ -251,7 +258,8 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the run stopped, its last good checkpoint kept."""
+    """The training loss, the model's outputs, or a parameter, buffer or optimizer state tensor became NaN or
+    infinite; the run stopped, its last good checkpoint (all tensors finite) kept."""
 
 
 @dataclass
@@ -304,12 +312,12 @@ class _Run:
     """The state of one run between epochs; :func:`train` builds it and drives the loop."""
 
     def __init__(self, cfg: TrainConfig, dataset: ImageDataset, labels: NoisyLabels, model_template: Optional[nn.Module],
-                 method: Any, callback: Optional[Callback], dist: distributed.Distributed):
+                 method: Any, callback: Optional[Callback], amp: str, dist: distributed.Distributed):
         self.cfg, self.dataset, self.labels, self.method, self.callback = cfg, dataset, labels, method, callback
         self.model_template = model_template
         self.dist = dist
         self.device = dist.device
-        self.dtype = resolve_amp(cfg.amp, self.device)
+        self.dtype = resolve_amp(amp, self.device)  # amp: resolved once, when the run started
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.train_idx, self.val_idx = _split(len(labels), cfg.val_fraction, cfg.seed)
         x = dataset.x_train
@@ -428,6 +436,21 @@ class _Run:
         self._train_pred = pred.numpy()
         return record
 
+    def nonfinite(self) -> list[str]:
+        """The model's parameters and buffers and the optimizer's state tensors (what a checkpoint holds) that
+        contain a NaN or inf, by name; one host sync for all of them."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # state_dict's numbering
+        tensors = dict(self.model.state_dict())
+        for i, state in self.optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                tensors[f"optimizer {key} of {names.get(id(params[i]), i)}"] = value
+        tensors = {k: v for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()}
+        if not tensors:
+            return []
+        finite = torch.stack([torch.isfinite(v).all() for v in tensors.values()]).tolist()
+        return [name for name, ok in zip(tensors, finite) if not ok]
+
     def checkpoint(self, epoch: int, wall: float) -> dict:
         return dict(format=1, stage=self.stage, epoch=epoch, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), history=self.history, wall_seconds=wall,
@@ -447,7 +470,8 @@ def _summary(run: _Run, wall: float) -> dict:
         method=cfg.method, method_params=run.method.params, model=cfg.model, dataset=cfg.dataset, seed=cfg.seed,
         epochs=cfg.epochs, profile=cfg.profile,
         noise=dict(type=labels.provenance.get("kind", cfg.noise), mode=labels.provenance.get("mode"),
-                   rate=labels.provenance.get("nominal_rate"), realised_rate=labels.rate),
+                   rate=labels.provenance.get("nominal_rate"), realised_rate=labels.rate,
+                   realised_rate_train=float(labels.is_noisy[run.train_idx].mean())),
         test_accuracy=dict(last=last["test_accuracy"], best=acc[best], best_epoch=final[best]["epoch"],
                            selected=None if selected is None else acc[selected],
                            selected_epoch=None if selected is None else final[selected]["epoch"],
@@ -459,23 +483,76 @@ def _summary(run: _Run, wall: float) -> dict:
     )
 
 
-def _prepare_out(cfg: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
-    """Check the run directory before anything is written; return it and a checkpoint to resume from."""
+@contextmanager
+def _locked(cfg: TrainConfig) -> Iterator[Optional[Path]]:
+    """The run directory (None without ``out``), locked for this run while the block runs (files.run_lock); of
+    several processes of one run, rank 0 holds the lock for all (noisysam.distributed)."""
     if cfg.out is None:
-        return None, None
+        yield None
+        return
     out = Path(cfg.out)
     _check(not out.exists() or out.is_dir(), f"out {str(out)!r} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        _check(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
-                           "or choose another out")
-        ckpt = out / "checkpoint.pt"
-        if (out / "config.json").exists():
-            saved = read_json(out / "config.json")["config"]
-            mine = comparable_config(cfg.to_dict())
-            diff = sorted(k for k, v in comparable_config(saved).items() if mine.get(k) != v)
-            _check(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
-        return out, (load_checkpoint(ckpt) if ckpt.exists() else None)
-    return out, None
+    with run_lock(out) if distributed.writer_process() else nullcontext(out):
+        yield out
+
+
+def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict], Optional[dict]]:
+    """Check the (locked) run directory before anything is written; return its config.json and a checkpoint
+    to resume from (each None for a new run)."""
+    if out is None or not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
+        return None, None
+    _check(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
+                       "or choose another out")
+    ckpt = out / "checkpoint.pt"
+    if not (out / "config.json").exists():
+        _check(not ckpt.exists(), f"cannot resume {str(out)!r}: it has a checkpoint.pt but no config.json, so what "
+                                  "the checkpoint was trained with is unknown; start a new run in another out")
+        return None, None
+    saved = read_json(out / "config.json", CONFIG_SCHEMA, "run config")
+    version = saved.get("noisysam_version")
+    _check(version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {version} and this is "
+                                   f"noisysam {__version__}; finish it with noisysam {version} or start a new run")
+    mine = comparable_config(cfg.to_dict())
+    diff = sorted(k for k, v in comparable_config(saved["config"]).items() if mine.get(k) != v)
+    _check(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
+    return saved, (load_checkpoint(ckpt) if ckpt.exists() else None)
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    """sha256 over arrays, each as its shape, dtype (little-endian) and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=np.asarray(a).dtype.newbyteorder("<"))
+        h.update(f"{a.shape} {a.dtype.str};".encode())
+        h.update(a.reshape(-1).view(np.uint8))  # the array's own memory, no copy
+    return h.hexdigest()
+
+
+#: What :func:`fingerprints` records, in words (for the message of a refused resume).
+_INPUTS = {"dataset_sha256": "the dataset (its train/test images, labels and class names)",
+           "labels_sha256": "the training labels (noisy and clean)"}
+
+
+def fingerprints(data: ImageDataset, labels: NoisyLabels) -> dict:
+    """Content hashes of what a run depends on beyond its config, saved in config.json and checked on resume:
+    the dataset (its images, labels and class names) and the labels it trains on (noisy and clean)."""
+    return dict(dataset_sha256=_sha256(data.x_train, data.y_train, data.x_test, data.y_test,
+                                       np.array(data.classes, dtype=str)),
+                labels_sha256=_sha256(labels.noisy, labels.clean))
+
+
+def _check_resume(out: Path, saved: dict, inputs: dict, ckpt: Optional[dict], stages: int, epochs: int) -> None:
+    """A resume continues the same run: the same data and labels, a checkpoint within this run's stages and epochs."""
+    recorded = saved.get("inputs") or {}
+    differ = [f"{_INPUTS[k]} (sha256 {str(recorded.get(k))[:12]}... when it started, {v[:12]}... now)"
+              for k, v in inputs.items() if recorded.get(k) != v]
+    _check(not differ, f"cannot resume {str(out)!r}: {'; '.join(differ)} changed since the run started; "
+                       "resume with the inputs it started with, or start a new run in another out")
+    if ckpt is not None:
+        stage, epoch = ckpt["stage"], ckpt["epoch"]
+        _check(stage <= stages and epoch <= epochs,
+               f"cannot resume {str(out)!r}: its checkpoint.pt is at stage {stage}, epoch {epoch}, beyond this run's "
+               f"{stages} stage(s) of {epochs} epochs; it belongs to another run")
 
 
 def comparable_config(d: dict) -> dict:
@@ -485,7 +562,7 @@ def comparable_config(d: dict) -> dict:
 
 def saved_config(out: Union[str, Path]) -> dict:
     """The config dict saved in a run directory (to resume it with the same settings)."""
-    return read_json(Path(out) / "config.json")["config"]
+    return read_json(Path(out) / "config.json", CONFIG_SCHEMA, "run config")["config"]
 
 
 def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageDataset, None] = None,
@@ -514,27 +591,30 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     if model is not None:
         custom.update(model=f"custom:{type(model).__name__}", model_params={})
     cfg = dataclasses.replace(cfg, **custom)
-    out, ckpt = _prepare_out(cfg)
+    with _locked(cfg) as out:  # one writer per run directory, from the first read to the last write
+        saved, ckpt = _prepare_out(cfg, out)
 
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
-    if noise is not None:
-        labels = noise
-    elif cfg.noise.endswith(".npz"):
-        labels = NoisyLabels.load(cfg.noise)
-    else:
-        labels = make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
-                            num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data)
-    _check(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
-           f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
-           f"({len(labels)} vs {len(data.y_train)} samples)")
-    n_val = int(round(cfg.val_fraction * len(labels)))
-    _check(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
-                                f"{len(labels)} would go to validation")
-    method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
+        data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+        if noise is not None:
+            labels = noise
+        elif cfg.noise.endswith(".npz"):
+            labels = NoisyLabels.load(cfg.noise, num_classes=data.num_classes, n=len(data.y_train))
+        else:
+            labels = make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
+                                num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data)
+        _check(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
+               f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
+               f"({len(labels)} vs {len(data.y_train)} samples)")
+        _check(labels.num_classes <= data.num_classes, f"noisy labels have {labels.num_classes} classes, more than the "
+                                                       f"dataset's {data.num_classes}")
+        n_val = int(round(cfg.val_fraction * len(labels)))
+        _check(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
+                                    f"{len(labels)} would go to validation")
+        method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
 
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []), \
-            distributed.setup(resolve_device(cfg.device), cfg.sam_sync, cfg.sync_bn) as dist:
-        return _train(cfg, data, labels, model, method, callback, out, ckpt, dist)
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []), \
+                distributed.setup(resolve_device(cfg.device), cfg.sam_sync, cfg.sync_bn) as dist:
+            return _train(cfg, data, labels, model, method, callback, out, saved, ckpt, dist)
 
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
@@ -547,12 +627,30 @@ def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
     return get_method(cfg.method, **{**params, **cfg.method_params})
 
 
+def _amp_of_run(cfg: TrainConfig, saved: Optional[dict]) -> str:
+    """The run's precision as an AMP_MODES value: resolved from ``cfg.amp`` on this machine when the run starts,
+    the one saved in config.json when it resumes (so "auto" never switches precision mid-run)."""
+    if saved is None:
+        dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
+        return {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    amp, device = saved.get("amp"), resolve_device(cfg.device)
+    _check(amp in AMP_MODES[1:], f"cannot resume {str(cfg.out)!r}: its config.json records no precision (amp), got {amp!r}")
+    _check(amp != "bf16" or device.type != "cuda" or torch.cuda.is_bf16_supported(),
+           f"cannot resume {str(cfg.out)!r} on {device}: the run trains in bf16 (--amp {cfg.amp} when it started) and "
+           "this GPU has no bf16; resume it on a machine that has")
+    return amp
+
+
 def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
-           callback: Optional[Callback], out: Optional[Path], ckpt: Optional[dict],
-           dist: distributed.Distributed) -> TrainResult:
+           callback: Optional[Callback], out: Optional[Path], saved: Optional[dict],
+           ckpt: Optional[dict], dist: distributed.Distributed) -> TrainResult:
     callback = callback if dist.is_writer else None
-    run = _Run(cfg, data, labels, model, method, callback, dist)
+    inputs = fingerprints(data, labels) if out is not None else {}
+    amp = _amp_of_run(cfg, saved)
+    run = _Run(cfg, data, labels, model, method, callback, amp, dist)
     dist.check(cfg.batch_size, len(run.train_idx), cfg.method_params.get("m"))
+    if saved is not None:
+        _check_resume(out, saved, inputs, ckpt, run.stages, cfg.epochs)
     if ckpt is not None:
         distributed.check_resume(ckpt.get("world_size", 1), dist.world_size, str(out))
     writer = out if dist.is_writer else None  # rank 0 alone writes the run directory
@@ -570,11 +668,12 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
             run.scaler.load_state_dict(ckpt["scaler"])
         finished = start_stage == run.stages and start_epoch == cfg.epochs
         if finished and (out / "result.json").exists():
-            return TrainResult(read_json(out / "result.json"), run.history, run.model, labels, out)
+            return TrainResult(read_json(out / "result.json", RESULT_SCHEMA, "run result"), run.history, run.model,
+                               labels, out)
     if writer is not None and ckpt is None:
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,
+                                             inputs=inputs, amp=amp,
                                              torch_version=torch.__version__, device=str(run.device),
                                              world_size=dist.world_size, train_rows=len(run.train_idx),
                                              val_rows=len(run.val_idx)))
@@ -588,12 +687,16 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
             run.build(stage, _stage_labels(run, stage))
         for epoch in range(start_epoch if stage == start_stage else 0, cfg.epochs):
             train_loss = run.train_epoch(epoch)
-            metrics = run.evaluate() if math.isfinite(train_loss) else None
+            # Checked once per epoch, before anything of this epoch is written: every checkpoint is finite.
+            broken = [f"the training loss ({train_loss})"] if not math.isfinite(train_loss) else run.nonfinite()
+            metrics = None if broken else run.evaluate()
             if metrics is None:
-                saved = out is not None and (out / "checkpoint.pt").exists()
-                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if saved else "none (no epoch finished)"
-                raise TrainingDiverged(f"training loss or the model's outputs became non-finite (train loss "
-                                       f"{train_loss}) in epoch {epoch + 1} of stage {stage}; stopped. "
+                kept = out is not None and (out / "checkpoint.pt").exists()
+                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if kept else "none (no epoch finished)"
+                what = (", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+                        or "the model's outputs")
+                raise TrainingDiverged(f"training diverged in epoch {epoch + 1} of stage {stage}: "
+                                       f"{what} became non-finite; stopped. "
                                        f"Last good checkpoint: {where}. Try a lower lr.")
             record = dict(stage=stage, epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"],
                           train_loss=train_loss, **metrics, seconds=time.perf_counter() - t0)

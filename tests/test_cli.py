@@ -60,14 +60,37 @@ def test_train_writes_a_complete_run_directory_and_json(tiny_npz, tmp_path):
 
 def test_train_summary_and_curves_plot(tiny_npz, tmp_path):
     pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    from noisysam.plot import run_figure
+
     out = tmp_path / "run"
     r = run("train", "--dataset", tiny_npz, "--method", "bootstrap-sam", "--out", out, *TINY)
     assert r.exit_code == 0, r.output
     result = json.loads((out / "result.json").read_text())
     assert f"{result['test_accuracy']['last']:.1%}" in r.stdout
     assert "first model (before relabelling)" in r.stdout  # relabel-and-retrain reports its first stage
-    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # two stages of two epochs
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(rec["stage"], rec["epoch"]) for rec in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    # The curves drawn are metrics.jsonl's values in %, epoch after epoch over both stages, and the
+    # stage change is marked between the 2nd and 3rd point.
+    [ax] = run_figure(out).axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for key, label in (("test_accuracy", "clean test accuracy"), ("val_accuracy", "noisy-val accuracy"),
+                       ("memorisation", "memorisation (wrong labels fitted)")):
+        np.testing.assert_array_equal(lines[label].get_xdata(), [1, 2, 3, 4])
+        np.testing.assert_allclose(lines[label].get_ydata(), [100 * rec[key] for rec in records], rtol=1e-12)
+    assert [list(line.get_xdata()) for line in ax.get_lines() if line.get_label().startswith("_")] == [[2.5, 2.5]]
+    # curves.png is that figure rendered: a PNG of its size (7 x 4.2 in at 120 dpi, cropped to what is
+    # drawn, widened by a long title) in which each curve's colour appears.
+    with Image.open(out / "curves.png") as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 600
+    drawn = {tuple(p) for p in pixels.reshape(-1, 3).tolist()}
+    for line in lines.values():
+        assert tuple(round(255 * c) for c in to_rgb(line.get_color())) in drawn, line.get_label()
 
 
 def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):

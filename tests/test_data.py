@@ -274,23 +274,32 @@ def test_loader_crops_and_flips_match_hand_made_ones(device):
 
 
 def test_loader_cutout_zeroes_one_clipped_square():
-    size = 4
-    images = coded_images(64)
+    size, h, w = 4, 8, 8
+    images = coded_images(64, h, w)
     loader = Loader(images, np.zeros(64, int), batch_size=64, cutout=size, mean=[0, 0, 0], std=[1, 1, 1], seed=1)
     x, _, idx = next(iter(loader))
-    full = 0
+    # Every square cutout may make: rows and columns [c - size//2, c - size//2 + size) for a centre c in the image.
+    squares = {}
+    for cy in range(h):
+        for cx in range(w):
+            square = np.zeros((h, w), bool)
+            square[max(cy - size // 2, 0):cy - size // 2 + size, max(cx - size // 2, 0):cx - size // 2 + size] = True
+            squares[(cy, cx)] = square
+    centres = []
     for out, i in zip(as_uint8(x), idx.tolist()):
         # the matching crop agrees wherever cutout left the pixel alone (cutout writes 0 = mean here)
         matches = [c for c in hand_candidates(images[i]).values() if np.all((out == c) | (out == 0))]
         assert len(matches) == 1
-        cut = (matches[0][0] > 0) & (out[0] == 0)  # image pixels that cutout removed
-        assert np.all((out == 0) == (out == 0).all(axis=0))  # zeroed in every channel alike
-        rows, cols = np.flatnonzero(cut.any(axis=1)), np.flatnonzero(cut.any(axis=0))
-        if rows.size:  # a filled axis-aligned rectangle, at most size x size
-            assert cut[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
-            assert cut.sum() == rows.size * cols.size and rows.size <= size and cols.size <= size
-            full += cut.sum() == size * size
-    assert full > 0
+        zero = out == 0
+        assert np.all(zero == zero.all(axis=0))  # zeroed in every channel alike
+        # zero exactly on the crop's padding plus one square (several centres fit when it overlaps the padding)
+        fits = [c for c, square in squares.items() if np.array_equal(zero[0], (matches[0][0] == 0) | square)]
+        assert fits
+        centres.append(fits)
+    assert len(centres) == 64
+    # the centres are spread over the image: every row and column of it holds a centre known exactly
+    known = [fits[0] for fits in centres if len(fits) == 1]
+    assert {cy for cy, _ in known} == set(range(h)) and {cx for _, cx in known} == set(range(w))
 
 
 def test_loader_without_augmentation_returns_the_images():

@@ -108,11 +108,45 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
 
 def test_table_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    from noisysam.plot import plot_table
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from PIL import Image
 
-    rows = [dict(method="sgd", rate=r, last_mean=v, last_std=1.0) for r, v in ((0.2, 80.0), (0.8, 30.0))]
+    from noisysam.plot import plot_table, table_figure
+
+    rows = [dict(method="sgd", rate=0.8, last_mean=30.0, last_std=2.0),
+            dict(method="sgd", rate=0.2, last_mean=80.0, last_std=1.0),
+            dict(method="sam", rate=0.4, last_mean=None, last_std=None),  # no run finished
+            dict(method="sam", rate=0.6, last_mean=70.0, last_std=None)]  # one seed: no std
+    [ax] = table_figure(rows).axes
+    # Per method, in rate order: the rows' means at rate in %, error bars mean +- std (none without a std),
+    # runs without a mean left out; the paper's Table 4 values dashed in the same colour.
+    ours = {c.get_label(): c for c in ax.containers}
+    assert list(ours) == ["sgd", "sam"]
+    expected = {"sgd": ([20, 80], [80.0, 30.0], [1.0, 2.0]), "sam": ([60], [70.0], [0.0])}
+    paper = {line.get_color(): line for line in ax.get_lines()
+             if line.get_linestyle() == "--" and len(line.get_xdata())}  # not the legend's empty entry
+    for method, (x, y, std) in expected.items():
+        line, _, (bars,) = ours[method]
+        np.testing.assert_array_equal(line.get_xdata(), x)
+        np.testing.assert_array_equal(line.get_ydata(), y)
+        np.testing.assert_array_equal([seg[:, 0] for seg in bars.get_segments()], [[r, r] for r in x])
+        np.testing.assert_array_equal([seg[:, 1] for seg in bars.get_segments()],
+                                      [[m - s, m + s] for m, s in zip(y, std)])
+        dashed = paper[line.get_color()]
+        np.testing.assert_array_equal(dashed.get_xdata(), [20, 40, 60, 80])
+        np.testing.assert_array_equal(dashed.get_ydata(), [table.paper_value(method, r) for r in (0.2, 0.4, 0.6, 0.8)])
+    assert ours["sgd"][0].get_color() != ours["sam"][0].get_color()
+    # table.png is that figure rendered: a PNG (7 x 4.5 in at 120 dpi, cropped) showing each method's colour.
     path = plot_table(tmp_path, rows)
-    assert path == tmp_path / "table.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert path == tmp_path / "table.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 600
+    drawn = {tuple(p) for p in pixels.reshape(-1, 3).tolist()}
+    for method, container in ours.items():
+        assert tuple(round(255 * c) for c in to_rgb(container[0].get_color())) in drawn, method
 
 
 def test_bad_grid_options_exit_2_before_writing(tiny_npz, tmp_path):
@@ -183,3 +217,27 @@ def test_rho_and_alpha_go_to_the_cells_whose_method_takes_them(tmp_path):
         with pytest.raises(ValueError, match=f"{next(iter(option))} is given .* but no method of the grid"):
             table.run_grid(grid, TrainConfig(**option))
     assert not (tmp_path / "grid").exists()
+
+
+def test_report_skips_a_cell_whose_result_is_unusable_and_names_it(tiny_npz, tmp_path):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, "--methods", "sgd", "--rates", "0.2,0.6", "--seeds", "0", "--out", root,
+            *TINY)
+    assert r.exit_code == 0, r.output
+    good = json.loads((root / "sgd/rate0.2/seed0/result.json").read_text())
+    bad = root / "sgd/rate0.6/seed0/result.json"
+    result = json.loads(bad.read_text())
+    del result["test_accuracy"]["selected"]
+    bad.write_text(json.dumps(result))
+
+    r = run("table", "--report", root, "--no-plot")
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"warning: a cell was skipped: cannot read run result {bad}: lacks 'test_accuracy.selected'\n"
+    saved = json.loads((root / "table.json").read_text())
+    [row] = saved["rows"]  # the usable cell alone, with its own values
+    assert (row["method"], row["rate"]) == ("sgd", 0.2)
+    assert row["last_mean"] == pytest.approx(100 * good["test_accuracy"]["last"])
+    assert saved["skipped"] == [f"cannot read run result {bad}: lacks 'test_accuracy.selected'"]
+
+    with pytest.warns(table.SkippedCellWarning, match=str(bad)):  # the API warns the same
+        assert [c["rate"] for c in table.collect(root)] == [0.2]

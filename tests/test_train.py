@@ -10,6 +10,9 @@ import json
 import math
 import os
 import shutil
+import socket
+import stat
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from torch import nn
 
 import noisysam
 from noisysam.data import ImageDataset, Loader
-from noisysam.files import atomic_write, read_json, write_json
+from noisysam.files import LOCK_NAME, RunDirectoryBusy, atomic_write, read_json, write_json
 from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import (PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, build_method, method_radius,
@@ -115,8 +118,12 @@ def test_run_directory_is_complete_and_result_agrees_with_metrics(reference, tin
     assert (summary["method"], summary["model"], summary["dataset"], summary["seed"], summary["epochs"]) == \
         (method, "cnn", "custom:tiny", 0, 3)
     realised = float(np.mean(labels.noisy != tiny.y_train))
+    rows = train_rows()
+    realised_train = float(np.mean(labels.noisy[rows] != tiny.y_train[rows]))
     noise = summary["noise"]
-    assert (noise["type"], noise["mode"], noise["rate"], noise["realised_rate"]) == ("symmetric", "replace", 0.4, realised)
+    assert (noise["type"], noise["mode"], noise["rate"], noise["realised_rate"], noise["realised_rate_train"]) == \
+        ("symmetric", "replace", 0.4, realised, realised_train)
+    assert realised_train != realised  # the training split's rate is not the whole set's
     acc = summary["test_accuracy"]
     assert all(0.0 <= acc[k] <= 1.0 for k in ("last", "best", "selected"))
     assert acc["last"] == lines[-1]["test_accuracy"]
@@ -276,15 +283,25 @@ def test_nan_loss_after_epoch_1_stops_with_a_clear_message_and_keeps_epoch_1(tin
     _assert_last_good_kept(out, good_epochs=1)
 
 
-def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path):
-    # One batch per epoch: epoch 1's loss is measured before its (huge) step, so it is finite; the
-    # next evaluation sees overflowing weights.
+def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path, registered):
+    # One batch per epoch; epoch 2's step is taken at lr 1e30. Its loss is measured before that step, so
+    # it is finite; the weights after it are ~1e30 * gradient, whose products overflow float32 in any
+    # forward pass: epoch 2's evaluation sees non-finite outputs, whatever the rounding of the machine.
+    class AbsurdLrInEpoch2(Recorder):
+        def train_step(self, model, optimizer, x, y, idx, *, generator, scaler=None):
+            if len(self.batches) == 1:  # the second step (the trainer sets the lr again before each step)
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e30
+            return super().train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
+
+    registered("absurd-lr", AbsurdLrInEpoch2)
     out = tmp_path / "run"
-    message = _diverge(tiny, out, lr=1e3, batch_size=N_TRAIN)
-    assert "lr" in message
-    good = len(read_jsonl(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
-    if good:
-        _assert_last_good_kept(out, good_epochs=good)
+    with pytest.raises(TrainingDiverged) as info:
+        train(dataset=tiny, out=str(out), **{**RUN, "method": "absurd-lr", "batch_size": N_TRAIN})
+    message = str(info.value)
+    train_loss = float(message.split("(train loss ")[1].split(")")[0])
+    assert math.isfinite(train_loss) and "in epoch 2 of stage 1" in message and "lr" in message
+    _assert_last_good_kept(out, good_epochs=1)
 
 
 def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tiny, tmp_path):
@@ -292,6 +309,63 @@ def test_nan_in_the_first_epoch_does_not_claim_a_checkpoint(tiny, tmp_path):
     message = _diverge(tiny, out, model=SmallNet(nan_after=0))
     assert not (out / "checkpoint.pt").exists()
     assert "checkpoint.pt" not in message
+
+
+class InfVarianceNet(SmallNet):
+    """SmallNet whose BatchNorm running variance becomes inf after ``after`` training passes. Its training loss
+    stays finite (training mode normalises with batch statistics) and so do its eval outputs (x / sqrt(inf) = 0)."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def forward(self, x):
+        if self.training and self.calls >= self.after:  # before the pass: autograd's saved tensors stay as they were
+            self.body[1].running_var.fill_(math.inf)
+        return super().forward(x)
+
+
+class InfMomentum:
+    """sam whose base optimizer's momentum of fc.weight becomes inf after its ``after``-th step; the weights
+    only follow in the step after that."""
+
+    name, relabel, params = "inf-momentum", False, {}
+
+    def __init__(self, after):
+        self.base, self.after, self.steps = get_method("sam"), after, 0
+
+    def make_optimizer(self, params, **kwargs):
+        return self.base.make_optimizer(params, **kwargs)
+
+    def train_step(self, model, optimizer, x, y, idx, *, generator, scaler=None):
+        loss = self.base.train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
+        self.steps += 1
+        if self.steps == self.after:
+            optimizer.base_optimizer.state[model.fc.weight]["momentum_buffer"].fill_(math.inf)
+        return loss
+
+
+def _all_finite(checkpoint):
+    tensors = list(checkpoint["model"].values())
+    tensors += [v for state in checkpoint["optimizer"]["state"].values() for v in state.values()]
+    return all(torch.isfinite(v).all() for v in tensors if torch.is_tensor(v) and v.is_floating_point())
+
+
+@pytest.mark.parametrize("method, model, broken", [
+    ("sgd", InfVarianceNet(after=4), "body.1.running_var"),  # inf from epoch 2's first batch
+    ("inf-momentum", "cnn", "momentum_buffer of fc.weight"),  # inf after epoch 2's last step (4 per epoch)
+])
+def test_non_finite_buffers_or_optimizer_state_stop_the_run_and_are_never_checkpointed(tiny, tmp_path, registered,
+                                                                                       method, model, broken):
+    registered("inf-momentum", lambda: InfMomentum(after=8))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as info:
+        train(dataset=tiny, out=str(out), **{**RUN, "method": method, "model": model})
+    message = str(info.value)
+    assert broken in message and "epoch 2 of stage 1" in message and "(stage 1, epoch 1)" in message
+    assert "loss" not in message.split("became")[0]  # the loss stayed finite: the state is what broke
+    _assert_last_good_kept(out, good_epochs=1)
+    assert _all_finite(torch.load(out / "checkpoint.pt", weights_only=True))
 
 
 # ------------------------------------------------------------------------------- validation split
@@ -303,8 +377,12 @@ def test_split_is_disjoint_covers_everything_and_has_the_asked_size(n, fraction)
     assert np.intersect1d(train_idx, val_idx).size == 0
     assert np.array_equal(np.sort(np.concatenate([train_idx, val_idx])), np.arange(n))
     assert np.array_equal(_split(n, fraction, seed=3)[1], val_idx)
-    if 0 < len(val_idx) < n - 1:
-        assert not np.array_equal(_split(n, fraction, seed=4)[1], val_idx)
+
+
+@pytest.mark.parametrize("n, fraction", [(256, 0.1), (1000, 0.25), (7, 0.5)])
+def test_split_depends_on_the_seed(n, fraction):
+    # Sizes where another validation set exists (0 < size < n): another seed draws another set.
+    assert not np.array_equal(np.sort(_split(n, fraction, seed=4)[1]), np.sort(_split(n, fraction, seed=3)[1]))
 
 
 class Recorder:
@@ -490,6 +568,112 @@ def test_resume_from_another_data_folder_is_accepted(reference, tiny, tmp_path):
     result = train(dataset=tiny, out=str(out), resume=True, data_root=str(tmp_path), download=True,
                    **{**RUN, "method": "sgd"})
     assert result.summary == saved
+
+
+# ------------------------------------------------------------------------- one writer per run directory
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holders_lock_is_recovered(
+        reference, tiny, tmp_path, lock_holder, snapshot):
+    out = tmp_path / "run"
+    shutil.copytree(reference("sgd").run_dir, out)
+    saved = read_json(out / "result.json")
+    holder = lock_holder(out)
+    before = snapshot(out)
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
+    for resume in (True, False):
+        with pytest.raises(RunDirectoryBusy) as info:
+            train(dataset=tiny, out=str(out), resume=resume, **{**RUN, "method": "sgd"})
+        assert f"pid {holder.pid} on {socket.gethostname()}" in str(info.value)
+        assert snapshot(out) == before
+    assert isinstance(info.value, ValueError)  # bad input for the CLI: exit 2
+    holder.kill()  # SIGKILL: no clean-up, the lock file stays behind
+    holder.wait()
+    assert (out / LOCK_NAME).exists()
+    result = train(dataset=tiny, out=str(out), resume=True, **{**RUN, "method": "sgd"})
+    assert result.summary == saved
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES)  # the stale lock file taken over, then removed
+
+
+def test_the_lock_is_held_from_start_to_end_of_a_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    refusals = []
+
+    def second_writer(event, info):
+        try:
+            train(dataset=tiny, out=str(out), resume=True, **{**RUN, "epochs": 1})
+        except RunDirectoryBusy as e:
+            refusals.append((event, str(e)))
+
+    train(dataset=tiny, out=str(out), callback=second_writer, **{**RUN, "epochs": 1, "method": "sgd"})
+    events = [event for event, _ in refusals]
+    assert events[0] == "start" and events[-1] == "end" and "epoch" in events and "batch" in events
+    assert all(f"pid {os.getpid()}" in message for _, message in refusals)
+    assert sorted(os.listdir(out)) == sorted(RUN_FILES)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_run_files_honour_the_umask(tiny, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        train(dataset=tiny, out=str(tmp_path / "run"), **{**RUN, "method": "sgd", "epochs": 1})
+        atomic_write(tmp_path / "run" / "other.txt", lambda f: f.write("x"), mode="w")
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / "run" / name).st_mode) for name in os.listdir(tmp_path / "run")}
+    assert modes == {name: 0o666 & ~umask for name in (*RUN_FILES, "other.txt")}
+
+
+# ---------------------------------------------------------------------- what a resume checks
+
+def test_resume_refuses_changed_training_labels_naming_them(tiny, tmp_path, snapshot):
+    out = tmp_path / "run"
+    labels = symmetric(tiny.y_train, 0.4, seed=3)
+    train(dataset=tiny, noise=labels, out=str(out), **{**RUN, "method": "sgd", "epochs": 1})
+    before = snapshot(out)
+    other = symmetric(tiny.y_train, 0.4, seed=4)  # the same kind of noise, so the same config: "custom:symmetric"
+    with pytest.raises(ValueError, match=r"the training labels \(noisy and clean\) \(sha256 \w{12}\.\.\. when it "
+                                         r"started, \w{12}\.\.\. now\) changed"):
+        train(dataset=tiny, noise=other, out=str(out), resume=True, **{**RUN, "method": "sgd", "epochs": 1})
+    assert snapshot(out) == before
+
+
+def test_resume_refuses_a_changed_dataset_but_not_the_same_one_elsewhere(reference, tiny, tmp_path, snapshot):
+    out = tmp_path / "run"
+    shutil.copytree(reference("sgd").run_dir, out)
+    before = snapshot(out)
+    x_test = tiny.x_test.copy()
+    x_test[0, 0, 0, 0] ^= 1  # one bit of one test pixel
+    changed = ImageDataset("tiny", tiny.x_train, tiny.y_train, x_test, tiny.y_test, tiny.classes)
+    with pytest.raises(ValueError, match=r"the dataset \(its train/test images, labels and class names\)"):
+        train(dataset=changed, out=str(out), resume=True, **{**RUN, "method": "sgd"})
+    assert snapshot(out) == before
+    copy = ImageDataset("tiny", tiny.x_train.copy(), tiny.y_train.copy(), tiny.x_test.copy(), tiny.y_test.copy(),
+                        list(tiny.classes))
+    assert train(dataset=copy, out=str(out), resume=True, **{**RUN, "method": "sgd"}).summary == \
+        read_json(out / "result.json")
+
+
+def test_amp_auto_is_resolved_once_and_kept_on_resume(reference, tiny, tmp_path, monkeypatch):
+    """Started where "auto" means fp32 and resumed where it means bf16: the run stays fp32 throughout, so it
+    ends with the weights of the uninterrupted fp32 (amp="none") reference run."""
+    expected = reference("sgd")
+    module = sys.modules["noisysam.train"]  # (noisysam.train is also the name of the function)
+    real, machine = module.resolve_amp, {"auto": None}
+    monkeypatch.setattr(module, "resolve_amp", lambda amp, device: machine[amp] if amp == "auto" else real(amp, device))
+
+    def kill(event, info):
+        if event == "batch" and (info["epoch"], info["batch"]) == (2, 1):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    auto = {**RUN, "method": "sgd", "amp": "auto"}
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset=tiny, out=str(out), callback=kill, **auto)
+    assert read_json(out / "config.json")["amp"] == "none"
+    machine["auto"] = torch.bfloat16  # another machine
+    result = train(dataset=tiny, out=str(out), resume=True, **auto)
+    assert result.summary["amp"] == "fp32"
+    assert same_weights(weights(result.model), weights(expected.model))
 
 
 # ------------------------------------------------------------------------------------- Python API
