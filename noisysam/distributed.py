@@ -6,8 +6,8 @@ the device of this process, the rank's shard of each batch, the model to train t
 writes the run directory (rank 0 alone). Without such an environment it is the single-process context.
 
 SAM under data parallelism (Foret et al., arXiv 2010.01412: the paragraph on parallelising SAM across
-accelerators, p. 5, and Section 4.1, m-sharpness): DDP all-reduces the gradient of every synced backward pass, so where
-the first (ascent) pass reduces decides what sharpness is minimised (davda54/sam issues 18, 38, 78).
+accelerators, p. 5, and Section 4.1, m-sharpness): DDP all-reduces the gradient of every synced backward pass,
+so where the first (ascent) pass reduces decides what sharpness is minimised (davda54/sam issues 18, 38, 78).
 
 - ``sam_sync="none"``: the first pass, forward included (DDP decides in forward whether to reduce), runs under
   ``no_sync()``: each rank climbs with its own gradient, so m = the per-rank batch B / world_size; the

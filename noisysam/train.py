@@ -201,7 +201,8 @@ def _validate(c: TrainConfig) -> None:
     _check(c.val_labels in VAL_LABELS, f"val_labels must be one of {list(VAL_LABELS)}, got {c.val_labels!r}")
     _check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer >= 0, got {c.seed!r}")
     _check(c.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {c.amp!r}")
-    _check(c.sam_sync in distributed.SAM_SYNC, f"sam_sync must be one of {list(distributed.SAM_SYNC)}, got {c.sam_sync!r}")
+    _check(c.sam_sync in distributed.SAM_SYNC,
+           f"sam_sync must be one of {list(distributed.SAM_SYNC)}, got {c.sam_sync!r}")
     _check(c.sam_sync == "none" or c.method_params.get("m") is None,
            f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
            f"{c.method_params.get('m')}")
@@ -612,7 +613,8 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
                                     f"{len(labels)} would go to validation")
         method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
 
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []), \
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus), \
                 distributed.setup(resolve_device(cfg.device), cfg.sam_sync, cfg.sync_bn) as dist:
             return _train(cfg, data, labels, model, method, callback, out, saved, ckpt, dist)
 
