@@ -2,6 +2,23 @@
 
 The public API: the SAM optimizer, label-noise models, datasets and loaders, models, methods, and
 :func:`train`, the engine behind the command line.
+
+Conventions (they differ between codebases; noisysam makes each an option and records which was used):
+
+- Symmetric noise at rate r: ``mode="replace"`` (default) redraws a label from all K classes with
+  probability r, so about r(K-1)/K of the labels end up wrong; ``mode="flip"`` moves it to a different
+  class, so about r end up wrong. ``exact=True`` corrupts round(r * n) labels instead of Bernoulli(r)
+  draws. Every result reports the realised rate (whole training set and training split) beside the
+  nominal one.
+- Accuracy is clean-test accuracy at the last epoch (what the SAM paper's Table 4 appears to report,
+  Foret et al., arXiv 2010.01412), at the best epoch (peeks at the test set; ASAM's Table 6 reports
+  it) and at the epoch selected on a held-out split of the noisy training labels (honest).
+- "bootstrap" is the SAM paper's relabel-and-retrain in its table (``mode="relabel"``, the default);
+  Reed et al.'s bootstrap losses (arXiv 1412.6596) are ``mode="soft"`` (Eq. 6: the gradient flows
+  through the prediction in the target) and ``mode="hard"`` (Eq. 7).
+- ASAM (Kwon et al., arXiv 2102.11600) scales the ball by T = |w| + 0.01 on weights and 1 on biases, as
+  the authors' code (``asam``'s default); davda54/sam's |w| on every parameter is an option.
+- ResNet-32 is He et al.'s CIFAR variant with option-A shortcuts (464,154 parameters).
 """
 
 __version__ = "0.2.0"

@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import reduce
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -31,15 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisysam import __version__
-from noisysam import distributed
-from noisysam import table as grid
+from noisysam import config_file, distributed, table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
-from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, resolve_amp,
-                            resolve_device, saved_config, train)
+from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
+from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, chain,
+                            resolve_amp, resolve_device, saved_config, train)
 
 _DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
@@ -158,6 +158,35 @@ _threads_option = click.option("--threads", type=click.IntRange(min=1),
                                     "threads than cores can be much faster.")
 
 
+_tensorboard_option = click.option(
+    "--tensorboard", is_flag=True,
+    help="Log every epoch's metrics and the run's hyperparameters for TensorBoard into <run dir>/tensorboard "
+         "(needs pip install 'noisysam[tensorboard]'; view with tensorboard --logdir DIR).")
+
+
+def _tensorboard(enabled: bool) -> Any:
+    """The --tensorboard logger (a context manager), or a no-op context."""
+    if not enabled:
+        return nullcontext()
+    try:
+        return TensorBoardLogger()
+    except ImportError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _config_option(*lists: str) -> Callable:
+    """--config FILE: the command's options from a TOML file (noisysam.config_file), under the command line's.
+    ``lists``: the command's comma-separated list options."""
+
+    def read(ctx: click.Context, param: click.Parameter, path: Optional[str]) -> None:
+        if path:
+            ctx.default_map = {**(ctx.default_map or {}), **config_file.default_map(ctx, path, lists)}
+
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+                        callback=read, help="TOML file of options (keys: the option names with underscores, e.g. "
+                                            "noise_rate = 0.6); options given here override it.")
+
+
 def _set_threads(threads: Optional[int]) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -177,7 +206,7 @@ def _options(*names: str) -> Callable:
 
 def _given(ctx: click.Context, names: tuple[str, ...]) -> dict[str, Any]:
     """The options the user actually gave (command line or environment): only those override a config."""
-    unset = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    unset = (ParameterSource.DEFAULT, None)  # DEFAULT_MAP: set by --config, so given
     return {n: ctx.params[n] for n in names if ctx.get_parameter_source(n) not in unset}
 
 
@@ -386,13 +415,18 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Print result.json to stdout and nothing else.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png into --out.")
 @_threads_option
+@_tensorboard_option
+@_config_option()
+@click.option("--print-config", is_flag=True, help="Print the resolved options as TOML for --config, and exit.")
 @click.pass_context
 def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], resume: bool, as_json: bool,
-                  plot: bool, threads: Optional[int], **_: Any) -> None:
+                  plot: bool, threads: Optional[int], tensorboard: bool, print_config: bool, **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
     if resume and not out:
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
+    if tensorboard and not out and not print_config:
+        raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
     console = Console(stderr=as_json)
     again = f" --nproc {nproc}" if nproc and nproc > 1 else ""
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
@@ -401,23 +435,33 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
         config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed", "sam_sync", "sync_bn")
                                                       + _TRAINING), out=out, resume=resume)
+        if print_config:
+            header = "noisysam train --config FILE reads this; options given on the command line override it."
+            click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
+            return
         if nproc and nproc > 1:
-            summary, run_dir = _launch(nproc, config, threads)
+            summary, run_dir = _launch(nproc, config, threads, tensorboard)
         else:
-            with RunProgress(console) as progress:
-                result = train(config, callback=progress)
+            with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
+                result = train(config, callback=chain(progress, logger))
             summary, run_dir = result.summary, result.run_dir
-    if distributed.env_rank() != 0:  # torchrun: rank 0 reports
-        return
-    if out and plot:
-        _plot(console, _plot_run, out)
+        if distributed.env_rank() != 0:  # torchrun: rank 0 reports and writes
+            return
+        if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
+            log_finished_run(out)
     if as_json:
         click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(summary), indent=2))
     else:
         console.print(_summary_table(summary, run_dir))
+    if out and plot:  # after the table: the last line a new user sees names the picture
+        _plot(console, _plot_run, out)
+    if tensorboard:
+        log = Path(out, TENSORBOARD_DIR)
+        console.print(escape(f"tensorboard log: {log} (view: tensorboard --logdir {log})"), style="dim", soft_wrap=True)
 
 
-def _launch(nproc: int, config: TrainConfig, threads: Optional[int]) -> tuple[dict, Optional[Path]]:
+def _launch(nproc: int, config: TrainConfig, threads: Optional[int],
+            tensorboard: bool) -> tuple[dict, Optional[Path]]:
     """``--nproc``: run :func:`_rank` in ``nproc`` processes under torch's elastic launcher; rank 0's
     (summary, run directory). A failed rank has reported itself: exit with its code."""
     import logging
@@ -428,7 +472,7 @@ def _launch(nproc: int, config: TrainConfig, threads: Optional[int]) -> tuple[di
     for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the ranks report for themselves
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads)
+        return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads, tensorboard)
     except ChildFailedError as e:
         failures = e.failures
         raise SystemExit(failures[min(failures)].exitcode) from None
@@ -436,12 +480,13 @@ def _launch(nproc: int, config: TrainConfig, threads: Optional[int]) -> tuple[di
         raise KeyboardInterrupt from None
 
 
-def _rank(config: dict, threads: Optional[int]) -> tuple[dict, Optional[Path]]:
+def _rank(config: dict, threads: Optional[int], tensorboard: bool) -> tuple[dict, Optional[Path]]:
     """One process of ``noisysam train --nproc N`` (a spawned process: bad input and interruptions end it with
-    the CLI's exit codes); rank 0 shows the progress."""
+    the CLI's exit codes); rank 0 shows the progress and logs to TensorBoard (train() calls back on rank 0 only)."""
     _set_threads(threads)
-    with _user_errors("interrupted", params_given=True), RunProgress(Console()) as progress:
-        result = train(TrainConfig(**config), callback=progress)
+    with _user_errors("interrupted", params_given=True), RunProgress(Console()) as progress, \
+            _tensorboard(tensorboard) as logger:
+        result = train(TrainConfig(**config), callback=chain(progress, logger))
     return result.summary, result.run_dir
 
 
@@ -519,9 +564,11 @@ def _render(console: Console, root: Path, plot: bool) -> None:
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and table.png.")
 @_threads_option
 @_options(*_TRAINING)
+@_tensorboard_option
+@_config_option("methods", "rates", "seeds")
 @click.pass_context
 def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
-                  report: Optional[str], plot: bool, threads: Optional[int], **_: Any) -> None:
+                  report: Optional[str], plot: bool, threads: Optional[int], tensorboard: bool, **_: Any) -> None:
     """Reproduce the SAM paper's noise table: train methods x rates x seeds one after another into one
     directory (re-running skips finished runs and resumes a killed one), then tabulate mean ± std
     beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
@@ -547,11 +594,13 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
                                         f"selected {_pct(acc['selected'])} ({how})")
         if plot and not skipped:
             _plot(progress.progress.console, _plot_run, str(cell.dir))
+        if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger
+            log_finished_run(cell.dir)
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
     with _user_errors(hint, _params_given(ctx)):
-        with progress:
-            grid.run_grid(cells, config, callback=progress, on_cell=finished)
+        with progress, _tensorboard(tensorboard) as logger:
+            grid.run_grid(cells, config, callback=chain(progress, logger), on_cell=finished)
         _render(console, root, plot)
 
 

@@ -1,7 +1,7 @@
 """Label corruption: every common noise model, seeded, with its realised statistics and provenance.
 
-Noise models follow the conventions of the learning-with-noisy-labels literature (PAPER.md,
-"Conventions that differ between codebases"); which one was used is recorded in every result:
+Noise models follow the conventions of the learning-with-noisy-labels literature, which differ between
+codebases (see :mod:`noisysam`'s "Conventions"); which one was used is recorded in every result:
 
 - symmetric, ``mode="replace"``: with probability ``rate`` the label is re-drawn uniformly from all K
   classes, possibly landing on the true class (realised rate about rate*(K-1)/K; DivideMix/ELR).

@@ -285,6 +285,18 @@ class TrainResult:
 Callback = Callable[[str, dict], None]
 
 
+def chain(*callbacks: Optional[Callback]) -> Callback:
+    """One callback calling each of ``callbacks`` (None entries skipped) in order, e.g. the CLI's progress
+    display and a :class:`~noisysam.tensorboard.TensorBoardLogger`."""
+    active = [c for c in callbacks if c is not None]
+
+    def call(event: str, info: dict) -> None:
+        for callback in active:
+            callback(event, info)
+
+    return call
+
+
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint sorted (train, val) row indices; ``round(fraction * n)`` rows go to validation."""
     order = np.random.default_rng(derive_seed(seed, _SPLIT)).permutation(n)
