@@ -37,9 +37,10 @@ from noisysam.files import to_jsonable
 from noisysam.methods import METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
+from noisysam.params import Interval, InvalidParameterError, Options
 from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
-from noisysam.train import (AMP_MODES, PROFILES, SCHEDULES, VAL_LABELS, TrainConfig, TrainingDiverged, chain,
-                            resolve_amp, resolve_device, saved_config, train)
+from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverged, chain, resolve_amp,
+                            resolve_device, saved_config, train)
 
 _DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
@@ -63,8 +64,21 @@ def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, .
     return out
 
 
-def _list_of(kind: Callable[[str], Any], low: Optional[float] = None, high: Optional[float] = None):
-    """A click callback turning "a,b c" into a list of ``kind`` values within [low, high]."""
+def _click_type(field: str) -> Optional[click.ParamType]:
+    """The click type of TrainConfig field ``field``, made from its constraint in ``CONFIG_PARAMS`` so that
+    --help and the check agree (the table, applied by the API, has the last word: e.g. it refuses inf)."""
+    for c in CONFIG_PARAMS.constraints[field]:
+        if isinstance(c, Interval):
+            kind = click.IntRange if c.kind is int else click.FloatRange
+            return kind(c.low, c.high, min_open=c.low is not None and not c.closed_low,
+                        max_open=c.high is not None and not c.closed_high)
+        if isinstance(c, Options):
+            return click.Choice(sorted(c.values) if isinstance(c.values, dict) else list(c.values))
+    return None
+
+
+def _list_of(kind: Callable[[str], Any], field: str):
+    """A click callback turning "a,b c" into a list of ``kind`` values, each checked as TrainConfig's ``field``."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> list:
         items = [v for v in value.replace(",", " ").split() if v]
@@ -75,10 +89,11 @@ def _list_of(kind: Callable[[str], Any], low: Optional[float] = None, high: Opti
                                      ctx=ctx, param=param) from None
         if not parsed:
             raise click.BadParameter(f"expected at least one value, got {value!r}", ctx=ctx, param=param)
-        bad = [v for v in parsed if (low is not None and v < low) or (high is not None and v > high)]
-        if bad:
-            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise click.BadParameter(f"values must be {bounds}, got {value!r}", ctx=ctx, param=param)
+        try:
+            for v in parsed:
+                CONFIG_PARAMS.check({field: v})
+        except InvalidParameterError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
         return list(dict.fromkeys(parsed))  # a value given twice is one cell, not two
 
     return parse
@@ -93,57 +108,57 @@ _OPTIONS: dict[str, Callable] = {
     "download": click.option("--download", is_flag=True, help="Download cifar10/cifar100 into --data-root."),
     "noise": click.option("--noise", default=_DEFAULT.noise, show_default=True,
                           help=f"One of {', '.join(KINDS)}, or a labels file (.npz) from `noisysam noise`."),
-    "noise_rate": click.option("--noise-rate", type=click.FloatRange(0, 1), default=_DEFAULT.noise_rate,
+    "noise_rate": click.option("--noise-rate", type=_click_type("noise_rate"), default=_DEFAULT.noise_rate,
                                show_default=True, help="Share of training labels to corrupt."),
-    "noise_mode": click.option("--noise-mode", type=click.Choice(["replace", "flip"]), default=_DEFAULT.noise_mode,
+    "noise_mode": click.option("--noise-mode", type=_click_type("noise_mode"), default=_DEFAULT.noise_mode,
                                show_default=True,
                                help="Symmetric noise: replace = redraw from all classes (may hit the true one), "
                                     "flip = always a different class."),
     "noise_exact": click.option("--noise-exact", "--exact", "noise_exact", is_flag=True,
                                 help="Corrupt exactly round(rate*n) labels instead of each with probability rate."),
-    "method": click.option("--method", type=click.Choice(sorted(METHODS)), default=_DEFAULT.method,
+    "method": click.option("--method", type=_click_type("method"), default=_DEFAULT.method,
                            show_default=True, help="Training method."),
     "method_params": click.option("--method-param", "method_params", multiple=True, callback=_key_values,
                                   metavar="KEY=VALUE",
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
-    "rho": click.option("--rho", type=click.FloatRange(min=0),
+    "rho": click.option("--rho", type=_click_type("rho"),
                         help="SAM radius, for methods that have one [default: sam, bootstrap-sam, mixup-sam: from "
                              "--profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, as "
                              "in the paper; asam: its own 0.5]. An error for a method without a radius."),
-    "mixup_alpha": click.option("--mixup-alpha", type=click.FloatRange(min=0, min_open=True),
+    "mixup_alpha": click.option("--mixup-alpha", type=_click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),
-    "model": click.option("--model", type=click.Choice(sorted(MODELS)), help=f"Network. {_PROFILE}"),
+    "model": click.option("--model", type=_click_type("model"), help=f"Network. {_PROFILE}"),
     "model_params": click.option("--model-param", "model_params", multiple=True, callback=_key_values,
                                  metavar="KEY=VALUE", help="Model option, repeatable (e.g. width=16 for cnn)."),
-    "epochs": click.option("--epochs", type=click.IntRange(min=1), help=f"Training epochs (per stage). {_PROFILE}"),
-    "batch_size": click.option("--batch-size", type=click.IntRange(min=1), help=f"Batch size. {_PROFILE}"),
-    "lr": click.option("--lr", type=click.FloatRange(min=0), help=f"Peak learning rate. {_PROFILE}"),
-    "momentum": click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=_DEFAULT.momentum,
+    "epochs": click.option("--epochs", type=_click_type("epochs"), help=f"Training epochs (per stage). {_PROFILE}"),
+    "batch_size": click.option("--batch-size", type=_click_type("batch_size"), help=f"Batch size. {_PROFILE}"),
+    "lr": click.option("--lr", type=_click_type("lr"), help=f"Peak learning rate. {_PROFILE}"),
+    "momentum": click.option("--momentum", type=_click_type("momentum"), default=_DEFAULT.momentum,
                              show_default=True, help="SGD momentum."),
-    "weight_decay": click.option("--weight-decay", type=click.FloatRange(min=0), help=f"Weight decay. {_PROFILE}"),
-    "schedule": click.option("--schedule", type=click.Choice(SCHEDULES), help=f"Learning-rate schedule. {_PROFILE}"),
-    "warmup_epochs": click.option("--warmup-epochs", type=click.IntRange(min=0),
+    "weight_decay": click.option("--weight-decay", type=_click_type("weight_decay"), help=f"Weight decay. {_PROFILE}"),
+    "schedule": click.option("--schedule", type=_click_type("schedule"), help=f"Learning-rate schedule. {_PROFILE}"),
+    "warmup_epochs": click.option("--warmup-epochs", type=_click_type("warmup_epochs"),
                                   help=f"Epochs of linear learning-rate warm-up. {_PROFILE}"),
     "augment": click.option("--augment/--no-augment", default=None,
                             help=f"Random crop + horizontal flip. {_PROFILE}"),
-    "cutout": click.option("--cutout", type=click.IntRange(min=0), default=_DEFAULT.cutout, show_default=True,
+    "cutout": click.option("--cutout", type=_click_type("cutout"), default=_DEFAULT.cutout, show_default=True,
                            help="Cutout square size in pixels (0: off)."),
-    "val_fraction": click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+    "val_fraction": click.option("--val-fraction", type=_click_type("val_fraction"),
                                  default=_DEFAULT.val_fraction, show_default=True,
                                  help="Share of the training set held out to select an epoch."),
-    "val_labels": click.option("--val-labels", type=click.Choice(VAL_LABELS), default=_DEFAULT.val_labels,
+    "val_labels": click.option("--val-labels", type=_click_type("val_labels"), default=_DEFAULT.val_labels,
                                show_default=True, help="Labels of the held-out split (noisy: honest selection)."),
-    "seed": click.option("--seed", type=click.IntRange(min=0), default=_DEFAULT.seed, show_default=True,
+    "seed": click.option("--seed", type=_click_type("seed"), default=_DEFAULT.seed, show_default=True,
                          help="Seed of the noise, split, initialisation and batches."),
     "device": click.option("--device", default=_DEFAULT.device, show_default=True, help="auto, cpu or cuda[:N]."),
-    "amp": click.option("--amp", type=click.Choice(AMP_MODES), default=_DEFAULT.amp, show_default=True,
+    "amp": click.option("--amp", type=_click_type("amp"), default=_DEFAULT.amp, show_default=True,
                         help="Mixed precision (auto: bf16 where the hardware has it)."),
-    "profile": click.option("--profile", type=click.Choice(sorted(PROFILES)), default=_DEFAULT.profile,
+    "profile": click.option("--profile", type=_click_type("profile"), default=_DEFAULT.profile,
                             show_default=True,
                             help="Fills model, epochs, batch size, lr, weight decay, schedule, augmentation, rho."),
-    "sam_sync": click.option("--sam-sync", type=click.Choice(distributed.SAM_SYNC), default=_DEFAULT.sam_sync,
+    "sam_sync": click.option("--sam-sync", type=_click_type("sam_sync"), default=_DEFAULT.sam_sync,
                              show_default=True,
                              help="Several processes (--nproc, torchrun): none = each climbs with its own gradient "
                                   "(m = per-process batch); grad = all-reduce it first (plain SAM on the whole "
@@ -226,9 +241,9 @@ def _message(e: BaseException) -> str:
 
 
 @contextmanager
-def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None]:
-    """API errors -> one line on stderr and an exit code (see the module docstring). ``params_given``:
-    the user passed --method-param/--model-param values (arbitrary JSON), so a TypeError is bad input."""
+def _user_errors(on_interrupt: str) -> Iterator[None]:
+    """API errors -> one line on stderr and an exit code (see the module docstring). --method-param and
+    --model-param values are checked by the method's and model's parameter tables (noisysam.params)."""
     try:
         yield
     except KeyboardInterrupt:
@@ -242,10 +257,6 @@ def _user_errors(on_interrupt: str, params_given: bool = False) -> Iterator[None
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
             NotADirectoryError) as e:  # bad names, values or paths (an --out that cannot be created)
         _fail(_message(e), 2)
-    except TypeError as e:
-        if not params_given:
-            raise
-        _fail(f"a --method-param or --model-param value has the wrong type ({e})", 2)
     except (RuntimeError, OSError) as e:
         _fail(_message(e), 1)
 
@@ -342,10 +353,6 @@ def main() -> None:
     cli.main()
 
 
-def _params_given(ctx: click.Context) -> bool:
-    return bool(ctx.params.get("method_params") or ctx.params.get("model_params"))
-
-
 def _saved(out: str) -> TrainConfig:
     """The config saved in run directory ``out`` (what ``--resume`` continues)."""
     try:
@@ -431,7 +438,7 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
     again = f" --nproc {nproc}" if nproc and nproc > 1 else ""
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
-    with _user_errors(hint, _params_given(ctx)):
+    with _user_errors(hint):
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
         config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed", "sam_sync", "sync_bn")
                                                       + _TRAINING), out=out, resume=resume)
@@ -553,11 +560,11 @@ def _render(console: Console, root: Path, plot: bool) -> None:
 
 
 @cli.command("table")
-@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str),
+@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str, "method"),
               help="Comma-separated methods.")
 @click.option("--rates", default=",".join(map(str, grid.PAPER_RATES)), show_default=True,
-              callback=_list_of(float, 0.0, 1.0), help="Comma-separated noise rates.")
-@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, 0), help="Comma-separated seeds.")
+              callback=_list_of(float, "noise_rate"), help="Comma-separated noise rates.")
+@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, "seed"), help="Comma-separated seeds.")
 @click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
 @click.option("--report", type=click.Path(exists=True, file_okay=False),
               help="Only re-render the table of the finished runs in this directory (no training).")
@@ -598,7 +605,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
             log_finished_run(cell.dir)
 
     hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
-    with _user_errors(hint, _params_given(ctx)):
+    with _user_errors(hint):
         with progress, _tensorboard(tensorboard) as logger:
             grid.run_grid(cells, config, callback=chain(progress, logger), on_cell=finished)
         _render(console, root, plot)

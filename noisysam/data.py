@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from noisysam.files import FileFormatError, NpzArrays
 from noisysam.noise import MAX_CLASSES
+from noisysam.params import ArrayLike, Boolean, InstanceOf, Interval, PathLike, Text, validate_params
 
 if TYPE_CHECKING:
     from .noise import NoisyLabels
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["ImageDataset", "Loader", "NoisyDataset", "find_data_file", "load_dataset"]
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+#: A torch device by name (TrainConfig adds "auto").
+DEVICE = Text(r"(cpu|mps|cuda)(:\d+)?", "'cpu', 'mps' or 'cuda[:N]'")
 
 
 def find_data_file(name: str) -> Path:
@@ -65,6 +69,9 @@ def _recorded_data_dirs() -> list[Path]:
     return [d.resolve() for d in dict.fromkeys(dirs)]
 
 
+@validate_params(dict(name=Text(), x_train=InstanceOf(np.ndarray, description="a numpy array"),
+                     y_train=ArrayLike(), x_test=InstanceOf(np.ndarray, description="a numpy array"),
+                     y_test=ArrayLike(), classes=ArrayLike(), train_index=[ArrayLike(), None]))
 @dataclass
 class ImageDataset:
     """Images and labels of one dataset. ``x_*``: uint8 (N, H, W, C); ``y_*``: int64 (N,) in
@@ -138,6 +145,7 @@ def _check_num_classes(num_classes: int) -> None:
 
 # -------------------------------------------------------------------------------------------- loading
 
+@validate_params(dict(name_or_path=PathLike(), root=[PathLike(), None], download=Boolean()))
 def load_dataset(name_or_path: Union[str, os.PathLike], root: Union[str, os.PathLike, None] = None,
                  download: bool = False) -> ImageDataset:
     """Load ``"cifar10-mini"`` (embedded real CIFAR-10 subset, offline), ``"cifar10"`` / ``"cifar100"``
@@ -316,6 +324,10 @@ class NoisyDataset(torch.utils.data.Dataset):
 
 # ----------------------------------------------------------------------------------------------- Loader
 
+@validate_params(dict(images=ArrayLike(), labels=ArrayLike(), batch_size=Interval(int, 1), shuffle=Boolean(),
+                     augment=Boolean(), cutout=Interval(int, 0), mean=[ArrayLike(), None], std=[ArrayLike(), None],
+                     device=[DEVICE, InstanceOf(torch.device, description="a torch.device")], seed=Interval(int, 0),
+                     drop_last=Boolean(), channels_last=Boolean()))
 class Loader:
     """Batches ``(x, y, idx)`` from images held once on ``device`` as uint8, augmented there.
 
@@ -346,12 +358,6 @@ class Loader:
         labels = torch.as_tensor(np.array(labels) if isinstance(labels, np.ndarray) else labels)
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
             raise ValueError(f"labels must be {images.shape[0]} integers, got {labels.dtype} {tuple(labels.shape)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
-            raise ValueError(f"cutout must be an integer >= 0 (pixels), got {cutout!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int (batches are seeded from (seed, epoch)), got {seed!r}")
         self.device = torch.device(device)
         self.images = images.to(self.device).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
         self.labels = labels.to(self.device, torch.int64)

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from noisysam.params import Boolean, HasAttrs, Interval, Options, Text, validate_params, validate_with
 from noisysam.sam import SAM, sam_step
 
 __all__ = [
@@ -75,6 +76,28 @@ __all__ = [
 Targets = tuple[Tensor, ...]
 LossFn = Callable[[Tensor, Targets], Tensor]
 
+#: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
+ASAM_NORMALISATIONS = ("paper", "davda54")
+
+#: Every method parameter, declared once (noisysam.params): each factory and rule below checks the ones its
+#: signature names (None too where None is its default).
+METHOD_PARAMS = dict(
+    alpha=Interval(float, 0, closed="neither"),
+    beta=Interval(float, 0, 1),
+    mode=Options(("relabel", "soft", "hard")),
+    hard=Boolean(),
+    rho=Interval(float, 0, closed="neither"),
+    p=Interval(float, 1, math.inf, closed="right"),
+    adaptive=Boolean(),
+    m=Interval(int, 1),
+    eta=Interval(float, 0),
+    weights_only=Boolean(),
+    normalisation=Options(ASAM_NORMALISATIONS),
+    q=Interval(float, 0, 1, closed="right"),
+    eps=Interval(float, 0, 1, closed="left"),
+)
+_checked = validate_with(METHOD_PARAMS)
+
 
 # --------------------------------------------------------------------------------------------
 # Loss rules: (logits (B, K), integer labels (B,)) -> mean loss. Computed in float32 so that they
@@ -99,20 +122,18 @@ class CrossEntropy:
         return F.cross_entropy(logits.float(), labels)
 
 
+@_checked
 @dataclass(frozen=True)
 class LabelSmoothing:
     """Cross-entropy against (1 - eps) * onehot(y) + eps / K (Szegedy et al. 2016, Section 7)."""
 
     eps: float = 0.1
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.eps < 1.0:
-            raise ValueError(f"eps must be in [0, 1), got {self.eps}")
-
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.eps)
 
 
+@_checked
 @dataclass(frozen=True)
 class BootstrapLoss:
     """Reed et al. 2015 bootstrapping (arXiv 1412.6596): -sum_k (beta t_k + (1 - beta) q_k) log q_k, t = onehot(y).
@@ -127,10 +148,6 @@ class BootstrapLoss:
     beta: float
     hard: bool = False
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         log_probs = F.log_softmax(logits.float(), dim=1)
         num_classes = log_probs.shape[1]
@@ -142,15 +159,12 @@ class BootstrapLoss:
         return _soft_cross_entropy(log_probs, target)
 
 
+@_checked
 @dataclass(frozen=True)
 class GeneralizedCrossEntropy:
     """Zhang & Sabuncu 2018, Eq. 6: L_q = (1 - p_y^q) / q; q -> 0 is cross-entropy, q = 1 is MAE."""
 
     q: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.q <= 1.0:
-            raise ValueError(f"q must be in (0, 1], got {self.q}")
 
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
@@ -178,6 +192,7 @@ class PlainInputs:
         return x, (y,), (1.0,)
 
 
+@_checked
 @dataclass(frozen=True)
 class MixupInputs:
     """Mixup (Zhang et al. 2018): x~ = lam * x + (1 - lam) * x[perm], loss lam * L(y) + (1 - lam) * L(y[perm]).
@@ -186,10 +201,6 @@ class MixupInputs:
     """
 
     alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
 
     def draw(self, batch_size: int, generator: torch.Generator) -> tuple[float, Tensor]:
         """The step's randomness, from ``generator`` only, in this order:
@@ -258,6 +269,7 @@ class SGDUpdate:
         return loss.detach()
 
 
+@_checked
 @dataclass(frozen=True)
 class SAMUpdate:
     """One SAM step (two passes) with an SGD base optimizer: radius ``rho``, ``p``-norm ball, m-sharpness over
@@ -273,16 +285,6 @@ class SAMUpdate:
     m: int | None = None
     eta: float = 0.0
     weights_only: bool = False
-
-    def __post_init__(self) -> None:
-        if not (self.rho > 0 and math.isfinite(self.rho)):
-            raise ValueError(f"rho must be a finite number > 0, got {self.rho}")
-        if not self.p > 1:
-            raise ValueError(f"p must be in (1, inf], got {self.p}")
-        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
-            raise ValueError(f"m must be None or an integer >= 1, got {self.m!r}")
-        if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta >= 0):
-            raise ValueError(f"eta must be a finite number >= 0, got {self.eta!r}")
 
     def make_optimizer(
         self, params: Iterable[Any], *, lr: float, momentum: float, weight_decay: float, nesterov: bool
@@ -412,23 +414,23 @@ AnyMethod = Union[Method, RelabelAndRetrain]
 BOOTSTRAP_BETA = {"soft": 0.95, "hard": 0.8}  # Reed et al.'s values (their Section 4)
 
 
+@_checked
 def _sgd() -> Method:
     return Method("sgd")
 
 
+@_checked
 def _mixup(alpha: float = 1.0) -> Method:
     return Method("mixup", inputs=MixupInputs(alpha), params={"alpha": alpha})
 
 
+@_checked
 def _sam(rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None) -> Method:
     update = SAMUpdate(rho, p, adaptive, m)
     return Method("sam", update=update, params={"rho": rho, "p": p, "adaptive": adaptive, "m": m})
 
 
-#: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
-ASAM_NORMALISATIONS = ("paper", "davda54")
-
-
+@_checked
 def _asam(
     rho: float = 0.5, p: float = 2.0, m: int | None = None, normalisation: str = "paper", eta: float | None = None
 ) -> Method:
@@ -436,8 +438,6 @@ def _asam(
     uses 2.0). ``normalisation="paper"``: the paper's T = |w| + eta (eta = 0.01 as the ASAM class of the
     authors' code, SamsungLabs/ASAM) on the parameters named "weight", T = 1 on the rest; ``"davda54"``:
     davda54/sam's ``adaptive=True``, T = |w| on every parameter (it takes no eta)."""
-    if normalisation not in ASAM_NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {list(ASAM_NORMALISATIONS)}, got {normalisation!r}")
     if normalisation == "davda54" and eta is not None:
         raise ValueError(f"eta applies to normalisation 'paper' only, got eta={eta} with 'davda54'")
     paper = normalisation == "paper"
@@ -447,6 +447,7 @@ def _asam(
     return Method("asam", update=update, params=params)
 
 
+@_checked
 def _mixup_sam(
     alpha: float = 1.0, rho: float = 0.05, p: float = 2.0, adaptive: bool = False, m: int | None = None
 ) -> Method:
@@ -454,10 +455,12 @@ def _mixup_sam(
     return replace(sam, name="mixup-sam", inputs=MixupInputs(alpha), params={"alpha": alpha, **sam.params})
 
 
+@_checked
 def _gce(q: float = 0.7) -> Method:
     return Method("gce", loss=GeneralizedCrossEntropy(q), params={"q": q})
 
 
+@_checked
 def _label_smoothing(eps: float = 0.1) -> Method:
     return Method("label-smoothing", loss=LabelSmoothing(eps), params={"eps": eps})
 
@@ -468,21 +471,22 @@ def _with_bootstrap(name: str, base: Method, mode: str, beta: float | None) -> A
         if beta is not None:
             raise ValueError(f"beta applies to mode 'soft' or 'hard' only, got beta={beta} with mode 'relabel'")
         return RelabelAndRetrain(name, base, params={"mode": mode, **base.params})
-    if mode not in BOOTSTRAP_BETA:
-        raise ValueError(f"mode must be one of ['relabel', 'soft', 'hard'], got {mode!r}")
     beta = BOOTSTRAP_BETA[mode] if beta is None else beta
     loss = BootstrapLoss(beta, hard=mode == "hard")
     return replace(base, name=name, loss=loss, params={"mode": mode, "beta": beta, **base.params})
 
 
+@_checked
 def _bootstrap(mode: str = "relabel", beta: float | None = None) -> AnyMethod:
     return _with_bootstrap("bootstrap", _sgd(), mode, beta)
 
 
+@_checked
 def _bootstrap_mixup(mode: str = "relabel", beta: float | None = None, alpha: float = 1.0) -> AnyMethod:
     return _with_bootstrap("bootstrap-mixup", _mixup(alpha), mode, beta)
 
 
+@_checked
 def _bootstrap_sam(
     mode: str = "relabel",
     beta: float | None = None,
@@ -516,6 +520,8 @@ METHODS: dict[str, MethodFactory] = {
 SAM_RADIUS_METHODS: set[str] = {"sam", "bootstrap-sam", "mixup-sam"}
 
 
+@validate_params(dict(name=Text(), factory=HasAttrs("__call__", description="a callable"), overwrite=Boolean(),
+                     sam_radius=Boolean()))
 def register_method(name: str, factory: MethodFactory, *, overwrite: bool = False, sam_radius: bool = False) -> None:
     """Make ``get_method(name, **params)`` call ``factory(**params)``.
 
@@ -525,10 +531,6 @@ def register_method(name: str, factory: MethodFactory, *, overwrite: bool = Fals
     factory's ``rho`` is plain SAM's radius, so a profile's rho applies to it (:data:`SAM_RADIUS_METHODS`).
     Re-registering an existing name needs ``overwrite=True``.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if not callable(factory):
-        raise ValueError(f"factory must be callable, got {type(factory).__name__}")
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
     METHODS[name] = factory

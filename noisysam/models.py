@@ -26,13 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisysam.params import Interval, Options, validate_params, validate_with
+
 __all__ = ["MODELS", "get_model", "ResNet32", "PreActResNet18", "WideResNet", "SimpleCNN"]
 
 
-def _check_channels(in_channels: int) -> int:
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
-    return in_channels
+#: Every model option, declared once (noisysam.params): each model checks the ones its signature names.
+MODEL_PARAMS = dict(
+    num_classes=Interval(int, 2),
+    in_channels=Interval(int, 1),
+    blocks_per_stage=Interval(int, 1),
+    depth=Interval(int, 10),  # and 6n + 4, checked by WideResNet
+    widen=Interval(int, 1),
+    dropout=Interval(float, 0, 1, closed="left"),
+    width=Interval(int, 1),
+    pool=Options(("max", "avg")),
+)
+_checked = validate_with(MODEL_PARAMS)
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -74,12 +84,13 @@ class _BasicBlockA(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+@_checked
 class ResNet32(nn.Module):
     """CIFAR ResNet-32 of He et al. 2016 (Section 4.2, n = 5), option A shortcuts."""
 
     def __init__(self, num_classes: int = 10, blocks_per_stage: int = 5, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv = _conv3x3(_check_channels(in_channels), 16)
+        self.conv = _conv3x3(in_channels, 16)
         self.bn = nn.BatchNorm2d(16)
         layers: list[nn.Module] = []
         in_ch = 16
@@ -137,7 +148,7 @@ class _PreActNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.conv = _conv3x3(_check_channels(in_channels), stem_width)
+        self.conv = _conv3x3(in_channels, stem_width)
         layers: list[nn.Module] = []
         in_ch = stem_width
         for stage, (width, count) in enumerate(zip(widths, blocks)):
@@ -156,6 +167,7 @@ class _PreActNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
+@_checked
 class PreActResNet18(_PreActNet):
     """Pre-activation ResNet-18 (He et al. 2016b) at CIFAR resolution: 4 stages x 2 blocks, 64..512."""
 
@@ -163,6 +175,7 @@ class PreActResNet18(_PreActNet):
         super().__init__(64, (64, 128, 256, 512), (2, 2, 2, 2), num_classes, in_channels=in_channels)
 
 
+@_checked
 class WideResNet(_PreActNet):
     """WRN-depth-k (Zagoruyko & Komodakis 2016): 3 stages of (depth - 4) / 6 blocks, widths 16k/32k/64k."""
 
@@ -175,6 +188,7 @@ class WideResNet(_PreActNet):
         super().__init__(16, (16 * widen, 32 * widen, 64 * widen), (n, n, n), num_classes, dropout, in_channels)
 
 
+@_checked
 class SimpleCNN(nn.Module):
     """Plain 5-layer CNN of width w: conv-BN-ReLU at widths w, 2w, 4w, 8w, max-pools, global pool, linear.
 
@@ -185,13 +199,9 @@ class SimpleCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 32, pool: str = "max", in_channels: int = 3) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         widths = (width, 2 * width, 4 * width, 8 * width)
         layers: list[nn.Module] = []
-        in_ch = _check_channels(in_channels)
+        in_ch = in_channels
         for i, out_ch in enumerate(widths):
             layers += [_conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
             if i > 0:
@@ -206,6 +216,7 @@ class SimpleCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x), 1), 1))
 
 
+@_checked
 def wrn28_10(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
     """WRN-28-10 (36.5M parameters for 10 classes)."""
     return WideResNet(num_classes, depth=28, widen=10, dropout=dropout, in_channels=in_channels)
@@ -219,16 +230,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+@validate_params(dict(name=Options(MODELS), num_classes=MODEL_PARAMS["num_classes"],
+                     in_channels=MODEL_PARAMS["in_channels"]))
 def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: object) -> nn.Module:
     """Build the model registered as ``name`` for ``num_classes`` outputs from ``in_channels``-channel images.
 
     Extra keyword arguments go to the constructor (e.g. ``width`` for ``cnn``). Every factory in
     :data:`MODELS` takes ``num_classes`` and ``in_channels``.
     """
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     factory = MODELS[name]
     parameters = inspect.signature(factory).parameters
     accepted = set(parameters) - {"num_classes", "in_channels"}

@@ -31,6 +31,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from noisysam.files import FileFormatError, NpzArrays, atomic_write, schema_problem
+from noisysam.params import (ArrayLike, Boolean, HasAttrs, InstanceOf, Interval, InvalidParameterError, Options,
+                             validate_params)
 
 __all__ = [
     "CIFAR10_ASYMMETRIC",
@@ -77,12 +79,23 @@ _PROVENANCE_TYPES: dict[str, Any] = {"kind": str, "nominal_rate": (int, float, t
 #: The longest provenance string a labels file may hold (a 1000-class T in JSON takes about 20M characters).
 _MAX_PROVENANCE_CHARS = 2**25
 
+# The parameters the noise functions share, declared once (noisysam.params).
+_LABELS = ArrayLike()
+_RATE = Interval(float, 0, 1)
+_NUM_CLASSES = [Interval(int, 2, MAX_CLASSES), None]
+_SEED = [Interval(int, 0), InstanceOf(np.random.Generator, description="a numpy Generator")]
+_MODE = Options(("replace", "flip"))
+_MAPPING = InstanceOf(Mapping, description="a mapping {class: class}")
+_DATASET = HasAttrs("y_train", description="a dataset with y_train (an ImageDataset)")
+
 
 def _labels_hash(clean: np.ndarray) -> str:
     """sha256 of the clean labels as little-endian int64: identifies which labels were corrupted."""
     return hashlib.sha256(np.ascontiguousarray(clean, dtype="<i8").tobytes()).hexdigest()
 
 
+@validate_params(dict(noisy=_LABELS, clean=_LABELS, num_classes=Interval(int, 2, MAX_CLASSES),
+                     provenance=InstanceOf(Mapping, description="a JSON-able dict")))
 @dataclass(frozen=True, eq=False)
 class NoisyLabels:
     """Noisy labels together with the clean ones they came from and how they were made.
@@ -112,7 +125,10 @@ class NoisyLabels:
         noisy, _ = _check_labels(self.noisy, k, "noisy")
         if noisy.shape != clean.shape:
             raise ValueError(f"noisy and clean must have the same length, got {noisy.shape[0]} and {clean.shape[0]}")
-        provenance = json.loads(json.dumps(self.provenance))  # a JSON-able copy, detached from the caller's
+        try:
+            provenance = json.loads(json.dumps(self.provenance))  # a JSON-able copy, detached from the caller's
+        except (TypeError, ValueError) as e:
+            raise InvalidParameterError(f"provenance must be a JSON-able dict, got one that is not ({e})") from None
         problem = schema_problem(provenance, _PROVENANCE_TYPES, optional=True)
         if problem:
             raise ValueError(f"provenance: {problem}")
@@ -230,22 +246,8 @@ def _check_labels(labels: Any, num_classes: int | None = None, name: str = "labe
     return arr.astype(np.int64, copy=True), int(num_classes)
 
 
-def _check_rate(rate: Any) -> float:
-    try:
-        value = float(rate)
-    except (TypeError, ValueError):
-        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}") from None
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"rate must be in [0, 1], got {rate!r}")
-    return value
-
-
 def _rng(seed: Seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or numpy Generator, got {seed!r}")
-    return np.random.default_rng(int(seed))
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
 
 
 def _seed_record(seed: Seed) -> int | None:
@@ -264,6 +266,7 @@ def _select(rng: np.random.Generator, n: int, rate: float, exact: bool) -> np.nd
 
 # --------------------------------------------------------------------------------------- noise models
 
+@validate_params(dict(labels=_LABELS, rate=_RATE, num_classes=_NUM_CLASSES, seed=_SEED, mode=_MODE, exact=Boolean()))
 def symmetric(labels: Any, rate: float, num_classes: int | None = None, *, seed: Seed,
               mode: str = "replace", exact: bool = False) -> NoisyLabels:
     """Class-independent noise.
@@ -274,9 +277,7 @@ def symmetric(labels: Any, rate: float, num_classes: int | None = None, *, seed:
     ``exact=True`` exactly round(rate * n) samples (Python rounding, half to even).
     """
     clean, k = _check_labels(labels, num_classes)
-    rate = _check_rate(rate)
-    if mode not in ("replace", "flip"):
-        raise ValueError(f"mode must be 'replace' or 'flip', got {mode!r}")
+    rate = float(rate)
     rng = _rng(seed)
     mask = _select(rng, clean.size, rate, exact)
     if mode == "replace":
@@ -297,7 +298,7 @@ def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num
         k = max(k, max(max(mapping), max(mapping.values())) + 1)
         if k > MAX_CLASSES:
             raise ValueError(f"mapping names class {k - 1}; at most {MAX_CLASSES} classes are supported")
-    rate = _check_rate(rate)
+    rate = float(rate)
     bad = [(a, b) for a, b in mapping.items() if a == b or not (0 <= a < k and 0 <= b < k)]
     if bad:
         raise ValueError(f"mapping must send classes in [0, {k}) to a different class, got {bad}")
@@ -313,6 +314,8 @@ def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num
     return NoisyLabels(noisy, clean, k, provenance)
 
 
+@validate_params(dict(labels=_LABELS, rate=_RATE, seed=_SEED, mapping=_MAPPING, num_classes=_NUM_CLASSES,
+                     exact=Boolean()))
 def asymmetric(labels: Any, rate: float, *, seed: Seed, mapping: Mapping[int, int] = CIFAR10_ASYMMETRIC,
                num_classes: int | None = None, exact: bool = False) -> NoisyLabels:
     """Class-dependent noise: a label of class ``a`` in ``mapping`` becomes ``mapping[a]`` with
@@ -321,6 +324,7 @@ def asymmetric(labels: Any, rate: float, *, seed: Seed, mapping: Mapping[int, in
     return _mapped("asymmetric", labels, rate, mapping, num_classes, seed, exact)
 
 
+@validate_params(dict(labels=_LABELS, rate=_RATE, num_classes=_NUM_CLASSES, seed=_SEED, exact=Boolean()))
 def pairflip(labels: Any, rate: float, num_classes: int | None = None, *, seed: Seed,
              exact: bool = False) -> NoisyLabels:
     """Pair-flip noise: class i becomes i+1 mod K with probability ``rate`` (Han et al. 2018)."""
@@ -328,6 +332,7 @@ def pairflip(labels: Any, rate: float, num_classes: int | None = None, *, seed: 
     return _mapped("pairflip", labels, rate, {i: (i + 1) % k for i in range(k)}, k, seed, exact)
 
 
+@validate_params(dict(labels=_LABELS, T=ArrayLike(), seed=_SEED))
 def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
     """Draw each noisy label from row ``clean`` of ``T`` (K x K, ``T[i, j] = P(noisy = j | clean = i)``).
 
@@ -354,14 +359,13 @@ def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
                                             seed=_seed_record(seed), T=T.tolist()))
 
 
+@validate_params(dict(dataset=_DATASET, kind=Options(CIFAR10N_KINDS)))
 def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
     """CIFAR-10N human labels (Wei et al. 2022) for ``dataset.y_train``, looked up by ``dataset.train_index``
     (each image's position in torchvision's CIFAR-10 training set). ``kind``: aggre, random1, random2,
     random3 or worse. Raises ValueError if the dataset's labels are not CIFAR-10's clean labels there."""
     from .data import find_data_file  # data.py imports this module; import here to avoid a cycle
 
-    if kind not in CIFAR10N_KINDS:
-        raise ValueError(f"kind must be one of {list(CIFAR10N_KINDS)}, got {kind!r}")
     index = getattr(dataset, "train_index", None)
     if index is None:
         raise ValueError("dataset.train_index is None: CIFAR-10N needs each image's position in CIFAR-10's training set")
@@ -385,6 +389,8 @@ def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
                                                           source="CIFAR-10N, Wei et al. 2022 (CC BY-NC 4.0)"))
 
 
+@validate_params(dict(kind=Options(KINDS), labels=[_LABELS, None], rate=_RATE, seed=[*_SEED, None], mode=_MODE,
+                     num_classes=_NUM_CLASSES, exact=Boolean(), mapping=[_MAPPING, None], dataset=[_DATASET, None]))
 def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None = None, mode: str = "replace",
          num_classes: int | None = None, exact: bool = False, mapping: Mapping[int, int] | None = None,
          dataset: Any = None) -> NoisyLabels:
@@ -392,8 +398,6 @@ def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None 
     ``cifar10n-<set>``. ``labels`` defaults to ``dataset.y_train``; CIFAR-10N needs ``dataset``
     (for its ``train_index``); ``seed`` is required by the random kinds; arguments a kind does not use
     are ignored."""
-    if kind not in KINDS:
-        raise ValueError(f"noise kind must be one of {list(KINDS)}, got {kind!r}")
     if labels is None:
         if dataset is None:
             raise ValueError("make() needs labels or a dataset with y_train")

@@ -18,7 +18,7 @@ all under the one norm; davda54/sam's ``adaptive=True`` is eta = 0 on every para
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -28,18 +28,23 @@ from torch.amp import GradScaler
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from noisysam.params import Boolean, HasAttrs, InstanceOf, Interval, SubclassOf, declare, validate_params
+
 # Added to the norm so that a zero gradient gives e(w) = 0 instead of 0/0.
 _TINY = 1e-12
 
-
-def _check_rho(rho: float) -> None:
-    if not rho >= 0:  # also rejects nan
-        raise ValueError(f"rho must be >= 0, got {rho}")
-
-
-def _check_eta(eta: float) -> None:
-    if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and math.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+#: SAM's parameters (noisysam.params); rho, adaptive and eta are checked again in every param group added.
+SAM_PARAMS = declare("noisysam.sam.SAM", dict(
+    params=InstanceOf(Iterable, exclude=(str, bytes, Mapping, Tensor),
+                      description="an iterable of parameters or param groups"),
+    base_optimizer=[SubclassOf(Optimizer, "a torch.optim.Optimizer class"),
+                    InstanceOf(Optimizer, description="a torch.optim.Optimizer instance")],
+    rho=Interval(float, 0),
+    p=Interval(float, 1, math.inf, closed="right"),
+    adaptive=Boolean(),
+    max_grad_norm=[Interval(float, 0, closed="neither"), None],
+    eta=Interval(float, 0),
+))
 
 
 def _scale(group: dict[str, Any], p: Tensor) -> Tensor | None:
@@ -55,6 +60,7 @@ def _enabled(scaler: GradScaler | None) -> bool:
     return scaler is not None and scaler.is_enabled()
 
 
+@validate_params(SAM_PARAMS)
 class SAM(Optimizer):
     """SAM around `base_optimizer` (a torch.optim.Optimizer class, built with `params` and
     `**base_kwargs`, or an already-built instance over the same parameters).
@@ -79,12 +85,6 @@ class SAM(Optimizer):
         eta: float = 0.0,
         **base_kwargs: Any,
     ) -> None:
-        _check_rho(rho)
-        _check_eta(eta)
-        if not p > 1:
-            raise ValueError(f"p must be > 1 (inf allowed), got {p}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if isinstance(base_optimizer, Optimizer):
             if base_kwargs:
                 raise ValueError(f"base kwargs {sorted(base_kwargs)} need an optimizer class, not instance")
@@ -93,12 +93,8 @@ class SAM(Optimizer):
             theirs = {id(t) for group in base.param_groups for t in group["params"]}
             if ours != theirs:
                 raise ValueError("params must be the parameters of the base_optimizer instance")
-        elif isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer):
-            base = base_optimizer(params, **base_kwargs)
         else:
-            raise ValueError(
-                f"base_optimizer must be a torch.optim.Optimizer class or instance, got {base_optimizer!r}"
-            )
+            base = base_optimizer(params, **base_kwargs)
         clash = sorted({"rho", "adaptive", "eta"} & set(base.defaults))
         if clash:  # e.g. Adadelta's own rho: SAM would silently perturb with it
             raise ValueError(
@@ -117,8 +113,7 @@ class SAM(Optimizer):
         self._nonfinite: Tensor | None = None  # a first-pass gradient was inf/nan (with a GradScaler)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_rho(param_group.get("rho", self.defaults["rho"]))
-        _check_eta(param_group.get("eta", self.defaults["eta"]))
+        SAM_PARAMS.check({k: param_group[k] for k in ("rho", "adaptive", "eta") if k in param_group})
         super().add_param_group(param_group)
 
     @torch.no_grad()
@@ -242,6 +237,13 @@ def disable_running_stats(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
+@validate_params(dict(optimizer=InstanceOf(SAM, description="a noisysam.SAM optimizer"),
+                     model=InstanceOf(nn.Module, description="a torch.nn.Module"),
+                     loss_fn=HasAttrs("__call__", description="a callable"),
+                     inputs=InstanceOf(Tensor, description="a tensor"),
+                     targets=InstanceOf(Tensor, tuple, description="a tensor or a tuple of tensors"),
+                     m=[Interval(int, 1), None],
+                     scaler=[InstanceOf(GradScaler, description="a torch.amp.GradScaler"), None]))
 def sam_step(
     optimizer: SAM,
     model: nn.Module,
@@ -268,8 +270,6 @@ def sam_step(
     gradients, so one synced pass there reduces their whole weighted sum at once.
     """
     batch = inputs.shape[0]
-    if m is not None and m < 1:
-        raise ValueError(f"m must be >= 1 or None, got {m}")
     size = batch if m is None else min(m, batch)
     target_chunks = (
         list(zip(*(t.split(size) for t in targets))) if isinstance(targets, tuple) else targets.split(size)

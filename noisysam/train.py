@@ -34,13 +34,14 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam import distributed
-from noisysam.data import ImageDataset, Loader, load_dataset
+from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
 from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, load_checkpoint, read_json, run_lock,
                             save_checkpoint, write_json, write_jsonl)
-from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
+from noisysam.methods import METHOD_PARAMS, METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
+from noisysam.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
 
 # Profiles fill the fields left as None. "cpu": the embedded data on 2 cores in minutes, tuned so that SGD
 # memorises the wrong labels and SAM's advantage shows (README, "CPU profile"). "paper": the paper's ResNet-32
@@ -95,6 +96,50 @@ def method_radius(cfg: "TrainConfig", labels: Optional[NoisyLabels]) -> Optional
         return dict(value=profile_rho(cfg.profile, rate), source="profile", profile=cfg.profile, noise_rate=rate,
                     rate=kind)
     return dict(value=default_param(cfg.method, "rho"), source="method default")
+
+
+_COUNT = [Interval(int, 1), None]  # None: from the profile
+_AMOUNT = [Interval(float, 0), None]
+_PARAMS = InstanceOf(dict, description="a dict of parameters")
+
+#: What every TrainConfig field may be; checked by TrainConfig.resolved() (and so by train() and the CLI).
+CONFIG_PARAMS = declare("noisysam.train.TrainConfig", dict(
+    dataset=Text(description="a dataset name or the path of a dataset .npz or folder"),
+    data_root=[PathLike(), None],
+    download=Boolean(),
+    noise=[Options(KINDS), Text(r".+\.npz", "a saved labels file (.npz)")],
+    noise_rate=Interval(float, 0, 1),
+    noise_mode=Options(("replace", "flip")),
+    noise_exact=Boolean(),
+    method=Options(METHODS),
+    method_params=_PARAMS,
+    rho=[METHOD_PARAMS["rho"], None],  # the method's own constraints
+    mixup_alpha=[METHOD_PARAMS["alpha"], None],
+    model=[Options(MODELS), None],
+    model_params=_PARAMS,
+    epochs=_COUNT,
+    batch_size=_COUNT,
+    lr=_AMOUNT,
+    momentum=Interval(float, 0, 1, closed="left"),
+    nesterov=Boolean(),
+    weight_decay=_AMOUNT,
+    schedule=[Options(SCHEDULES), None],
+    warmup_epochs=[Interval(int, 0), None],
+    augment=[Boolean(), None],
+    cutout=Interval(int, 0),
+    val_fraction=Interval(float, 0, 1, closed="left"),
+    val_labels=Options(VAL_LABELS),
+    seed=Interval(int, 0),
+    device=[Options(("auto",)), DEVICE],
+    amp=Options(AMP_MODES),
+    channels_last=Boolean(),
+    eval_batch_size=Interval(int, 1),
+    profile=Options(PROFILES),
+    sam_sync=Options(distributed.SAM_SYNC),
+    sync_bn=Boolean(),
+    out=[PathLike(), None],
+    resume=Boolean(),
+))
 
 
 @dataclass(frozen=True)
@@ -178,37 +223,11 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
-    """Boundary checks: each message names the field, what is allowed and what was given."""
-    _check(c.profile in PROFILES, f"profile must be one of {list(PROFILES)}, got {c.profile!r}")
-    _check(c.method in METHODS, f"method must be one of {sorted(METHODS)}, got {c.method!r}")
-    _check(c.model is None or c.model in MODELS, f"model must be one of {sorted(MODELS)}, got {c.model!r}")
-    _check(c.noise in KINDS or str(c.noise).endswith(".npz"),
-           f"noise must be one of {list(KINDS)} or a saved labels file (.npz), got {c.noise!r}")
-    _check(isinstance(c.noise_rate, (int, float)) and 0.0 <= c.noise_rate <= 1.0,
-           f"noise_rate must be in [0, 1], got {c.noise_rate!r}")
-    _check(c.noise_mode in ("replace", "flip"), f"noise_mode must be 'replace' or 'flip', got {c.noise_mode!r}")
-    for name in ("epochs", "batch_size"):
-        v = getattr(c, name)
-        _check(v is None or (isinstance(v, int) and v >= 1), f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("lr", "weight_decay", "rho"):
-        v = getattr(c, name)
-        _check(v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0),
-               f"{name} must be a finite number >= 0, got {v!r}")
-    _check(0.0 <= c.momentum < 1.0, f"momentum must be in [0, 1), got {c.momentum!r}")
-    _check(c.schedule is None or c.schedule in SCHEDULES, f"schedule must be one of {list(SCHEDULES)}, got {c.schedule!r}")
-    _check(c.warmup_epochs is None or (isinstance(c.warmup_epochs, int) and c.warmup_epochs >= 0), f"warmup_epochs must be >= 0, got {c.warmup_epochs!r}")
-    _check(0.0 <= c.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {c.val_fraction!r}")
-    _check(c.val_labels in VAL_LABELS, f"val_labels must be one of {list(VAL_LABELS)}, got {c.val_labels!r}")
-    _check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer >= 0, got {c.seed!r}")
-    _check(c.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {c.amp!r}")
-    _check(c.sam_sync in distributed.SAM_SYNC,
-           f"sam_sync must be one of {list(distributed.SAM_SYNC)}, got {c.sam_sync!r}")
+    """Boundary checks: every field against CONFIG_PARAMS (type first, then range), then what the machine offers."""
+    CONFIG_PARAMS.check({f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
     _check(c.sam_sync == "none" or c.method_params.get("m") is None,
            f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
            f"{c.method_params.get('m')}")
-    _check(isinstance(c.cutout, int) and c.cutout >= 0, f"cutout must be an integer >= 0, got {c.cutout!r}")
-    _check(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
-           f"device must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}")
     if c.device.startswith("cuda"):
         _check(torch.cuda.is_available(), f"device {c.device!r} asked for, but CUDA is not available here")
 

@@ -133,7 +133,7 @@ def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     (["--noise", "WRONG_NPZ"], "is not a NoisyLabels file"),
     (["--method-param", "rho"], "expected KEY=VALUE"),
     (["--method-param", "nope=1"], "accepts parameters"),
-    (["--model-param", "width=abc"], "has the wrong type"),
+    (["--model-param", "width=abc"], "width must be an integer >= 1, got 'abc' (str)"),
     (["--out", "A_FILE/run"], "Not a directory"),
     (["--method", "sgd", "--rho", "0.1"], "rho is given (0.1) but method 'sgd' takes no rho"),
     (["--method", "sam", "--mixup-alpha", "8"], "mixup_alpha is given (8.0) but method 'sam' takes no alpha"),

@@ -313,7 +313,7 @@ def test_transition_smaller_than_the_labels():
 
 
 def test_other_bad_input():
-    with pytest.raises(ValueError, match="noise kind must be one of"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         noise.make("gaussian", LABELS, 0.2)
     with pytest.raises(ValueError, match="mode"):
         noise.symmetric(LABELS, 0.2, K, seed=0, mode="swap")

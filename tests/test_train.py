@@ -298,9 +298,8 @@ def test_absurd_lr_stops_with_training_diverged(tiny, tmp_path, registered):
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged) as info:
         train(dataset=tiny, out=str(out), **{**RUN, "method": "absurd-lr", "batch_size": N_TRAIN})
-    message = str(info.value)
-    train_loss = float(message.split("(train loss ")[1].split(")")[0])
-    assert math.isfinite(train_loss) and "in epoch 2 of stage 1" in message and "lr" in message
+    message = str(info.value)  # the loss stayed finite: what diverged is the model (outputs or weights)
+    assert "in epoch 2 of stage 1" in message and "the training loss" not in message and "lr" in message
     _assert_last_good_kept(out, good_epochs=1)
 
 
