@@ -481,8 +481,12 @@ def _launch(nproc: int, config: TrainConfig, threads: Optional[int],
     try:
         return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads, tensorboard)
     except ChildFailedError as e:
-        failures = e.failures
-        raise SystemExit(failures[min(failures)].exitcode) from None
+        rank = min(e.failures)
+        failure = e.failures[rank]
+        if Path(failure.error_file).is_file():  # an exception the rank did not report itself: name it
+            message = failure.message
+            _fail(f"rank {rank}: {message['message'] if isinstance(message, dict) else message}", 1)
+        raise SystemExit(failure.exitcode) from None
     except SignalException:  # Ctrl-C reached the launcher: the ranks stop after their last checkpoint
         raise KeyboardInterrupt from None
 
@@ -491,7 +495,7 @@ def _rank(config: dict, threads: Optional[int], tensorboard: bool) -> tuple[dict
     """One process of ``noisysam train --nproc N`` (a spawned process: bad input and interruptions end it with
     the CLI's exit codes); rank 0 shows the progress and logs to TensorBoard (train() calls back on rank 0 only)."""
     _set_threads(threads)
-    with _user_errors("interrupted", params_given=True), RunProgress(Console()) as progress, \
+    with _user_errors("interrupted"), RunProgress(Console()) as progress, \
             _tensorboard(tensorboard) as logger:
         result = train(TrainConfig(**config), callback=chain(progress, logger))
     return result.summary, result.run_dir
