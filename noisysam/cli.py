@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from functools import reduce
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import click
 import numpy as np
@@ -30,11 +30,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from noisysam import __version__
-from noisysam import config_file, distributed, table as grid
+from noisysam import __version__, config_file, distributed, executors
+from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.files import to_jsonable
-from noisysam.methods import METHODS
+from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
@@ -123,9 +123,10 @@ _OPTIONS: dict[str, Callable] = {
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=_click_type("rho"),
-                        help="SAM radius, for methods that have one [default: sam, bootstrap-sam, mixup-sam: from "
-                             "--profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, as "
-                             "in the paper; asam: its own 0.5]. An error for a method without a radius."),
+                        help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
+                             "from --profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, "
+                             "as in the paper; the others their own (asam 0.5, momentum-sam and sam-on 0.05)]. An "
+                             "error for a method without a radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=_click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),
@@ -268,29 +269,43 @@ def _noise_label(noise: str, rate: float) -> str:
     return Path(noise).name if noise.endswith(".npz") else noise
 
 
-class RunProgress:
+def _progress(console: Console) -> Progress:
+    """Progress lines: description, bar, done/total, elapsed, ETA, status. The speed behind the ETA is
+    averaged over the last hour, so epochs of minutes still give one."""
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                    console=console, speed_estimate_period=3600)
+
+
+def _status(record: dict) -> str:
+    mem = record.get("memorisation")
+    return f"test {record['test_accuracy']:.1%}" + ("" if mem is None else f"  memorised {mem:.1%}")
+
+
+class _Live:
+    """A rich progress display, stopped when the ``with`` block ends if it started (it starts with the
+    first run: not for a bad option or a finished run, which then print nothing)."""
+
+    def __init__(self, console: Console):
+        self.progress = _progress(console)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+
+class RunProgress(_Live):
     """A :func:`noisysam.train.train` callback drawing live progress: epochs over all stages, batches of
     the current epoch with ETA, the loss (read every ``every`` batches: each read is a device sync),
     clean test accuracy and memorisation after each epoch. Use as a context manager."""
 
     def __init__(self, console: Console, every: int = 10):
+        super().__init__(console)
         self.every = every
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[status]}"), console=console)
         self.tasks: tuple = ()
-
-    def __enter__(self) -> "RunProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.tasks:  # the display starts with the first run: not for a bad option or a finished run
-            self.progress.stop()
-
-    @staticmethod
-    def _status(record: dict) -> str:
-        mem = record.get("memorisation")
-        return f"test {record['test_accuracy']:.1%}" + ("" if mem is None else f"  memorised {mem:.1%}")
 
     def __call__(self, event: str, info: dict) -> None:
         p = self.progress
@@ -304,7 +319,7 @@ class RunProgress:
             history = info["history"]
             label = f"{cfg.method} {_noise_label(cfg.noise, cfg.noise_rate)} seed {cfg.seed}"
             self.tasks = (p.add_task(label, total=self.stages * self.epochs, completed=done,
-                                     status=self._status(history[-1]) if history else ""),
+                                     status=_status(history[-1]) if history else ""),
                           p.add_task("  batches", total=info["batches"], status=""))
         elif event == "batch":
             b, stage = info["batch"], info["stage"]
@@ -314,10 +329,65 @@ class RunProgress:
                 fields["status"] = f"loss {float(info['loss']):.3f}"
             p.update(self.tasks[1], **fields)
         elif event == "epoch":
-            p.update(self.tasks[0], advance=1, status=self._status(info))
+            p.update(self.tasks[0], advance=1, status=_status(info))
             p.reset(self.tasks[1])
         elif event == "end":
             p.update(self.tasks[1], visible=False)
+
+
+class GridProgress(_Live):
+    """A :class:`noisysam.executors.Watch` drawing a grid: one line per running cell (epochs over all its
+    stages, elapsed, ETA, its last test accuracy) under one line for the whole grid (epochs of the cells
+    to run, ETA), and a line per finished, skipped or failed cell above them. Use as a context manager."""
+
+    def __init__(self, console: Console, cells: int):
+        super().__init__(console)
+        self.cells, self.reported = cells, 0
+        self.done: dict[Path, int] = {}  # epochs done per cell to run
+        self.tasks: dict[Path, Any] = {}  # progress line per running cell
+        self.ended = self.failed = 0
+
+    def report(self, label: str, text: str) -> None:
+        """``[i/n] label: text`` above the live lines."""
+        self.reported += 1
+        self.progress.console.print(f"[{self.reported}/{self.cells}] {escape(label)}: {text}", soft_wrap=True)
+
+    def begin(self, jobs: Sequence[executors.Job]) -> None:
+        if not jobs:
+            return
+        self.done = {job.dir: executors.epochs_done(job.dir)[0] for job in jobs}
+        self.total = sum(job.epochs for job in jobs)
+        self.progress.start()
+        self.grid = self.progress.add_task(f"grid: {len(jobs)} cells to run", total=self.total,
+                                           completed=sum(self.done.values()), status="")
+
+    def _update_grid(self) -> None:
+        waiting = len(self.done) - len(self.tasks) - self.ended
+        status = f"{len(self.tasks)} running, {waiting} waiting" + (f", {self.failed} failed" if self.failed else "")
+        self.progress.update(self.grid, completed=sum(self.done.values()), total=self.total, status=status)
+
+    def started(self, job: executors.Job, done: int) -> None:
+        self.done[job.dir] = done
+        self.tasks[job.dir] = self.progress.add_task(f"  {escape(job.label)}", total=job.epochs, completed=done,
+                                                     status="starting")
+        self._update_grid()
+
+    def advanced(self, job: executors.Job, done: int, last: Optional[dict]) -> None:
+        self.done[job.dir] = done
+        self.progress.update(self.tasks[job.dir], completed=done, status=_status(last) if last else "")
+        self._update_grid()
+
+    def finished(self, outcome: executors.Outcome) -> None:
+        job = outcome.job
+        self.progress.remove_task(self.tasks.pop(job.dir))
+        self.ended += 1
+        if outcome.error is None:
+            self._update_grid()
+            return
+        self.failed += 1
+        self.total -= job.epochs - self.done[job.dir]  # its epochs left are no longer part of the grid's work
+        self._update_grid()
+        self.report(job.label, f"[red]failed[/]: {escape(outcome.error)}")
 
 
 class _Group(click.Group):
@@ -405,6 +475,11 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
     t.add_row("noise detection AUROC (loss)", "–" if auroc is None or auroc != auroc else f"{auroc:.3f}")
     t.add_row("model / epochs / profile", f"{s['model']} / {s['epochs']} / {s['profile']}")
     t.add_row("time / device", f"{s['wall_seconds']:.0f} s on {s['device']} ({s['amp']})")
+    if s.get("forward_passes") is not None:  # counted since the cheaper SAM variants; older runs lack it
+        steps = s["train_steps"]
+        t.add_row("training passes (counted)", f"{s['forward_passes']:g} forward, {s['backward_passes']:g} backward "
+                                               f"in {steps} steps ({s['forward_passes'] / steps:.2f} + "
+                                               f"{s['backward_passes'] / steps:.2f} per step)")
     t.add_row("run directory", escape(str(run_dir)) if run_dir else "not saved (pass --out DIR)")
     return t
 
@@ -563,6 +638,44 @@ def _render(console: Console, root: Path, plot: bool) -> None:
         _plot(console, _plot_table, root, table["rows"])
 
 
+#: How a grid command's cells run (noisysam.executors); shared by every grid command.
+_EXECUTION: tuple[Callable, ...] = (
+    click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True, help="local: this machine (--jobs); ray: tasks on a Ray cluster (--address)."),
+    click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Cells trained at once on this machine: 1 in this process, N > 1 in N worker processes."),
+    click.option("--threads", type=click.IntRange(min=1),
+                 help="CPU threads per cell [default: cores // --jobs; ray: 1]; on a busy machine fewer threads "
+                      "than cores can be much faster."),
+    click.option("--cells-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="On CUDA: cells sharing one GPU (local: --jobs at most GPUs x this; ray: each cell asks "
+                      "for 1/this of a GPU)."),
+    click.option("--address", help="Ray cluster to submit to (e.g. HOST:6379) [default: RAY_ADDRESS, a running "
+                                   "local cluster, or a new local instance]."),
+)
+
+
+def _execution_options(f: Callable) -> Callable:
+    return reduce(lambda g, option: option(g), reversed(_EXECUTION), f)
+
+
+def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Optional[int], cells_per_gpu: int,
+              address: Optional[str]) -> executors.Executor:
+    """The executor the --executor/--jobs/--threads/--cells-per-gpu/--address options ask for."""
+    given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    if executor_name == "ray":
+        if given("jobs"):
+            raise click.UsageError("--jobs is for --executor local; Ray runs as many cells at once as the cluster "
+                                   "has resources for (--threads CPUs and 1/--cells-per-gpu GPU each)")
+        try:
+            return executors.RayExecutor(address, threads or 1, cells_per_gpu)
+        except ImportError as e:
+            _fail(str(e), 2)
+    if address:
+        raise click.UsageError("--address is for --executor ray")
+    return executors.InProcess(threads) if jobs == 1 else executors.LocalProcesses(jobs, threads, cells_per_gpu)
+
+
 @cli.command("table")
 @click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str, "method"),
               help="Comma-separated methods.")
@@ -573,46 +686,52 @@ def _render(console: Console, root: Path, plot: bool) -> None:
 @click.option("--report", type=click.Path(exists=True, file_okay=False),
               help="Only re-render the table of the finished runs in this directory (no training).")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and table.png.")
-@_threads_option
+@_execution_options
 @_options(*_TRAINING)
 @_tensorboard_option
 @_config_option("methods", "rates", "seeds")
 @click.pass_context
 def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
-                  report: Optional[str], plot: bool, threads: Optional[int], tensorboard: bool, **_: Any) -> None:
-    """Reproduce the SAM paper's noise table: train methods x rates x seeds one after another into one
-    directory (re-running skips finished runs and resumes a killed one), then tabulate mean ± std
-    beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
+                  report: Optional[str], plot: bool, executor_name: str, jobs: int, threads: Optional[int],
+                  cells_per_gpu: int, address: Optional[str], tensorboard: bool, **_: Any) -> None:
+    """Reproduce the SAM paper's noise table: train methods x rates x seeds into one directory (--jobs N
+    at once, or on a Ray cluster; re-running skips finished runs and resumes stopped ones), then tabulate
+    mean ± std beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
     console = Console()
-    _set_threads(threads)
     if report:
         if out:
             raise click.UsageError("give either --report DIR (render only) or --out DIR (train), not both")
         with _user_errors("interrupted"):
             _render(console, Path(report), plot)
         return
+    executor = _executor(ctx, executor_name, jobs, threads, cells_per_gpu, address)
     config = dataclasses.replace(_DEFAULT, **_given(ctx, _TRAINING))
     root = Path(out or f"results/table-{config.profile}")
     cells = grid.grid(root, methods, rates, seeds)
-
-    progress = RunProgress(console)
-    position = iter(range(1, len(cells) + 1))
+    progress = GridProgress(console, len(cells))
 
     def finished(cell: grid.Cell, summary: dict, skipped: bool) -> None:
         acc = summary["test_accuracy"]
         how = "already finished" if skipped else f"{summary['wall_seconds']:.0f} s"
-        progress.progress.console.print(f"[{next(position)}/{len(cells)}] {cell.label()}: last {_pct(acc['last'])}, "
-                                        f"selected {_pct(acc['selected'])} ({how})")
+        progress.report(cell.label(), f"last {_pct(acc['last'])}, selected {_pct(acc['selected'])} ({how})")
         if plot and not skipped:
             _plot(progress.progress.console, _plot_run, str(cell.dir))
         if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger
             log_finished_run(cell.dir)
 
-    hint = f"interrupted; continue with the same command (finished runs in {root} are kept, the current one resumes)"
+    hint = (f"interrupted; every worker stopped. Continue with the same command: finished runs in {root} are kept, "
+            "the others resume from their last epoch")
     with _user_errors(hint):
-        with progress, _tensorboard(tensorboard) as logger:
-            grid.run_grid(cells, config, callback=chain(progress, logger), on_cell=finished)
-        _render(console, root, plot)
+        failed: Optional[executors.CellsFailed] = None
+        try:
+            with progress, _tensorboard(tensorboard) as logger:
+                grid.run_grid(cells, config, executor=executor, callback=logger, on_cell=finished, watch=progress)
+        except executors.CellsFailed as e:
+            failed = e
+        if failed is None or grid.collect(root):
+            _render(console, root, plot)
+        if failed is not None:
+            raise failed  # exit 1 with the failed cells named, after the table of the others
 
 
 @cli.command("noise")

@@ -35,11 +35,18 @@ mixup-sam           alpha=1.0, rho=0.05, p=2.0, adaptive=False, m=None
 asam                rho=0.5, p=2.0, m=None, normalisation="paper" (eta=0.01) | "davda54"
 gce                 q=0.7
 label-smoothing     eps=0.1
+looksam             rho=0.05, k=5, alpha=0.7                 (LookSAM, arXiv 2203.02714)
+random-sam          p=0.5, p_start=None, rho=0.05            (RST, arXiv 2203.09962)
+ae-sam              c=0.0, c_start=None, delta=0.9, warmup=10, rho=0.05   (AE-SAM, arXiv 2304.14647)
+momentum-sam        rho=0.05                                 (MSAM, arXiv 2401.12033)
+sam-on              rho=0.05                                 (SAM-ON, arXiv 2306.04226)
+norm-penalty        weight=1e-3, feature=1e-3 (provisional)  (Baek et al., arXiv 2405.03676)
 ==================  ==========================================================================
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field, replace
@@ -50,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from noisysam import variants
+from noisysam.variants import LossFn, Targets
 from noisysam.params import Boolean, HasAttrs, Interval, Options, Text, validate_params, validate_with
 from noisysam.sam import SAM, sam_step
 
@@ -72,9 +81,6 @@ __all__ = [
     "takes_param",
     "default_param",
 ]
-
-Targets = tuple[Tensor, ...]
-LossFn = Callable[[Tensor, Targets], Tensor]
 
 #: ASAM's two normalisations T (``get_method("asam", normalisation=...)``).
 ASAM_NORMALISATIONS = ("paper", "davda54")
@@ -362,7 +368,7 @@ class Method:
         """One optimizer update on the batch (x, labels y, dataset indices idx); returns the detached
         mean training loss (at w for SAM) without synchronising with the device.
 
-        ``generator`` (a CPU ``torch.Generator``) is the only source of the step's randomness (mixup).
+        ``generator`` (a CPU ``torch.Generator``) is the only source of the step's randomness (mixup, random-sam).
         ``idx`` is unused by the built-in methods; it is there for methods that keep per-sample state.
         Autocast, if any, is set up by the caller; ``scaler``: a GradScaler for fp16 (None otherwise).
         """
@@ -372,7 +378,9 @@ class Method:
         def loss_fn(logits: Tensor, chunk_targets: Targets) -> Tensor:
             return sum(w * loss_rule(logits, t) for w, t in zip(weights, chunk_targets))  # type: ignore[return-value]
 
-        return self.update.step(optimizer, model, loss_fn, inputs, targets, scaler)
+        # Update rules that draw (random-sam) declare needs_generator and get the step's generator.
+        draws = {"generator": generator} if getattr(self.update, "needs_generator", False) else {}
+        return self.update.step(optimizer, model, loss_fn, inputs, targets, scaler, **draws)
 
 
 @dataclass(frozen=True)
@@ -567,3 +575,58 @@ def get_method(name: str, **params: Any) -> AnyMethod:
     if unknown and not _takes_any(parameters):
         raise ValueError(f"method {name!r} accepts parameters {list(parameters)}, got unknown {unknown}")
     return METHODS[name](**params)
+
+
+# --------------------------------------------------------------------------------------------
+# Cheaper SAM variants (noisysam.variants): SGD-priced update rules, each composable with any loss
+# and input rule, e.g. replace(get_method("looksam"), inputs=MixupInputs(8.0)).
+# --------------------------------------------------------------------------------------------
+
+
+def _variant(name: str, update: Any) -> Method:
+    """A method that is cross-entropy on plain inputs with the variant's update rule; params are its fields."""
+    return Method(name, update=update, params=dataclasses.asdict(update))
+
+
+@variants.checked
+def _looksam(rho: float = 0.05, k: int = 5, alpha: float = 0.7) -> Method:
+    return _variant("looksam", variants.LookSAMUpdate(rho, k, alpha))
+
+
+@variants.checked
+def _random_sam(p: float = 0.5, p_start: float | None = None, rho: float = 0.05) -> Method:
+    return _variant("random-sam", variants.RandomSAMUpdate(p, p_start, rho))
+
+
+@variants.checked
+def _ae_sam(c: float = 0.0, c_start: float | None = None, delta: float = 0.9, warmup: int = 10,
+            rho: float = 0.05) -> Method:
+    return _variant("ae-sam", variants.AESAMUpdate(c, c_start, delta, warmup, rho))
+
+
+@variants.checked
+def _momentum_sam(rho: float = 0.05) -> Method:
+    return _variant("momentum-sam", variants.MomentumSAMUpdate(rho))
+
+
+@variants.checked
+def _sam_on(rho: float = 0.05) -> Method:
+    return _variant("sam-on", variants.SAMOnUpdate(rho))
+
+
+@variants.checked
+def _norm_penalty(weight: float = 1e-3, feature: float = 1e-3) -> Method:
+    return _variant("norm-penalty", variants.NormPenaltyUpdate(weight, feature))
+
+
+METHODS.update({
+    "looksam": _looksam,
+    "random-sam": _random_sam,
+    "ae-sam": _ae_sam,
+    "momentum-sam": _momentum_sam,
+    "sam-on": _sam_on,
+    "norm-penalty": _norm_penalty,
+})
+# Their SAM steps are plain SAM's (same ball, same radius), so a profile's SAM radius applies to them;
+# momentum-sam and sam-on perturb along other directions or subsets and keep their own default.
+SAM_RADIUS_METHODS.update({"looksam", "random-sam", "ae-sam"})

@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods import takes_param
-from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config, train
+from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -140,37 +141,75 @@ def _check_same_config(cell: Cell, config: TrainConfig) -> None:
                          "use the same options or another table directory")
 
 
-def run_grid(cells: Iterable[Cell], config: TrainConfig, *, callback: Optional[Callback] = None,
-             on_cell: Optional[Callable[[Cell, dict, bool], None]] = None) -> list[dict]:
-    """Train every unfinished cell one after another (resuming a killed one); return the summaries.
+class _OnCell:
+    """A :class:`~noisysam.executors.Watch` that forwards to ``watch`` (if any) and calls
+    ``on_cell(cell, summary, False)`` for each cell that finished."""
+
+    def __init__(self, watch: Optional[Watch], on_cell: Optional[Callable[[Cell, dict, bool], None]],
+                 cells: dict[Path, Cell]):
+        self.watch, self.on_cell, self.cells = watch, on_cell, cells
+
+    def begin(self, jobs: Sequence[Job]) -> None:
+        if self.watch:
+            self.watch.begin(jobs)
+
+    def started(self, job: Job, done: int) -> None:
+        if self.watch:
+            self.watch.started(job, done)
+
+    def advanced(self, job: Job, done: int, last: Optional[dict]) -> None:
+        if self.watch:
+            self.watch.advanced(job, done, last)
+
+    def finished(self, outcome: Outcome) -> None:
+        if self.watch:
+            self.watch.finished(outcome)
+        if self.on_cell and outcome.summary is not None:
+            self.on_cell(self.cells[outcome.job.dir], outcome.summary, False)
+
+
+def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[Executor] = None,
+             callback: Optional[Callback] = None, on_cell: Optional[Callable[[Cell, dict, bool], None]] = None,
+             watch: Optional[Watch] = None) -> list[dict]:
+    """Train every unfinished cell (resuming a killed one) with ``executor`` (default: one after another
+    in this process); return the summaries in cell order.
 
     Before the first cell trains, every cell's config and method parameters are validated and every
     cell already on disk is checked against the settings asked for, so a bad option (e.g. a method
     parameter only some of the methods take) fails before anything is written. ``callback`` goes to
-    each :func:`~noisysam.train.train` call; ``on_cell(cell, summary, skipped)`` is called after each
-    cell (``skipped``: it was already finished).
+    each :func:`~noisysam.train.train` call (in the worker); ``on_cell(cell, summary, skipped)`` is called
+    after each finished cell (``skipped``: it was already finished); ``watch`` follows the running cells.
+    A failing cell does not stop the others: :class:`~noisysam.executors.CellsFailed` is raised once
+    they have all run.
     """
     cells = list(cells)
     _check_grid_takes_options(config, cells)
-    configs = [cell_config(config, cell) for cell in cells]
-    finished = {}
-    for cell, c in zip(cells, configs):
+    jobs = {}
+    for cell in cells:
+        c = cell_config(config, cell)
         resolved = c.resolved()
-        build_method(resolved)
+        method = build_method(resolved)
         _check_same_config(cell, c)
+        stages = 2 if getattr(method, "relabel", False) else 1  # relabel-and-retrain trains twice
+        jobs[cell] = Job(c, resolved.epochs * stages, cell.label(), callback)
+    summaries = {}
+    for cell in cells:  # a finished cell's result is checked before anything trains
         if cell.finished:
             try:
-                finished[cell] = cell.result()
+                summaries[cell] = cell.result()
             except FileFormatError as e:
                 raise ValueError(f"{e}; delete {str(cell.dir)!r} to train the cell again") from None
-    summaries = []
-    for cell, c in zip(cells, configs):
-        skipped = cell in finished
-        summary = finished[cell] if skipped else train(c, callback=callback).summary
-        summaries.append(summary)
+    for cell, summary in summaries.items():
         if on_cell:
-            on_cell(cell, summary, skipped)
-    return summaries
+            on_cell(cell, summary, True)
+    todo = [cell for cell in cells if cell not in summaries]
+    outcomes = (executor or InProcess()).run([jobs[cell] for cell in todo], _OnCell(
+        watch, on_cell, {cell.dir: cell for cell in todo})) if todo else []
+    summaries.update((cell, o.summary) for cell, o in zip(todo, outcomes) if o.summary is not None)
+    failures = [o for o in outcomes if o.error is not None]
+    if failures:
+        raise CellsFailed(failures, len(cells))
+    return [summaries[cell] for cell in cells]
 
 
 def _parse_rate(name: str) -> Optional[float]:

@@ -33,6 +33,9 @@ TAGS = {
     "lr": "optim/lr",
     "seconds": "time/seconds",
     "stage": "run/stage",
+    "forward_passes": "cost/forward_passes",  # counted training passes of the epoch (noisysam.train.PassCounter)
+    "backward_passes": "cost/backward_passes",
+    "steps": "cost/steps",
 }
 
 #: The final metrics beside the hyperparameters (HParams dashboard): tag -> path in result.json. Their own

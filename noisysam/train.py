@@ -14,6 +14,10 @@ Run directory contract: one run writes it at a time (:func:`noisysam.files.run_l
 read to the last write); ``config.json`` records the noisysam version, the precision ``amp`` resolved when
 the run started, and :func:`fingerprints` of the dataset and labels, which a resume must match; a
 checkpoint is only written when every parameter, buffer and optimizer state tensor is finite.
+
+Cost is counted, not estimated: each epoch record (metrics.jsonl) has the training forward and backward
+passes of the model in batch equivalents (:class:`PassCounter`) and the steps; result.json has their totals
+over all stages beside ``wall_seconds``. Evaluation passes are not counted.
 """
 
 from __future__ import annotations
@@ -340,6 +344,33 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+class PassCounter:
+    """Counts a model's forward and backward passes while in its ``with`` block, in batch equivalents:
+    a forward call on n of the step's ``batch`` samples adds n / batch (an m-sharpness chunk counts
+    its share), and the backward through that call's output adds the same when its gradient is
+    computed (for a model that returns a tensor; other outputs count forward calls only). Shapes only,
+    so no device synchronisation. Set ``batch`` before each step."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.batch, self.forward, self.backward = model, 1, 0.0, 0.0
+
+    def __enter__(self) -> "PassCounter":
+        self._handle = self.model.register_forward_hook(self._count)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+    def _count(self, module: nn.Module, args: tuple, output: Any) -> None:
+        share = args[0].shape[0] / self.batch
+        self.forward += share
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda grad: self._count_backward(share))
+
+    def _count_backward(self, share: float) -> None:
+        self.backward += share
+
+
 class _Run:
     """The state of one run between epochs; :func:`train` builds it and drives the loop."""
 
@@ -419,8 +450,9 @@ class _Run:
         _check(shape == expected, f"model {self.cfg.model} returned {shape} for {tuple(x.shape)} images; "
                                   f"expected logits of shape {expected} (batch, num_classes)")
 
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the training split; returns the mean training loss (one host sync per epoch)."""
+    def train_epoch(self, epoch: int) -> tuple[float, dict]:
+        """One pass over the training split; returns the mean training loss (one host sync per epoch) and
+        its cost: the training forward and backward passes counted by :class:`PassCounter`, and the steps."""
         cfg, model = self.cfg, self.model
         steps = len(self.loader)
         total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
@@ -429,19 +461,23 @@ class _Run:
         self.loader.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), device=self.device)
-        for b, batch in enumerate(self.loader):
-            x, y, idx = self.dist.shard(*batch)
-            lr = lr_at(epoch * steps + b, total_steps, cfg.lr, cfg.schedule, warmup)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with _autocast(self.device, self.dtype):
-                loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
-                                              scaler=self.scaler)
-            loss_sum += loss.float()
-            if self.callback:
-                self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
+        with PassCounter(model) as passes:
+            for b, batch in enumerate(self.loader):
+                x, y, idx = self.dist.shard(*batch)
+                step = epoch * steps + b
+                lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
+                for group in self.optimizer.param_groups:  # progress: for update rules with schedules (random-sam)
+                    group["lr"], group["progress"] = lr, step / total_steps
+                passes.batch = x.shape[0]
+                with _autocast(self.device, self.dtype):
+                    loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
+                                                  scaler=self.scaler)
+                loss_sum += loss.float()
+                if self.callback:
+                    self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
         self.dist.end_epoch(model)
-        return float(self.dist.mean(loss_sum)) / steps
+        cost = dict(forward_passes=round(passes.forward, 6), backward_passes=round(passes.backward, 6), steps=steps)
+        return float(self.dist.mean(loss_sum)) / steps, cost
 
     def evaluate(self) -> Optional[dict]:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
@@ -510,9 +546,18 @@ def _summary(run: _Run, wall: float) -> dict:
                            selected_by=f"{cfg.val_labels}-validation accuracy" if selected is not None else None),
         memorisation_last=last["memorisation"], recovery_last=last["recovery"],
         noise_auroc_last=last["noise_auroc"], val_accuracy_last=last["val_accuracy"], rho=method_radius(cfg, labels),
-        stage1=run.stage1, wall_seconds=wall, device=str(run.device),
+        stage1=run.stage1, wall_seconds=wall, **_total_cost(run.history), device=str(run.device),
         amp=str(run.dtype).replace("torch.", "") if run.dtype else "fp32",
     )
+
+
+def _total_cost(history: list[dict]) -> dict:
+    """Training passes and steps over every epoch of every stage (None where a record predates counting)."""
+    def total(key: str) -> Optional[float]:
+        return round(sum(r[key] for r in history), 6) if all(key in r for r in history) else None
+
+    return dict(forward_passes=total("forward_passes"), backward_passes=total("backward_passes"),
+                train_steps=total("steps"))
 
 
 @contextmanager
@@ -719,7 +764,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         if stage != run.stage:
             run.build(stage, _stage_labels(run, stage))
         for epoch in range(start_epoch if stage == start_stage else 0, cfg.epochs):
-            train_loss = run.train_epoch(epoch)
+            train_loss, cost = run.train_epoch(epoch)
             # Checked once per epoch, before anything of this epoch is written: every checkpoint is finite.
             broken = [f"the training loss ({train_loss})"] if not math.isfinite(train_loss) else run.nonfinite()
             metrics = None if broken else run.evaluate()
@@ -732,7 +777,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                                        f"{what} became non-finite; stopped. "
                                        f"Last good checkpoint: {where}. Try a lower lr.")
             record = dict(stage=stage, epoch=epoch + 1, lr=run.optimizer.param_groups[0]["lr"],
-                          train_loss=train_loss, **metrics, seconds=time.perf_counter() - t0)
+                          train_loss=train_loss, **metrics, **cost, seconds=time.perf_counter() - t0)
             run.history.append(record)
             if stage == 1 and run.stages == 2 and epoch + 1 == cfg.epochs:
                 # Relabel-and-retrain: the first model's predictions become the training labels of stage 2.

@@ -7,8 +7,12 @@
     padding=4), RandomHorizontalFlip, ToTensor, Normalize: davda54/sam's example pipeline). Target >= 1.5x.
 (c) Cost of m-sharpness (Foret et al. 2021, Section 2/Figure 3), m in {B, 32, 8}, relative to plain SAM.
 (d) bf16 autocast vs fp32 training throughput of the CPU-profile CNN under SAM (the issue's reference: 2.0x).
+(e) Issue 12: wall time of the paper's 20-cell CPU-profile grid (seed 0) run as ``--jobs 2 --threads 1`` vs
+    ``--jobs 1 --threads 2`` (noisysam.executors), each in a fresh directory; over an hour per variant, so
+    only with ``--sections e``; ``--quick`` times a 2 x 2 grid of 2 epochs instead (not the README figure).
 
-Usage: ``python scripts/bench.py [--quick] [--threads N] [--batch-size 128] [--images N] [--repeats N]``.
+Usage: ``python scripts/bench.py [--quick] [--sections abcd] [--threads N] [--batch-size 128] [--images N]
+[--repeats N] [--grid-repeats N]``.
 Timings interleave the compared variants in each repeat (order rotated), so load from other processes
 hits them alike; each ratio is the median over repeats of the per-repeat ratio.
 """
@@ -25,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from noisysam import executors, table
 from noisysam.data import Loader, load_dataset
 from noisysam.methods import get_method
 from noisysam.models import get_model
@@ -42,6 +47,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per comparison (default 7; quick 2)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to compare in (b)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--sections", default="abcd", help="which sections to run, e.g. 'abcd' (default) or 'e' (the grid)")
+    p.add_argument("--grid-repeats", type=int, default=None, help="timed rounds of (e) (default 1; quick 2)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for name in ("threads", "batch_size"):
@@ -49,6 +56,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.images = args.images or (256 if args.quick else 2048)
     args.repeats = args.repeats or (2 if args.quick else 7)
+    args.grid_repeats = args.grid_repeats or (2 if args.quick else 1)
+    if set(args.sections) - set("abcde"):
+        p.error(f"--sections takes letters of 'abcde', got {args.sections!r}")
     args.warmup = 2  # the first two calls of a new model are far slower on CPU (oneDNN primitive set-up)
     return args
 
@@ -166,6 +176,28 @@ def noisysam_epoch(trainee: Trainee, loader: Loader, dtype: Optional[torch.dtype
     return epoch
 
 
+# ------------------------------------------------------------------------------------------- (e) grid
+
+def grid_variants(quick: bool) -> tuple[TrainConfig, dict, dict[str, Callable[[], executors.Executor]]]:
+    """The grid's config and cells (methods, rates, seeds) and its two executors, built fresh per round."""
+    if quick:
+        config, cells = TrainConfig(profile="cpu", epochs=2), dict(methods=["sgd", "sam"], rates=[0.2, 0.6], seeds=[0])
+    else:
+        config, cells = TrainConfig(profile="cpu"), dict(methods=table.PAPER_METHODS, rates=table.PAPER_RATES, seeds=[0])
+    return config, cells, {"jobs 2 x 1 thread": lambda: executors.LocalProcesses(2, threads=1),
+                           "jobs 1 x 2 threads": lambda: executors.InProcess(threads=2)}
+
+
+def time_grid(config: TrainConfig, cells: dict, executor: executors.Executor) -> float:
+    """Seconds to train the grid from nothing (a fresh temporary directory) with ``executor``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="noisysam-bench-grid-") as root:
+        t0 = time.perf_counter()
+        table.run_grid(table.grid(root, **cells), config, executor=executor)
+        return time.perf_counter() - t0
+
+
 # -------------------------------------------------------------------------------------------- report
 
 ROWS: list[tuple[str, str, str, str]] = []
@@ -176,35 +208,25 @@ def report(section: str, what: str, value: str, target: str = "") -> None:
     print(f"  {what:<78} {value:>8}  {target}", flush=True)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    bf16 = resolve_amp("bf16", device)
-    auto = resolve_amp("auto", device)
-    data = load_dataset("cifar10-mini")
-    B = args.batch_size
-    batch = fixed_batch(data, B, device)
-    cpu = TrainConfig(profile="cpu").resolved()  # the CPU profile's model, built as the trainer builds it
-    cnn = cpu.model
-    print(f"noisysam benchmarks: device {device}, {torch.get_num_threads()} threads, batch {B}, "
-          f"torch {torch.__version__}, amp auto -> {auto}, load average {os.getloadavg()[0]:.2f}"
-          f"{' (quick mode)' if args.quick else ''}")
-
+def section_a(args: argparse.Namespace, ctx: dict) -> None:
     print("\n(a) SAM step / SGD step, resnet32, same batch, methods.train_step")
-    for label, dtype in (("fp32", None), ("bf16 autocast", bf16)):
+    device, batch = ctx["device"], ctx["batch"]
+    for label, dtype in (("fp32", None), ("bf16 autocast", ctx["bf16"])):
         trainees = {k: (Trainee("resnet32", k, device, args.seed), dtype) for k in ("sgd", "sam")}
         t = interleaved(step_variants(trainees, batch), args.repeats, args.warmup, device)
         report("a", f"{label}: SGD {1e3 * statistics.median(t['sgd']):.0f} ms, SAM "
                     f"{1e3 * statistics.median(t['sam']):.0f} ms per step", f"{median_ratio(t['sam'], t['sgd']):.2f}x",
                "target <= 2.05")
 
+
+def section_b(args: argparse.Namespace, ctx: dict) -> None:
     # noisysam as the trainer runs it (on-device Loader, channels_last, amp "auto") and in fp32, vs the
     # usual pipeline as davda54/sam's example runs it (DataLoader + PIL transforms, fp32, default layout).
+    device, auto, data, cpu, B = ctx["device"], ctx["auto"], ctx["data"], ctx["cpu"], args.batch_size
     print(f"\n(b) training epoch throughput, SAM, {args.images} images, batch {B}: noisysam Loader + trainer "
           "step vs torchvision DataLoader + PIL transforms (fp32, NCHW)")
     images, labels = data.x_train[:args.images], data.y_train[:args.images]
-    for model, params in ((cnn, cpu.model_params), ("resnet32", {})):
+    for model, params in ((cpu.model, cpu.model_params), ("resnet32", {})):
         loader = Loader(images, labels, batch_size=B, device=device, channels_last=True, seed=args.seed)
         sam_trainee = functools.partial(Trainee, model, "sam", device, args.seed, model_params=params)
         variants: dict[str, Step] = {}
@@ -225,24 +247,66 @@ def main(argv: Optional[list[str]] = None) -> None:
             report("b", f"{model} {k.split(' (')[0]} / torchvision {best_tv.split()[-1]} (fastest)",
                    f"{median_ratio(t[best_tv], t[k]):.2f}x", "target >= 1.5" if "defaults" in k else "(fp32 alone)")
 
+
+def section_c(args: argparse.Namespace, ctx: dict) -> None:
+    device, B = ctx["device"], args.batch_size
     print("\n(c) m-sharpness cost, resnet32, fp32, batch", B)
     ms = {"m=B": None, "m=32": 32, "m=8": 8}
     trainees = {k: (Trainee("resnet32", "sam", device, args.seed, m=m), None) for k, m in ms.items()}
-    t = interleaved(step_variants(trainees, batch), args.repeats, args.warmup, device)
+    t = interleaved(step_variants(trainees, ctx["batch"]), args.repeats, args.warmup, device)
     for k in ("m=32", "m=8"):
         report("c", f"SAM {k} step / plain SAM (m=B={B}) step ({1e3 * statistics.median(t[k]):.0f} vs "
                     f"{1e3 * statistics.median(t['m=B']):.0f} ms)", f"{median_ratio(t[k], t['m=B']):.2f}x", "(cost)")
 
-    print(f"\n(d) bf16 autocast vs fp32 training throughput, {cnn} (CPU profile), SAM, batch", B)
+
+def section_d(args: argparse.Namespace, ctx: dict) -> None:
+    device, bf16, auto, cpu = ctx["device"], ctx["bf16"], ctx["auto"], ctx["cpu"]
+    print(f"\n(d) bf16 autocast vs fp32 training throughput, {cpu.model} (CPU profile), SAM, batch", args.batch_size)
     if bf16 is None or (device.type == "cpu" and auto is None):
         report("d", "bf16 autocast", "skipped", "(no native bf16 on this device)")
     else:
-        trainees = {k: (Trainee(cnn, "sam", device, args.seed, model_params=cpu.model_params), d)
+        trainees = {k: (Trainee(cpu.model, "sam", device, args.seed, model_params=cpu.model_params), d)
                     for k, d in (("fp32", None), ("bf16", bf16))}
-        t = interleaved(step_variants(trainees, batch), args.repeats * 2, args.warmup, device)
-        report("d", f"{cnn} SAM: fp32 {1e3 * statistics.median(t['fp32']):.0f} ms, bf16 "
+        t = interleaved(step_variants(trainees, ctx["batch"]), args.repeats * 2, args.warmup, device)
+        report("d", f"{cpu.model} SAM: fp32 {1e3 * statistics.median(t['fp32']):.0f} ms, bf16 "
                     f"{1e3 * statistics.median(t['bf16']):.0f} ms per step; bf16 speed-up",
                f"{median_ratio(t['fp32'], t['bf16']):.2f}x", "reference 2.0x")
+
+
+def section_e(args: argparse.Namespace, ctx: dict) -> None:
+    config, cells, variants = grid_variants(args.quick)
+    n = len(table.grid(".", **cells))
+    print(f"\n(e) grid wall time, {n} cells ({', '.join(cells['methods'])} x rates "
+          f"{', '.join(map(str, cells['rates']))}, seed 0), profile cpu, {config.resolved().epochs} epochs"
+          f"{' (quick grid: not the README figure)' if args.quick else ''}")
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.grid_repeats):  # each round runs both variants, order rotated
+        for name in names[r % 2:] + names[:r % 2]:
+            times[name].append(time_grid(config, cells, variants[name]()))
+            print(f"  round {r + 1}: {name}: {times[name][-1] / 60:.1f} min", flush=True)
+    jobs2, jobs1 = (times[name] for name in names)
+    report("e", f"grid: jobs 2 x 1 thread {statistics.median(jobs2) / 60:.1f} min, jobs 1 x 2 threads "
+                f"{statistics.median(jobs1) / 60:.1f} min; speed-up of --jobs 2 --threads 1",
+           f"{median_ratio(jobs1, jobs2):.2f}x", "(quick grid)" if args.quick else "target >= 1.49 (67 -> 45 min)")
+
+
+SECTIONS = dict(a=section_a, b=section_b, c=section_c, d=section_d, e=section_e)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    auto = resolve_amp("auto", device)
+    ctx = dict(device=device, bf16=resolve_amp("bf16", device), auto=auto, data=load_dataset("cifar10-mini"),
+               cpu=TrainConfig(profile="cpu").resolved())  # the CPU profile's model, built as the trainer builds it
+    ctx["batch"] = fixed_batch(ctx["data"], args.batch_size, device)
+    print(f"noisysam benchmarks: device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+          f"torch {torch.__version__}, amp auto -> {auto}, load average {os.getloadavg()[0]:.2f}"
+          f"{' (quick mode)' if args.quick else ''}")
+    for letter in dict.fromkeys(args.sections):
+        SECTIONS[letter](args, ctx)
 
     print(f"\nsummary (load average now {os.getloadavg()[0]:.2f}):")
     print(f"  {'':3}{'measurement':<78} {'value':>8}  target")

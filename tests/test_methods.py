@@ -386,8 +386,11 @@ def test_every_method_trains_a_tiny_convnet(name):
     land (each method's fp32 step is checked against a hand-written one above). bf16 keeps 8 significant
     bits (unit roundoff 2**-8 = 0.4%): the losses agree to 1% and the weight changes to 3% of their size
     (measured: at most 1.3%); a SAM pass at w + e that computed with w's cached bf16 weights (the SGD
-    gradient) is 7-14% off."""
+    gradient) is 7-14% off. Except looksam: its second step reuses g_v, the part of g_s orthogonal to g, which
+    is only ~7% of ||g_s|| here, so bf16's ~0.5% on the gradients is ~20% on g_v and 4.3% on the two steps'
+    change (measured; 0.4% with k=1, every step SAM): bound 8%."""
     method = get_method(name)
+    bound = 0.08 if name == "looksam" else 0.03
     json.dumps(method.params)  # recordable in the run's config
     before = params_of(tiny_convnet())
     losses, changes = {}, {}
@@ -405,7 +408,7 @@ def test_every_method_trains_a_tiny_convnet(name):
         losses[bf16] = torch.stack(steps)
         changes[bf16] = torch.cat([(v.detach() - before[k]).flatten() for k, v in model.named_parameters()])
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-2, atol=0)
-    assert (changes[True] - changes[False]).norm() <= 0.03 * changes[False].norm()
+    assert (changes[True] - changes[False]).norm() <= bound * changes[False].norm()
     assert all(not torch.equal(before[k], v) for k, v in model.named_parameters())  # fp32 moved every weight
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import noisysam
-from noisysam import data, methods, models, noise
+from noisysam import data, methods, models, noise, variants
 from noisysam.cli import cli
 from noisysam.params import (NONE, TABLES, ArrayLike, Boolean, HasAttrs, InstanceOf, Interval, InvalidParameterError,
                              Options, ParamTable, PathLike, SubclassOf, Text, validate_params)
@@ -70,6 +70,9 @@ CALLS = {
     "noisysam.methods.GeneralizedCrossEntropy": methods.GeneralizedCrossEntropy,
     "noisysam.methods.MixupInputs": methods.MixupInputs,
     "noisysam.methods.SAMUpdate": methods.SAMUpdate,
+    **{f"noisysam.variants.{c.__name__}": c for c in (
+        variants.LookSAMUpdate, variants.RandomSAMUpdate, variants.AESAMUpdate, variants.MomentumSAMUpdate,
+        variants.SAMOnUpdate, variants.NormPenaltyUpdate)},
     "noisysam.methods.register_method": register_and_forget,
     **{f"{f.__module__}.{f.__qualname__}": functools.partial(methods.get_method, name)
        for name, f in methods.METHODS.items()},

@@ -25,6 +25,7 @@ EXPECTED_TAGS = {
     "train_noisy_accuracy": "train/noisy_accuracy", "train_clean_accuracy": "train/clean_accuracy",
     "memorisation": "train/memorisation", "recovery": "train/recovery", "noise_auroc": "train/noise_auroc",
     "val_accuracy": "val/accuracy", "seconds": "time/seconds",
+    "forward_passes": "cost/forward_passes", "backward_passes": "cost/backward_passes", "steps": "cost/steps",
 }
 
 

@@ -765,7 +765,7 @@ def test_each_method_keeps_its_own_radius_unless_the_user_sets_one(tiny, tmp_pat
 
 @pytest.mark.parametrize("override, message", [
     (dict(method="sgd", rho=0.1), "rho is given (0.1) but method 'sgd' takes no rho"),
-    (dict(method="mixup", rho=0.1), "takes no rho; methods that take it: ['asam', 'bootstrap-sam'"),
+    (dict(method="mixup", rho=0.1), "takes no rho; methods that take it: ['ae-sam', 'asam', 'bootstrap-sam'"),
     (dict(method="sam", mixup_alpha=8.0), "mixup_alpha is given (8.0) but method 'sam' takes no alpha"),
     (dict(method="sam", rho=0.1, method_params={"rho": 0.2}), "rho is given twice"),
 ])

@@ -1,0 +1,209 @@
+"""Executors: a grid's cells in worker processes or Ray tasks give the same runs as one after another in
+this process; Ctrl-C stops every worker and leaves the cells resumable; a failing cell is reported and
+the others finish; a Ray worker killed mid-run is retried and its cell resumes to the same result.
+
+The reference for every comparison is the same grid trained sequentially in this process with one
+thread (``--jobs 1 --threads 1``); runs are compared line by line on metrics.jsonl and result.json,
+timing fields left out. Tiny data (conftest's 16x16 set), a width-4 CNN, 2-3 epochs.
+"""
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from noisysam import executors, table
+from noisysam.cli import cli
+from noisysam.train import TrainConfig, train
+
+CELLS = ["--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0"]
+TINY = ["--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
+EPOCHS = 2
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def base_config(dataset, epochs=EPOCHS):
+    """The TrainConfig the CLI builds from TINY (for API-level grids that must match the CLI's cells)."""
+    return TrainConfig(dataset=dataset, epochs=epochs, model_params={"width": 4}, batch_size=50, amp="none")
+
+
+def without_timing(obj):
+    """JSON text of obj without its timing fields."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in ("seconds", "wall_seconds")}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return json.dumps(strip(obj), sort_keys=True)
+
+
+def run_files(run_dir):
+    """(metrics.jsonl records, result.json) of a finished run, timing left out."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return without_timing(lines), without_timing(json.loads((run_dir / "result.json").read_text()))
+
+
+def assert_same_grid(root, reference):
+    cells = table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
+    for cell in cells:
+        mine, ref = run_files(cell.dir), run_files(table.cell_dir(reference, cell.method, cell.rate, cell.seed))
+        assert mine == ref, cell.label()
+    rows = lambda r: json.loads((r / "table.json").read_text())["rows"]
+    assert rows(root) == rows(reference)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_npz, tmp_path_factory):
+    """The 2x2 grid trained one cell after another in this process, one thread (today's behaviour)."""
+    root = tmp_path_factory.mktemp("reference") / "grid"
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--jobs", 1,
+            "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["epoch"] for line in
+            (root / "sam" / "rate0.2" / "seed0" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    return root
+
+
+@pytest.fixture
+def fast_polling(monkeypatch):
+    monkeypatch.setattr(executors, "POLL_SECONDS", 0.1)
+
+
+def test_two_jobs_give_the_same_runs_and_table_as_one_job(tiny_npz, tmp_path, reference, fast_polling):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--jobs", 2,
+            "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert sorted(line.split("] ")[1].split(":")[0] for line in r.stdout.splitlines() if line.startswith("[")) == \
+        sorted(cell.label() for cell in table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]))
+    assert_same_grid(root, reference)
+    assert multiprocessing.active_children() == []  # the worker processes are gone
+
+
+def test_ctrl_c_stops_every_worker_and_the_cells_resume_to_the_same_runs(tiny_npz, tmp_path, reference,
+                                                                          fast_polling):
+    root = tmp_path / "grid"
+    cells = table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
+
+    class CtrlC:
+        """Ctrl-C in the driver as soon as any cell has finished its first epoch."""
+        begin = started = finished = lambda self, *a: None
+
+        def advanced(self, job, done, last):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        table.run_grid(cells, base_config(tiny_npz), executor=executors.LocalProcesses(2, threads=1),
+                       watch=CtrlC())
+    assert multiprocessing.active_children() == []
+    assert not all(c.finished for c in cells)
+
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--jobs", 2,
+            "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert_same_grid(root, reference)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_cell_is_reported_and_the_others_finish(tiny_npz, tmp_path, reference, fast_polling, jobs):
+    root = tmp_path / "grid"
+    [bad] = table.grid(root, ["sam"], [0.2], [0])
+
+    def stop_after_first_epoch(event, info):
+        if event == "epoch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a started cell ...
+        train(table.cell_config(base_config(tiny_npz), bad), callback=stop_after_first_epoch)
+    (bad.dir / "checkpoint.pt").write_bytes(b"not a checkpoint")  # ... whose checkpoint is unreadable
+
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--jobs", jobs,
+            "--threads", 1)
+    assert r.exit_code == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: 1 of 4 cells failed: sam 20% seed 0 (")
+    assert "sam 20% seed 0: failed: " in r.stdout
+    others = [c for c in table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]) if c != bad]
+    for cell in others:
+        assert run_files(cell.dir) == run_files(table.cell_dir(reference, cell.method, cell.rate, cell.seed))
+    rows = json.loads((root / "table.json").read_text())["rows"]  # the table of the cells that finished
+    assert sorted((row["method"], row["rate"]) for row in rows) == [("sam", 0.6), ("sgd", 0.2), ("sgd", 0.6)]
+    assert not bad.finished
+
+
+def test_gpu_slots_round_robin_and_threads_split_the_cores(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cuda = TrainConfig(device="cuda")
+    assert executors.LocalProcesses(3, cells_per_gpu=2).devices(cuda) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert executors.LocalProcesses(2, cells_per_gpu=2).devices(TrainConfig(device="cuda:1")) == ["cuda:1"] * 2
+    assert executors.LocalProcesses(2).devices(TrainConfig(device="cpu")) == [None, None]
+    with pytest.raises(ValueError, match=r"jobs must be <= visible GPUs x cells_per_gpu \(2 x 2\), got 5"):
+        executors.LocalProcesses(5, cells_per_gpu=2).devices(cuda)
+    cores = len(os.sched_getaffinity(0))
+    assert executors.LocalProcesses(2).threads == max(1, cores // 2)
+    assert executors.LocalProcesses(2, threads=3).threads == 3
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1, got 0"):
+        executors.LocalProcesses(0)
+
+
+def test_executor_options_that_do_not_fit_exit_2(tiny_npz, tmp_path, monkeypatch):
+    root = tmp_path / "grid"
+    for bad, message in ((["--executor", "ray", "--jobs", "2"], "--jobs is for --executor local"),
+                         (["--address", "localhost:6379"], "--address is for --executor ray")):
+        r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, *TINY, *bad)
+        assert r.exit_code == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.output
+        assert r.stderr.count("\n") == 1 and not root.exists()
+    monkeypatch.setattr(executors, "ray_available", lambda: False)
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, *TINY, "--executor", "ray")
+    assert r.exit_code == 2
+    assert r.stderr == "error: --executor ray needs the ray package: pip install 'noisysam[ray]'\n"
+    assert not root.exists()
+
+
+# ------------------------------------------------------------------------------------------------- Ray
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_grid_gives_the_same_table_as_the_local_executor(ray_cluster, tiny_npz, tmp_path, reference,
+                                                              fast_polling):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--executor", "ray",
+            "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert_same_grid(root, reference)
+    assert ray_cluster.is_initialized()  # the executor used this process's connection and left it open
+
+
+def test_a_killed_ray_worker_is_retried_and_its_cell_resumes_to_the_same_run(ray_cluster, tiny_npz, tmp_path,
+                                                                              fast_polling):
+    config = dataclasses.replace(base_config(tiny_npz, epochs=3), method="sam", resume=True)
+    uninterrupted = train(config, out=str(tmp_path / "uninterrupted"))
+    marker = tmp_path / "killed"
+
+    def kill_once(event, info):
+        """In the worker: SIGKILL itself once, right after the first epoch's checkpoint was written."""
+        if event == "epoch" and info["epoch"] == 1 and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    out = tmp_path / "killed-run"
+    job = executors.Job(dataclasses.replace(config, out=str(out)), 3, "sam killed once", kill_once)
+    [outcome] = executors.RayExecutor(threads=1, max_retries=2).run([job])
+    assert outcome.error is None, outcome.error
+    assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker process did die
+    assert run_files(out) == run_files(uninterrupted.run_dir)
+    assert without_timing(outcome.summary) == without_timing(uninterrupted.summary)
