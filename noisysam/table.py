@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
-from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
+from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
 from noisysam.methods import takes_param
 from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config
 
@@ -174,8 +174,9 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     """Train every unfinished cell (resuming a killed one) with ``executor`` (default: one after another
     in this process); return the summaries in cell order.
 
-    Before the first cell trains, every cell's config and method parameters are validated and every
-    cell already on disk is checked against the settings asked for, so a bad option (e.g. a method
+    Before the first cell trains, every cell's config and method parameters are validated, every
+    cell already on disk is checked against the settings asked for and, unfinished, for another process
+    holding its lock (:class:`~noisysam.files.RunDirectoryBusy`), so a bad option (e.g. a method
     parameter only some of the methods take) fails before anything is written. ``callback`` goes to
     each :func:`~noisysam.train.train` call (in the worker); ``on_cell(cell, summary, skipped)`` is called
     after each finished cell (``skipped``: it was already finished); ``watch`` follows the running cells.
@@ -190,6 +191,9 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
         resolved = c.resolved()
         method = build_method(resolved)
         _check_same_config(cell, c)
+        if cell.dir.is_dir() and not cell.finished:  # another process training this cell: refuse the grid now
+            with run_lock(cell.dir):
+                pass
         stages = 2 if getattr(method, "relabel", False) else 1  # relabel-and-retrain trains twice
         jobs[cell] = Job(c, resolved.epochs * stages, cell.label(), callback)
     summaries = {}
