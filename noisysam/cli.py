@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from noisysam import __version__, config_file, executors
+from noisysam import __version__, config_file, distributed, executors
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
@@ -160,6 +160,14 @@ _OPTIONS: dict[str, Callable] = {
     "profile": click.option("--profile", type=_click_type("profile"), default=_DEFAULT.profile,
                             show_default=True,
                             help="Fills model, epochs, batch size, lr, weight decay, schedule, augmentation, rho."),
+    "sam_sync": click.option("--sam-sync", type=_click_type("sam_sync"), default=_DEFAULT.sam_sync,
+                             show_default=True,
+                             help="Several processes (--nproc, torchrun): none = each climbs with its own gradient "
+                                  "(m = per-process batch); grad = all-reduce it first (plain SAM on the whole "
+                                  "batch)."),
+    "sync_bn": click.option("--sync-bn", is_flag=True,
+                            help="Several processes on CUDA: BatchNorm statistics over the whole batch "
+                                 "(SyncBatchNorm)."),
 }
 
 _threads_option = click.option("--threads", type=click.IntRange(min=1),
@@ -220,7 +228,11 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    """One line on stderr and exit ``code``; of several processes of one run, rank 0 alone reports bad input
+    (every rank finds the same) and the others prefix their runtime errors with their rank."""
+    rank = distributed.env_rank()
+    if rank == 0 or code != 2:
+        click.echo(f"error: {'' if rank == 0 else f'rank {rank}: '}{' '.join(str(message).split())}", err=True)
     raise SystemExit(code)
 
 
@@ -237,7 +249,8 @@ def _user_errors(on_interrupt: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo(f"\n{on_interrupt}", err=True)
+        if distributed.env_rank() == 0:
+            click.echo(f"\n{on_interrupt}", err=True)
         raise SystemExit(130) from None
     except TrainingDiverged as e:
         _fail(str(e), 1)
@@ -473,9 +486,12 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
 
 
 @cli.command("train")
-@_options("method", "noise_rate", "seed", *_TRAINING)
+@_options("method", "noise_rate", "seed", *_TRAINING, "sam_sync", "sync_bn")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (config, labels, metrics, result, "
                                                                 "checkpoint). Without it nothing is saved.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Train this one run data-parallel (DDP) on N local processes, one GPU each on CUDA, started by "
+                   "torch's elastic launcher (as torchrun --nproc_per_node N -m noisysam train does).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings (options given "
                                              "now must agree with them; its dataset, labels and noisysam version "
                                              "must be those it started with).")
@@ -492,8 +508,8 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
               help="With --labels-from: drop the flagged samples from the training set, or relabel them with the "
                    "suggested label.")
 @click.pass_context
-def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json: bool, plot: bool,
-                  threads: Optional[int], tensorboard: bool, print_config: bool, labels_from: Optional[str],
+def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], resume: bool, as_json: bool,
+                  plot: bool, threads: Optional[int], tensorboard: bool, print_config: bool, labels_from: Optional[str],
                   clean_mode: str, **_: Any) -> None:
     """Train one run on noisy labels and report clean-test accuracy (last, selected, best epoch)."""
     _set_threads(threads)
@@ -503,13 +519,16 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
     if labels_from and {"noise", "noise_rate"} & set(_given(ctx, ("noise", "noise_rate"))):
         raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
+    if labels_from and nproc and nproc > 1:
+        raise click.UsageError("--labels-from trains in one process: it does not take --nproc")
     console = Console(stderr=as_json)
-    hint = (f"interrupted; continue with: noisysam train --out {out} --resume" if out
+    again = f" --nproc {nproc}" if nproc and nproc > 1 else ""
+    hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
     with _user_errors(hint):
         base = _saved(out) if resume and (Path(out) / "config.json").is_file() else _DEFAULT
-        config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING),
-                                     out=out, resume=resume)
+        config = dataclasses.replace(base, **_given(ctx, ("method", "noise_rate", "seed", "sam_sync", "sync_bn")
+                                                      + _TRAINING), out=out, resume=resume)
         if print_config:
             header = "noisysam train --config FILE reads this; options given on the command line override it."
             click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
@@ -518,19 +537,59 @@ def train_command(ctx: click.Context, out: Optional[str], resume: bool, as_json:
         if labels_from:
             given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
             data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
-        with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
-            result = train(config, callback=chain(progress, logger), **data)
+        if nproc and nproc > 1:
+            summary, run_dir = _launch(nproc, config, threads, tensorboard)
+        else:
+            with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
+                result = train(config, callback=chain(progress, logger), **data)
+            summary, run_dir = result.summary, result.run_dir
+        if distributed.env_rank() != 0:  # torchrun: rank 0 reports and writes
+            return
         if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
             log_finished_run(out)
     if as_json:
-        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(result.summary), indent=2))
+        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(summary), indent=2))
     else:
-        console.print(_summary_table(result.summary, result.run_dir))
+        console.print(_summary_table(summary, run_dir))
     if out and plot:  # after the table: the last line a new user sees names the picture
         _plot(console, _plot_run, out)
     if tensorboard:
         log = Path(out, TENSORBOARD_DIR)
         console.print(escape(f"tensorboard log: {log} (view: tensorboard --logdir {log})"), style="dim", soft_wrap=True)
+
+
+def _launch(nproc: int, config: TrainConfig, threads: Optional[int],
+            tensorboard: bool) -> tuple[dict, Optional[Path]]:
+    """``--nproc``: run :func:`_rank` in ``nproc`` processes under torch's elastic launcher; rank 0's
+    (summary, run directory). A failed rank has reported itself: exit with its code."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the ranks report for themselves
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        return distributed.launch(nproc, _rank, dataclasses.asdict(config), threads, tensorboard)
+    except ChildFailedError as e:
+        rank = min(e.failures)
+        failure = e.failures[rank]
+        if Path(failure.error_file).is_file():  # an exception the rank did not report itself: name it
+            message = failure.message
+            _fail(f"rank {rank}: {message['message'] if isinstance(message, dict) else message}", 1)
+        raise SystemExit(failure.exitcode) from None
+    except SignalException:  # Ctrl-C reached the launcher: the ranks stop after their last checkpoint
+        raise KeyboardInterrupt from None
+
+
+def _rank(config: dict, threads: Optional[int], tensorboard: bool) -> tuple[dict, Optional[Path]]:
+    """One process of ``noisysam train --nproc N`` (a spawned process: bad input and interruptions end it with
+    the CLI's exit codes); rank 0 shows the progress and logs to TensorBoard (train() calls back on rank 0 only)."""
+    _set_threads(threads)
+    with _user_errors("interrupted"), RunProgress(Console()) as progress, \
+            _tensorboard(tensorboard) as logger:
+        result = train(TrainConfig(**config), callback=chain(progress, logger))
+    return result.summary, result.run_dir
 
 
 def _plot_run(run_dir: str) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -263,21 +263,34 @@ def sam_step(
     GradScaler, the losses are scaled, the step skipped on inf/nan and scaler.update() called here.
     Equivalent, for m=None, to: zero_grad; loss(w).backward(); first_step(zero_grad=True);
     loss(w + e).backward() under disable_running_stats; second_step().
+
+    Data parallelism: a `model` with a ``sam_pass(first, last)`` method (noisysam.distributed's DDP wrapper)
+    gets every pass run inside the context it returns, e.g. DDP's ``no_sync()`` for a pass whose gradient
+    stays on this process. The last chunk's perturbed pass accumulates onto the earlier chunks' SAM
+    gradients, so one synced pass there reduces their whole weighted sum at once.
     """
     batch = inputs.shape[0]
     size = batch if m is None else min(m, batch)
     target_chunks = (
         list(zip(*(t.split(size) for t in targets))) if isinstance(targets, tuple) else targets.split(size)
     )
+    chunks = list(zip(inputs.split(size), target_chunks))
+    pass_context = getattr(model, "sam_pass", None) or _local_pass
     sam_grads: dict[Tensor, Tensor] = {}
     mean_loss: Tensor | float = 0.0
-    for x, y in zip(inputs.split(size), target_chunks):
+    for i, (x, y) in enumerate(chunks):
         weight = x.shape[0] / batch
+        last = i == len(chunks) - 1
         optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        _backward(loss, scaler)
+        with pass_context(first=True, last=last):
+            loss = loss_fn(model(x), y)
+            _backward(loss, scaler)
         optimizer.first_step(zero_grad=True, scaler=scaler)
-        with disable_running_stats(model):
+        if last:  # perturbed parameters: the sum so far goes back into .grad, the last pass adds to it
+            for p in list(sam_grads):
+                if "old_p" in optimizer.state[p]:
+                    p.grad = sam_grads.pop(p)
+        with disable_running_stats(model), pass_context(first=False, last=last):
             _backward(loss_fn(model(x), y) * weight, scaler)
         optimizer._descend()
         for group in optimizer.param_groups:
@@ -297,6 +310,11 @@ def sam_step(
         scaler.update()
     assert isinstance(mean_loss, Tensor)
     return mean_loss
+
+
+def _local_pass(first: bool, last: bool) -> AbstractContextManager[None]:
+    """A single process: every pass as it is."""
+    return nullcontext()
 
 
 def _backward(loss: Tensor, scaler: GradScaler | None) -> None:

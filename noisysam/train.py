@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from noisysam import __version__
+from noisysam import distributed
 from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
 from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
                             run_lock, save_checkpoint, write_json, write_jsonl)
@@ -138,6 +139,8 @@ CONFIG_PARAMS = declare("noisysam.train.TrainConfig", dict(
     channels_last=Boolean(),
     eval_batch_size=Interval(int, 1),
     profile=Options(PROFILES),
+    sam_sync=Options(distributed.SAM_SYNC),
+    sync_bn=Boolean(),
     out=[PathLike(), None],
     resume=Boolean(),
 ))
@@ -156,6 +159,8 @@ class TrainConfig:
     ``mixup_alpha`` None: the method's default.
     ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
     (noisy: honest; clean: the paper's rho search on a clean split).
+    ``sam_sync`` and ``sync_bn``: SAM's first pass and BatchNorm across processes when the run is data-parallel
+    (torchrun, ``--nproc``; :mod:`noisysam.distributed`); no effect in one process.
     """
 
     dataset: str = "cifar10-mini"
@@ -189,6 +194,8 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 1000
     profile: str = "cpu"
+    sam_sync: str = "none"
+    sync_bn: bool = False
     out: Optional[str] = None
     resume: bool = False
 
@@ -222,6 +229,9 @@ def _check(ok: bool, message: str) -> None:
 def _validate(c: TrainConfig) -> None:
     """Boundary checks: every field against CONFIG_PARAMS (type first, then range), then what the machine offers."""
     CONFIG_PARAMS.check({f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
+    _check(c.sam_sync == "none" or c.method_params.get("m") is None,
+           f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
+           f"{c.method_params.get('m')}")
     if c.device.startswith("cuda"):
         _check(torch.cuda.is_available(), f"device {c.device!r} asked for, but CUDA is not available here")
 
@@ -375,10 +385,11 @@ class _Run:
     """The state of one run between epochs; :func:`train` builds it and drives the loop."""
 
     def __init__(self, cfg: TrainConfig, dataset: ImageDataset, labels: NoisyLabels, model_template: Optional[nn.Module],
-                 method: Any, callback: Optional[Callback], amp: str):
+                 method: Any, callback: Optional[Callback], amp: str, dist: distributed.Distributed):
         self.cfg, self.dataset, self.labels, self.method, self.callback = cfg, dataset, labels, method, callback
         self.model_template = model_template
-        self.device = resolve_device(cfg.device)
+        self.dist = dist
+        self.device = dist.device
         self.dtype = resolve_amp(amp, self.device)  # amp: resolved once, when the run started
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.train_idx, self.val_idx = _split(len(labels), cfg.val_fraction, cfg.seed)
@@ -417,7 +428,7 @@ class _Run:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._probe(model)
-        self.model = model
+        self.model, self.net = self.dist.wrap(model)  # net: what the steps train through (DDP on several ranks)
         # Named, so that a method can tell weights from biases (asam's paper normalisation).
         self.optimizer = self.method.make_optimizer(model.named_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -461,20 +472,22 @@ class _Run:
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         with PassCounter(model) as passes:
-            for b, (x, y, idx) in enumerate(self.loader):
+            for b, batch in enumerate(self.loader):
+                x, y, idx = self.dist.shard(*batch)
                 step = epoch * steps + b
                 lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
                 for group in self.optimizer.param_groups:  # progress: for update rules with schedules (random-sam)
                     group["lr"], group["progress"] = lr, step / total_steps
                 passes.batch = x.shape[0]
                 with _autocast(self.device, self.dtype):
-                    loss = self.method.train_step(model, self.optimizer, x, y, idx, generator=generator,
+                    loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
                                                   scaler=self.scaler)
                 loss_sum += loss.float()
                 if self.callback:
                     self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
+        self.dist.end_epoch(model)
         cost = dict(forward_passes=round(passes.forward, 6), backward_passes=round(passes.backward, 6), steps=steps)
-        return float(loss_sum) / steps, cost
+        return float(self.dist.mean(loss_sum)) / steps, cost
 
     def evaluate(self) -> Optional[dict]:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
@@ -521,7 +534,7 @@ class _Run:
         return dict(format=1, stage=self.stage, epoch=epoch, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), history=self.history, wall_seconds=wall,
                     relabels=None if self.relabels is None else torch.from_numpy(self.relabels), stage1=self.stage1,
-                    scaler=self.scaler.state_dict() if self.scaler else None)
+                    scaler=self.scaler.state_dict() if self.scaler else None, world_size=self.dist.world_size)
 
 
 def _summary(run: _Run, wall: float) -> dict:
@@ -560,20 +573,21 @@ def _total_cost(history: list[dict]) -> dict:
 
 @contextmanager
 def _locked(cfg: TrainConfig) -> Iterator[Optional[Path]]:
-    """The run directory (None without ``out``), locked for this run while the block runs (files.run_lock)."""
+    """The run directory (None without ``out``), locked for this run while the block runs (files.run_lock); of
+    several processes of one run, rank 0 holds the lock for all (noisysam.distributed)."""
     if cfg.out is None:
         yield None
         return
     out = Path(cfg.out)
     _check(not out.exists() or out.is_dir(), f"out {str(out)!r} exists and is not a directory")
-    with run_lock(out):
+    with run_lock(out) if distributed.writer_process() else nullcontext(out):
         yield out
 
 
 def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict], Optional[dict]]:
     """Check the (locked) run directory before anything is written; return its config.json and a checkpoint
     to resume from (each None for a new run)."""
-    if out is None or not any(p.name != LOCK_NAME for p in out.iterdir()):
+    if out is None or not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
         return None, None
     _check(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
                        "or choose another out")
@@ -686,8 +700,10 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
                                     f"{len(labels)} would go to validation")
         method = build_method(cfg, labels)  # a profile radius follows the labels' own noise rate
 
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
-            return _train(cfg, data, labels, model, method, callback, out, saved, ckpt)
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus), \
+                distributed.setup(resolve_device(cfg.device), cfg.sam_sync, cfg.sync_bn) as dist:
+            return _train(cfg, data, labels, model, method, callback, out, saved, ckpt, dist)
 
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
@@ -716,12 +732,17 @@ def _amp_of_run(cfg: TrainConfig, saved: Optional[dict]) -> str:
 
 def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
            callback: Optional[Callback], out: Optional[Path], saved: Optional[dict],
-           ckpt: Optional[dict]) -> TrainResult:
+           ckpt: Optional[dict], dist: distributed.Distributed) -> TrainResult:
+    callback = callback if dist.is_writer else None
     inputs = fingerprints(data, labels) if out is not None else {}
     amp = _amp_of_run(cfg, saved)
-    run = _Run(cfg, data, labels, model, method, callback, amp)
+    run = _Run(cfg, data, labels, model, method, callback, amp, dist)
+    dist.check(cfg.batch_size, len(run.train_idx), cfg.method_params.get("m"))
     if saved is not None:
         _check_resume(out, saved, inputs, ckpt, run.stages, cfg.epochs)
+    if ckpt is not None:
+        distributed.check_resume(ckpt.get("world_size", 1), dist.world_size, str(out))
+    writer = out if dist.is_writer else None  # rank 0 alone writes the run directory
     wall0 = 0.0
     start_stage, start_epoch = 1, 0
     if ckpt is not None:
@@ -738,12 +759,13 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         if finished and (out / "result.json").exists():
             return TrainResult(read_json(out / "result.json", RESULT_SCHEMA, "run result"), run.history, run.model,
                                labels, out)
-    if out is not None and ckpt is None:
+    if writer is not None and ckpt is None:
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,
                                              inputs=inputs, amp=amp,
                                              torch_version=torch.__version__, device=str(run.device),
-                                             train_rows=len(run.train_idx), val_rows=len(run.val_idx)))
+                                             world_size=dist.world_size, train_rows=len(run.train_idx),
+                                             val_rows=len(run.val_idx)))
         labels.save(out / "noisy_labels.npz")
         save_dynamics(out, 0, 0, dict(rows=run.train_idx))
     if callback:
@@ -776,18 +798,20 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
                 run.stage1 = dict(test_accuracy=last["test_accuracy"], memorisation=last["memorisation"],
                                   relabel_accuracy=accuracy(run.relabels, labels.clean[run.train_idx]))
             if out is not None:
-                save_dynamics(out, stage, epoch + 1, run.dynamics)  # before the checkpoint: a resume redoes it
-                write_jsonl(out / "metrics.jsonl", run.history)
+                if writer is not None:
+                    save_dynamics(out, stage, epoch + 1, run.dynamics)  # before the checkpoint: a resume redoes it
+                    write_jsonl(out / "metrics.jsonl", run.history)
                 if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
                     run.build(2, run.relabels)
-                    save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
-                else:
+                    if writer is not None:
+                        save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
+                elif writer is not None:
                     save_checkpoint(out / "checkpoint.pt", run.checkpoint(epoch + 1, time.perf_counter() - t0))
             if callback:  # after the writes: stopping here keeps this epoch
                 callback("epoch", record)
     wall = time.perf_counter() - t0
     summary = _summary(run, wall)
-    if out is not None:
+    if writer is not None:
         write_json(out / "result.json", summary)
     if callback:
         callback("end", summary)
