@@ -517,12 +517,14 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     if tensorboard and not out and not print_config:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
-    if labels_from and {"noise", "noise_rate"} & set(_given(ctx, ("noise", "noise_rate"))):
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # a config file may hold them: it is read too
+    if labels_from and any(ctx.get_parameter_source(n) in typed for n in ("noise", "noise_rate")):
         raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
     if labels_from and nproc and nproc > 1:
         raise click.UsageError("--labels-from trains in one process: it does not take --nproc")
     console = Console(stderr=as_json)
-    again = f" --nproc {nproc}" if nproc and nproc > 1 else ""
+    again = (f" --nproc {nproc}" if nproc and nproc > 1 else "") + (
+        f" --labels-from {labels_from} --mode {clean_mode}" if labels_from else "")
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
     with _user_errors(hint):

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
 from noisysam.methods import takes_param
+from noisysam.models import get_model
 from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config
 
 #: Noise rates of the paper's table.
@@ -190,6 +192,8 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
         c = cell_config(config, cell)
         resolved = c.resolved()
         method = build_method(resolved)
+        with torch.device("meta"):  # the model's options too (no memory), before any cell trains
+            get_model(resolved.model, 2, **resolved.model_params)
         _check_same_config(cell, c)
         if cell.dir.is_dir() and not cell.finished:  # another process training this cell: refuse the grid now
             with run_lock(cell.dir):

@@ -670,7 +670,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
         if isinstance(value, str):
             overrides[name] = value
     dataset, noise, model = (None if isinstance(v, str) else v for v in (dataset, noise, model))
-    cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
+    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     custom: dict[str, Any] = {}
     if dataset is not None:
         custom["dataset"] = f"custom:{dataset.name}"
@@ -678,7 +678,10 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
         custom["noise"] = f"custom:{noise.provenance.get('kind', 'labels')}"
     if model is not None:
         custom.update(model=f"custom:{type(model).__name__}", model_params={})
-    cfg = dataclasses.replace(cfg, **custom)
+    # A field an object stands for is the object, not a name to check: validate the rest with the field at its
+    # default (a resumed run's saved config holds the "custom:..." names).
+    unset = {name: getattr(TrainConfig(), name) for name in custom}
+    cfg = dataclasses.replace(dataclasses.replace(cfg, **unset).resolved(), **custom)
     with _locked(cfg) as out:  # one writer per run directory, from the first read to the last write
         saved, ckpt = _prepare_out(cfg, out)
 

@@ -288,6 +288,19 @@ def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_pat
     dropped = int(expected.flagged.sum())
     assert config["noise"]["detection"]["dropped"] == dropped
     assert config["train_rows"] + config["val_rows"] == N_TRAIN - dropped
+    # It resumes (finished: it reports) with the same --labels-from: config.json's "custom:" names stand for the
+    # cleaned data and labels, they are not checked as dataset or noise names.
+    result = cli_run("train", "--dataset", tiny_npz, "--labels-from", tmp_path / "d", "--mode", "drop",
+                     "--out", tmp_path / "drop", "--resume", "--no-plot", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads((tmp_path / "drop" / "result.json").read_text())
+    # --print-config writes noise/noise_rate beside labels_from; read back with --config they are the file's, not
+    # options typed against --labels-from, so the file round-trips.
+    printed = cli_run("train", "--labels-from", tmp_path / "d", "--mode", "drop", "--print-config")
+    assert printed.exit_code == 0, printed.output
+    (tmp_path / "run.toml").write_text(printed.output)
+    again = cli_run("train", "--config", tmp_path / "run.toml", "--print-config")
+    assert (again.exit_code, again.output) == (0, printed.output)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -73,11 +73,9 @@ def test_exact_corrupts_round_rate_n(data, rate, mode, seed):
     labels, k = data
     nl = noise.symmetric(labels, rate, k, seed=seed, mode=mode, exact=True)
     chosen = round(rate * labels.size)
-    if mode == "flip":  # every chosen label changes
-        assert nl.is_noisy.sum() == chosen
-    else:  # each chosen label is redrawn: it changes with probability (K - 1)/K
-        lo, hi = binomial_range(chosen, (k - 1) / k)
-        assert nl.is_noisy.sum() <= chosen and lo <= nl.is_noisy.sum() <= hi
+    # flip: every chosen label changes; replace: each is redrawn and changes with probability (K - 1)/K
+    lo, hi = (chosen, chosen) if mode == "flip" else binomial_range(chosen, (k - 1) / k)
+    assert nl.is_noisy.sum() <= chosen and lo <= nl.is_noisy.sum() <= hi
     assert noise.pairflip(labels, rate, k, seed=seed, exact=True).is_noisy.sum() == chosen
 
 

@@ -241,3 +241,11 @@ def test_report_skips_a_cell_whose_result_is_unusable_and_names_it(tiny_npz, tmp
 
     with pytest.warns(table.SkippedCellWarning, match=str(bad)):  # the API warns the same
         assert [c["rate"] for c in table.collect(root)] == [0.2]
+
+
+def test_a_bad_model_option_refuses_the_grid_before_anything_trains(tiny_npz, tmp_path):
+    r = run("table", "--dataset", tiny_npz, "--methods", "sgd", "--rates", "0.2", "--seeds", "0",
+            "--out", tmp_path / "grid", *TINY, "--model-param", "width=abc")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "width must be an integer >= 1, got 'abc' (str)" in r.stderr
+    assert not (tmp_path / "grid").exists()
