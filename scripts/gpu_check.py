@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from noisysam.data import Loader, load_dataset
 from noisysam.models import get_model
-from noisysam.sam import SAM, sam_step
+from noisysam.methods import get_method
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,7 +57,7 @@ def sync(device: torch.device) -> None:
 
 
 class Trainee:
-    """ResNet-32 + SGD (momentum 0.9, wd 5e-4, lr 0.1: the paper profile) or SAM (rho 0.1) around it."""
+    """ResNet-32 with the ``sgd`` or ``sam`` method (SGD momentum 0.9, wd 5e-4, lr 0.1, SAM rho 0.1: the paper profile)."""
 
     def __init__(self, method: str, precision: str, device: torch.device, batch_size: int, compile: bool = False,
                  seed: int = 0):
@@ -65,10 +65,12 @@ class Trainee:
         torch.manual_seed(seed)
         self.model = get_model("resnet32").to(device).to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if compile else self.model
-        kwargs = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-        self.optimizer = (SAM(self.model.parameters(), torch.optim.SGD, rho=0.1, **kwargs) if method == "sam"
-                          else torch.optim.SGD(self.model.parameters(), **kwargs))
-        self.method, self.dtype, self.device = method, PRECISIONS[precision], device
+        # The trainer's own method objects, so the check times the step noisysam runs.
+        self.method = get_method("sam", rho=0.1) if method == "sam" else get_method("sgd")
+        self.optimizer = self.method.make_optimizer(self.model.named_parameters(), lr=0.1, momentum=0.9,
+                                                    weight_decay=5e-4)
+        self.dtype, self.device = PRECISIONS[precision], device
+        self.generator = torch.Generator().manual_seed(seed)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.loader = Loader(data.x_train, data.y_train, batch_size=batch_size, augment=True, device=device,
                              channels_last=True, seed=seed, drop_last=True)
@@ -84,22 +86,11 @@ class Trainee:
         return x, y
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One training step, no host synchronisation (GradScaler's own checks stay on the device)."""
-        model, opt, scaler = self.model, self.optimizer, self.scaler
-        model.train()
+        """One training step through the method's ``train_step``, as the trainer takes it (no host sync)."""
+        self.model.train()
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            if self.method == "sam":
-                sam_step(opt, self.forward, F.cross_entropy, x, y, scaler=scaler)
-                return
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.forward(x).float(), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+            self.method.train_step(self.forward, self.optimizer, x, y, None, generator=self.generator,
+                                   scaler=self.scaler)
 
     def images_per_second(self, steps: int, warmup: int = 5) -> float:
         batches = [self.batch() for _ in range(steps + warmup)]
