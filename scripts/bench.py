@@ -9,10 +9,11 @@
 (d) bf16 autocast vs fp32 training throughput of the CPU-profile CNN under SAM (the issue's reference: 2.0x).
 (e) Issue 12: wall time of the paper's 20-cell CPU-profile grid (seed 0) run as ``--jobs 2 --threads 1`` vs
     ``--jobs 1 --threads 2`` (noisysam.executors), each in a fresh directory; over an hour per variant, so
-    only with ``--sections e``; ``--quick`` times a 2 x 2 grid of 2 epochs instead (not the README figure).
+    only with ``--sections e``; ``--grid-epochs N`` runs the same 20 cells at N epochs each (every cell
+    shortened alike, for slower machines); ``--quick`` times a 2 x 2 grid of 2 epochs instead (a smoke test).
 
 Usage: ``python scripts/bench.py [--quick] [--sections abcd] [--threads N] [--batch-size 128] [--images N]
-[--repeats N] [--grid-repeats N]``.
+[--repeats N] [--grid-repeats N] [--grid-epochs N]``.
 Timings interleave the compared variants in each repeat (order rotated), so load from other processes
 hits them alike; each ratio is the median over repeats of the per-repeat ratio.
 """
@@ -49,10 +50,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--sections", default="abcd", help="which sections to run, e.g. 'abcd' (default) or 'e' (the grid)")
     p.add_argument("--grid-repeats", type=int, default=None, help="timed rounds of (e) (default 1; quick 2)")
+    p.add_argument("--grid-epochs", type=int, default=None,
+                   help="epochs per cell in (e) (default: the profile's 60); fewer shortens every cell alike")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for name in ("threads", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("threads", "batch_size", "grid_epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.images = args.images or (256 if args.quick else 2048)
     args.repeats = args.repeats or (2 if args.quick else 7)
@@ -178,12 +181,15 @@ def noisysam_epoch(trainee: Trainee, loader: Loader, dtype: Optional[torch.dtype
 
 # ------------------------------------------------------------------------------------------- (e) grid
 
-def grid_variants(quick: bool) -> tuple[TrainConfig, dict, dict[str, Callable[[], executors.Executor]]]:
-    """The grid's config and cells (methods, rates, seeds) and its two executors, built fresh per round."""
+def grid_variants(quick: bool, epochs: Optional[int]) -> tuple[TrainConfig, dict, dict[str, Callable[[], executors.Executor]]]:
+    """The grid's config and cells (methods, rates, seeds) and its two executors, built fresh per round.
+    ``epochs`` (None: the profile's) shortens every cell alike, its schedule included."""
     if quick:
-        config, cells = TrainConfig(profile="cpu", epochs=2), dict(methods=["sgd", "sam"], rates=[0.2, 0.6], seeds=[0])
+        config, cells = TrainConfig(profile="cpu", epochs=epochs or 2), dict(methods=["sgd", "sam"], rates=[0.2, 0.6],
+                                                                            seeds=[0])
     else:
-        config, cells = TrainConfig(profile="cpu"), dict(methods=table.PAPER_METHODS, rates=table.PAPER_RATES, seeds=[0])
+        config, cells = (TrainConfig(profile="cpu", epochs=epochs),
+                         dict(methods=table.PAPER_METHODS, rates=table.PAPER_RATES, seeds=[0]))
     return config, cells, {"jobs 2 x 1 thread": lambda: executors.LocalProcesses(2, threads=1),
                            "jobs 1 x 2 threads": lambda: executors.InProcess(threads=2)}
 
@@ -274,7 +280,7 @@ def section_d(args: argparse.Namespace, ctx: dict) -> None:
 
 
 def section_e(args: argparse.Namespace, ctx: dict) -> None:
-    config, cells, variants = grid_variants(args.quick)
+    config, cells, variants = grid_variants(args.quick, args.grid_epochs)
     n = len(table.grid(".", **cells))
     print(f"\n(e) grid wall time, {n} cells ({', '.join(cells['methods'])} x rates "
           f"{', '.join(map(str, cells['rates']))}, seed 0), profile cpu, {config.resolved().epochs} epochs"
