@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -38,6 +39,8 @@ from noisysam.train import Callback, TrainConfig, resolve_device, train
 
 #: Seconds between two looks at the running cells' run directories.
 POLL_SECONDS = 1.0
+#: How often a worker process checks that the driver that started it is still alive.
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -258,10 +261,19 @@ def _changed_since(run_dir: Path, since: float) -> bool:
         return False
 
 
-def _ignore_sigint() -> None:
-    """Worker initialiser: Ctrl-C in a terminal reaches the whole process group; only the driver acts on
-    it (it stops the workers), so a worker never dies half-way through reporting."""
+def _worker_init(driver: int) -> None:
+    """Worker initialiser. Ctrl-C in a terminal reaches the whole process group; only the driver acts on
+    it (it stops the workers), so a worker never dies half-way through reporting. A driver that dies
+    without stopping them (SIGKILL, SIGTERM from a scheduler) orphans its workers: each exits once its
+    parent is no longer ``driver``, so no cell trains on unwatched; its run resumes from the last epoch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch_driver() -> None:
+        while os.getppid() == driver:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(1)  # files are written atomically and the kernel releases the run lock
+
+    threading.Thread(target=watch_driver, name="noisysam-driver-watch", daemon=True).start()
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -309,7 +321,8 @@ class LocalProcesses(_Polling):
 
     def _pool(self, slot: int) -> ProcessPoolExecutor:
         if self._pools[slot] is None:
-            self._pools[slot] = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+            self._pools[slot] = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_worker_init,
+                                                     initargs=(os.getpid(),))
         return self._pools[slot]
 
     def _free(self, running: int) -> bool:

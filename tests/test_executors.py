@@ -12,6 +12,9 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from click.testing import CliRunner
 
 from noisysam import executors, table
 from noisysam.cli import cli
+from noisysam.files import run_lock
 from noisysam.train import TrainConfig, train
 
 CELLS = ["--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0"]
@@ -111,6 +115,53 @@ def test_ctrl_c_stops_every_worker_and_the_cells_resume_to_the_same_runs(tiny_np
             "--threads", 1)
     assert r.exit_code == 0, r.output
     assert_same_grid(root, reference)
+
+
+def _lock_holder(run_dir, timeout=120.0):
+    """The pid recorded in run_dir's lock file once a process holds it (None if none did within timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads((run_dir / ".noisysam.lock").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.2)
+    return None
+
+
+def _alive(pid):
+    """Whether process pid still runs (an exited one not yet reaped by its new parent, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): the kill above is the answer
+        return True
+
+
+def test_workers_of_a_killed_driver_stop_and_free_their_cells(tiny_npz, tmp_path):
+    """SIGKILL of the driver (as a scheduler's kill would) leaves no worker training on: each notices its
+    parent is gone and exits, the kernel frees its run lock, and the cell can be taken up again."""
+    root = tmp_path / "grid"
+    cells = table.grid(root, ["sgd"], [0.2, 0.6], [0])
+    driver = subprocess.Popen([sys.executable, "-m", "noisysam.cli", "table", "--dataset", tiny_npz, "--methods", "sgd",
+                               "--rates", "0.2,0.6", "--seeds", "0", "--out", str(root), "--epochs", "5000", *TINY,
+                               "--jobs", "2", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = [_lock_holder(cell.dir) for cell in cells]
+    finally:
+        driver.kill()
+        driver.wait()
+    assert None not in workers and driver.pid not in workers
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, workers))
+    for cell in cells:
+        assert not cell.finished
+        with run_lock(cell.dir):  # free again: RunDirectoryBusy otherwise
+            pass
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
