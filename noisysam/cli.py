@@ -608,8 +608,10 @@ def _plot_table(root: Path, rows: list[dict]) -> Path:
 
 def _rich_table(table: dict, root: Path) -> Table:
     """Per method: the paper's value, then mean ± std at the last epoch and at the selected epoch, each
-    followed by its difference to the paper (Δ). Narrow enough for 80 columns with the paper's 5 x 4 grid."""
+    followed by its difference to the paper (Δ), then the cost relative to SGD at that rate (training passes and
+    wall time) where the grid has it. Narrow enough for 80 columns with the paper's 5 x 4 grid."""
     rows = table["rows"]
+    costed = any(r["passes_vs_sgd"] is not None or r["wall_vs_sgd"] is not None for r in rows)
     rates = sorted({r["rate"] for r in rows})
     by_key = {(r["method"], r["rate"]): r for r in rows}
     t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds, beside the SAM paper's Table 4\n{escape(str(root))}",
@@ -624,6 +626,7 @@ def _rich_table(table: dict, root: Path) -> Table:
         what = ["paper"] if has_paper else []
         for name in ("last", "selected"):
             what += [name] + (["  Δ"] if has_paper else [])
+        what += ["passes ×", "wall ×"] if costed else []
         cells = []
         for r in mine:
             if r is None:
@@ -634,14 +637,23 @@ def _rich_table(table: dict, root: Path) -> Table:
                 lines.append(grid.fmt(r[f"{key}_mean"], r[f"{key}_std"]))
                 if has_paper:
                     lines.append(f"[dim]{grid.fmt_diff(r[f'{key}_minus_paper'])}[/]")
+            lines += [grid.fmt_ratio(r["passes_vs_sgd"]), grid.fmt_ratio(r["wall_vs_sgd"])] if costed else []
             cells.append("\n".join(lines))
         t.add_row(method, "[dim]" + "\n".join(what) + "[/]", *cells)
     s = table["settings"]
     t.caption = escape(f"{', '.join(map(str, s['dataset']))}, {', '.join(map(str, s['model']))}, "
                        f"{', '.join(map(str, s['epochs']))} epochs, profile {', '.join(map(str, s['profile']))}; "
                        f"seeds per cell: {', '.join(sorted({str(len(r['seeds'])) for r in rows}))}; "
-                       "last: final epoch; selected: epoch of best noisy-validation accuracy; Δ: minus the paper")
+                       "last: final epoch; selected: epoch of best noisy-validation accuracy; Δ: minus the paper"
+                       + ("; passes ×, wall ×: training passes (forward + backward) and wall time relative to sgd at "
+                          "that rate" if costed else ""))
     return t
+
+
+def _plot_cost(root: Path, rows: list[dict]) -> Path:
+    from noisysam.plot import plot_cost
+
+    return plot_cost(root, rows)
 
 
 def _render(console: Console, root: Path, plot: bool) -> None:
@@ -654,6 +666,7 @@ def _render(console: Console, root: Path, plot: bool) -> None:
     console.print(escape(f"wrote {', '.join(str(root / f) for f in grid.TABLE_FILES)}"), style="dim", soft_wrap=True)
     if plot:
         _plot(console, _plot_table, root, table["rows"])
+        _plot(console, _plot_cost, root, table["rows"])
 
 
 #: How a grid command's cells run (noisysam.executors); shared by every grid command.
@@ -703,7 +716,8 @@ def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Option
 @click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
 @click.option("--report", type=click.Path(exists=True, file_okay=False),
               help="Only re-render the table of the finished runs in this directory (no training).")
-@click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and table.png.")
+@click.option("--plot/--no-plot", default=True, show_default=True,
+              help="Write curves.png per run, table.png and cost.png (accuracy against wall time relative to sgd).")
 @_execution_options
 @_options(*_TRAINING)
 @_tensorboard_option
@@ -714,7 +728,8 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
                   cells_per_gpu: int, address: Optional[str], tensorboard: bool, **_: Any) -> None:
     """Reproduce the SAM paper's noise table: train methods x rates x seeds into one directory (--jobs N
     at once, or on a Ray cluster; re-running skips finished runs and resumes stopped ones), then tabulate
-    mean ± std beside the paper's numbers into table.csv, table.md, table.json (and table.png)."""
+    mean ± std beside the paper's numbers, and the cost relative to sgd, into table.csv, table.md, table.json (and
+    table.png, cost.png)."""
     console = Console()
     if report:
         if out:

@@ -113,3 +113,54 @@ def plot_scores(detection, path: Union[str, Path]) -> Path:
     ax.set_ylabel("samples")
     ax.legend()
     return _save(fig, Path(path))
+
+
+def plot_cost(table_dir: Union[str, Path], rows: list[dict], filename: str = "cost.png") -> Path:
+    """``table_dir/cost.png``: accuracy against cost, :func:`cost_figure`."""
+    return _save(cost_figure(rows), Path(table_dir) / filename)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points that no other point beats, i.e. none is at most as costly and more accurate,
+    nor cheaper and as accurate; sorted by cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def cost_figure(rows: list[dict]) -> Figure:
+    """Accuracy against cost, one panel per noise rate: clean-test accuracy at the last epoch (%, ``last_mean``,
+    error bars ``last_std`` over seeds) against wall time relative to sgd at that rate (``wall_vs_sgd`` of
+    :func:`noisysam.table.aggregate`), one labelled point per method in the same colour in every panel, and the
+    frontier (:func:`pareto_front`) dotted. Wall time, not passes: it is what a user pays, and it includes what
+    passes miss (a variant's extra vector work, evaluation). Rows lacking either value are left out; ValueError if
+    no row has both (a grid without sgd, or only runs from before cost was counted)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    drawn = [r for r in rows if r["last_mean"] is not None and r["wall_vs_sgd"] is not None]
+    if not drawn:
+        raise ValueError("rows: none has both a last-epoch accuracy and a wall time relative to sgd; accuracy "
+                         "against cost needs sgd in the grid at the same rates")
+    rates = sorted({r["rate"] for r in drawn})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(1.5 + 4 * len(rates), 4.5))
+    axes = fig.subplots(1, len(rates), sharey=True, squeeze=False)[0]
+    for ax, rate in zip(axes, rates):
+        mine = [r for r in drawn if r["rate"] == rate]
+        for r in mine:
+            colour = colours[methods.index(r["method"]) % len(colours)]
+            x, y = r["wall_vs_sgd"], r["last_mean"]
+            ax.errorbar([x], [y], yerr=[r["last_std"] or 0.0], color=colour, marker="o", capsize=3, label=r["method"])
+            ax.annotate(r["method"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=colour)
+        front = pareto_front([(r["wall_vs_sgd"], r["last_mean"]) for r in mine])
+        ax.plot(*zip(*front), ":", color="grey", zorder=0, label="frontier")
+        ax.set(title=f"{rate:.0%} noise", xlabel="wall time relative to sgd (×)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("clean test accuracy, last epoch (%)")
+    fig.suptitle("Accuracy against cost (mean ± std over seeds; dotted: no method is cheaper and more accurate)",
+                 fontsize=10)
+    return fig

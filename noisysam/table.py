@@ -11,6 +11,10 @@ the others from their last per-epoch checkpoint, so re-running the same command 
 A finished cell whose result.json is unreadable stops :func:`run_grid` before anything trains; when only
 tabulating (:func:`collect`, :func:`write_table`) it is skipped with a :class:`SkippedCellWarning`.
 Accuracies in tables are percentages (the paper's unit); ``result.json`` holds fractions.
+
+Cost sits beside accuracy: per (method, rate) the mean over seeds of the training passes (forward + backward, in
+batch equivalents, as :class:`noisysam.train.PassCounter` counts them into result.json) and of the wall seconds,
+and both relative to SGD's at the same rate in the same grid, so SAM's two passes per step read 2.0x.
 """
 
 from __future__ import annotations
@@ -276,9 +280,28 @@ def _method_order(methods: Iterable[str]) -> list[str]:
     return [m for m in PAPER_METHODS if m in methods] + sorted(methods - set(PAPER_METHODS))
 
 
+def _passes(result: dict) -> Optional[float]:
+    """A run's training passes, forward + backward (batch equivalents); None where result.json predates counting."""
+    forward, backward = result.get("forward_passes"), result.get("backward_passes")
+    return None if forward is None or backward is None else forward + backward
+
+
+def _mean_of_all(values: list[Optional[float]]) -> Optional[float]:
+    """The mean, or None if any value is missing: a cost over only some of a row's seeds would compare unlike runs."""
+    return None if not values or any(v is None for v in values) else float(np.mean(values))
+
+
+def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
+    return None if value is None or not base else value / base
+
+
 def aggregate(cells: list[dict]) -> list[dict]:
     """One row per (method, rate): mean +- std over seeds of clean-test accuracy (%) at the last epoch
-    and at the noisy-validation-selected epoch, the paper's value and the differences to it."""
+    and at the noisy-validation-selected epoch, the paper's value and the differences to it; and the cost:
+    ``passes_mean`` (training passes, forward + backward, batch equivalents) and ``wall_seconds_mean`` over the
+    seeds, and ``passes_vs_sgd`` / ``wall_vs_sgd``, those means divided by the sgd row's at the same rate (a ratio
+    of means). ``passes_mean`` is None where a seed's result.json predates pass counting; a ratio is None where
+    either mean is, or where the cells have no sgd row at that rate."""
     rows = []
     for method in _method_order(c["method"] for c in cells):
         for rate in sorted({c["rate"] for c in cells if c["method"] == method}):
@@ -296,7 +319,14 @@ def aggregate(cells: list[dict]) -> list[dict]:
                              last_mean=last, last_std=last_std, selected_mean=selected, selected_std=selected_std,
                              best_mean=best, best_std=best_std, paper=paper,
                              last_minus_paper=_diff(last, paper), selected_minus_paper=_diff(selected, paper),
-                             memorisation_last_mean=memorisation, realised_noise_rate_mean=realised))
+                             memorisation_last_mean=memorisation, realised_noise_rate_mean=realised,
+                             passes_mean=_mean_of_all([_passes(c["result"]) for c in group]),
+                             wall_seconds_mean=_mean_of_all([c["result"].get("wall_seconds") for c in group])))
+    sgd = {r["rate"]: r for r in rows if r["method"] == "sgd"}
+    for r in rows:
+        base = sgd.get(r["rate"], {})
+        r["passes_vs_sgd"] = _ratio(r["passes_mean"], base.get("passes_mean"))
+        r["wall_vs_sgd"] = _ratio(r["wall_seconds_mean"], base.get("wall_seconds_mean"))
     return rows
 
 
@@ -320,8 +350,34 @@ def fmt_diff(diff: Optional[float]) -> str:
     return "–" if diff is None else f"{diff:+.1f}"
 
 
+def fmt_ratio(ratio: Optional[float]) -> str:
+    """``1.27×``; ``–`` for no value."""
+    return "–" if ratio is None else f"{ratio:.2f}×"
+
+
+#: What the cost columns mean (table.md's Cost section and table.json).
+COST_NOTE = ("Training passes: forward + backward passes of the model in batch equivalents (a step on one batch "
+             "costs SGD 1 + 1, SAM 2 + 2; evaluation not counted); wall: seconds of the whole run (training, per-epoch "
+             "evaluation, checkpoints); both the mean over seeds, and relative to sgd's at the same noise rate in the "
+             "same grid (a ratio of means); missing (–, null) where the grid has no sgd at that rate or a run "
+             "predates pass counting")
+
+
+def _cost_section(rows: list[dict]) -> str:
+    """table.md's Cost section: per noise rate, each method's last-epoch accuracy beside its cost relative to SGD."""
+    value = lambda v, spec: "–" if v is None else format(v, spec)
+    body = "".join(f"| {r['rate']:.0%} | {r['method']} | {fmt(r['last_mean'], r['last_std'])} | "
+                   f"{fmt_ratio(r['passes_vs_sgd'])} | {fmt_ratio(r['wall_vs_sgd'])} | "
+                   f"{value(r['passes_mean'], '.0f')} | {value(r['wall_seconds_mean'], '.1f')} |\n"
+                   for r in sorted(rows, key=lambda r: r["rate"]))  # stable: methods stay in table order
+    return ("## Cost: training passes and wall time relative to SGD\n\n" + COST_NOTE + ".\n\n"
+            "| noise | method | last epoch (%) | passes ×SGD | wall ×SGD | passes | wall (s) |\n"
+            "|---|---|---|---|---|---|---|\n" + body)
+
+
 def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
-    """table.md: last-epoch and selected-epoch accuracy tables beside the paper's, then its literature rows."""
+    """table.md: last-epoch and selected-epoch accuracy tables beside the paper's, the cost relative to SGD beside
+    last-epoch accuracy, then the paper's literature rows."""
     rates = sorted({r["rate"] for r in rows})
     methods = _method_order(r["method"] for r in rows)
     by_key = {(r["method"], r["rate"]): r for r in rows}
@@ -349,6 +405,7 @@ def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
                 cells.append(text)
             body += f"| {m} | " + " | ".join(cells) + " |\n"
         lines.append(header + rule + body)
+    lines.append(_cost_section(rows))
     lines.append("## Rows the paper quotes from the literature\n")
     lit_header = "| method | " + " | ".join(f"{rate:.0%}" for rate in PAPER_RATES) + " |\n"
     lines.append(lit_header + "|---|" + "---|" * len(PAPER_RATES) + "\n" +
@@ -359,7 +416,7 @@ def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
 
 CSV_COLUMNS = ("method", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
                "best_std", "paper", "last_minus_paper", "selected_minus_paper", "memorisation_last_mean",
-               "realised_noise_rate_mean")
+               "realised_noise_rate_mean", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd")
 
 
 def render_csv(rows: list[dict]) -> str:
@@ -390,7 +447,7 @@ def write_table(root: Union[str, Path], cells: Optional[list[dict]] = None) -> d
         warnings.warn(problem, SkippedCellWarning, stacklevel=2)
     rows = aggregate(cells)
     info = settings(cells)
-    table = dict(unit="percent", std="sample std over seeds (ddof=1); null with one seed",
+    table = dict(unit="percent", std="sample std over seeds (ddof=1); null with one seed", cost=COST_NOTE,
                  paper="Foret et al. 2021 (arXiv 2010.01412), Table 4", settings=info, rows=rows,
                  literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()},
                  skipped=skipped)

@@ -249,3 +249,128 @@ def test_a_bad_model_option_refuses_the_grid_before_anything_trains(tiny_npz, tm
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
     assert "width must be an integer >= 1, got 'abc' (str)" in r.stderr
     assert not (tmp_path / "grid").exists()
+
+
+def write_result(root, method, rate, seed, last, wall, passes):
+    """A finished cell's result.json as train() writes it, with the given last-epoch accuracy (fraction), wall
+    seconds and (forward, backward) passes; passes None: counted as null, "absent": a result from before counting."""
+    result = dict(method=method, dataset="tiny", model="cnn", seed=seed, epochs=1, profile="cpu",
+                  noise=dict(type="symmetric", mode="replace", rate=rate, realised_rate=rate),
+                  test_accuracy=dict(last=last, best=last, best_epoch=1, selected=last, selected_epoch=1,
+                                     selected_by="noisy-validation accuracy"),
+                  memorisation_last=0.1, recovery_last=0.5, noise_auroc_last=0.5, stage1=None, wall_seconds=wall,
+                  device="cpu", amp="fp32")
+    if passes != "absent":
+        result.update(forward_passes=None if passes is None else passes[0],
+                      backward_passes=None if passes is None else passes[1])
+    path = table.cell_dir(root, method, rate, seed) / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(result))
+
+
+def test_cost_relative_to_sgd_by_hand(tmp_path):
+    root = tmp_path / "grid"
+    for seed, (wall, last) in enumerate([(10.0, 0.50), (14.0, 0.60)]):
+        write_result(root, "sgd", 0.4, seed, last, wall, (100, 100))
+    for seed, wall in enumerate([27.0, 33.0]):
+        write_result(root, "sam", 0.4, seed, 0.7, wall, (200, 200))
+        write_result(root, "sam", 0.6, seed, 0.6, wall, (200, 200))  # no sgd at 60%
+        write_result(root, "looksam", 0.4, seed, 0.65, 15.0, (120, 120))
+    write_result(root, "mixup", 0.4, 0, 0.6, 11.0, None)  # one seed counted null, one from before counting
+    write_result(root, "mixup", 0.4, 1, 0.6, 13.0, "absent")
+    rows = table.write_table(root)["rows"]
+    cost = {(r["method"], r["rate"]): (r["passes_mean"], r["wall_seconds_mean"], r["passes_vs_sgd"], r["wall_vs_sgd"])
+            for r in rows}
+    # By hand: sgd 200 passes (100 + 100), wall (10 + 14) / 2 = 12 s; sam 400 passes, (27 + 33) / 2 = 30 s.
+    assert cost == {("sgd", 0.4): (200, 12, 1, 1), ("sam", 0.4): (400, 30, 2, 2.5), ("sam", 0.6): (400, 30, None, None),
+                    ("mixup", 0.4): (None, 12, None, 1), ("looksam", 0.4): (240, 15, 1.2, 1.25)}
+
+    with open(root / "table.csv") as f:
+        csv_rows = {(c["method"], c["rate"]): c for c in csv.DictReader(f)}
+    assert list(next(iter(csv_rows.values())))[-4:] == ["passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd"]
+    assert [csv_rows[("sam", "0.4")][k] for k in ("passes_vs_sgd", "wall_vs_sgd")] == ["2.0", "2.5"]
+    assert [csv_rows[("mixup", "0.4")][k] for k in ("passes_mean", "passes_vs_sgd", "wall_vs_sgd")] == ["", "", "1.0"]
+    md = (root / "table.md").read_text()
+    section = md[md.index("## Cost"):md.index("## Rows the paper quotes")]
+    assert section.strip().splitlines()[-5:] == [  # per rate, methods in table order; accuracy mean ± std by hand
+        "| 40% | sgd | 55.0 ± 7.1 | 1.00× | 1.00× | 200 | 12.0 |",
+        "| 40% | mixup | 60.0 ± 0.0 | – | 1.00× | – | 12.0 |",
+        "| 40% | sam | 70.0 ± 0.0 | 2.00× | 2.50× | 400 | 30.0 |",
+        "| 40% | looksam | 65.0 ± 0.0 | 1.20× | 1.25× | 240 | 15.0 |",
+        "| 60% | sam | 60.0 ± 0.0 | – | – | 400 | 30.0 |"]
+    assert "## Last epoch" in md and "## Epoch selected" in md  # the accuracy sections stay
+
+    r = run("table", "--report", root, "--no-plot")
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout
+    sam = r.stdout[r.stdout.index(" sam "):r.stdout.index(" looksam ")]
+    # Under each rate, sam's passes and wall time relative to sgd (none at 60%: no sgd there).
+    assert [line.split()[-3:] for line in sam.splitlines() if "×" in line] == [["×", "2.00×", "–"], ["×", "2.50×", "–"]]
+
+
+def test_pareto_front_by_hand():
+    from noisysam.plot import pareto_front
+
+    points = [(1.0, 50.0), (2.0, 70.0), (1.2, 48.0), (1.2, 60.0), (2.5, 70.0), (3.0, 71.0), (1.0, 45.0)]
+    # (1.2, 48) is beaten by (1.0, 50), (2.5, 70) by (2.0, 70), (1.0, 45) by (1.0, 50).
+    assert pareto_front(points) == [(1.0, 50.0), (1.2, 60.0), (2.0, 70.0), (3.0, 71.0)]
+
+
+def test_cost_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from noisysam.plot import cost_figure
+
+    def row(method, rate, wall, last, std):
+        return dict(method=method, rate=rate, wall_vs_sgd=wall, last_mean=last, last_std=std)
+
+    rows = [row("sgd", 0.4, 1.0, 60.0, 2.0), row("sgd", 0.6, 1.0, 40.0, 1.0),
+            row("sam", 0.4, 2.1, 70.0, 1.0), row("sam", 0.6, 2.0, 55.0, None),  # one seed: no std
+            row("looksam", 0.4, 1.3, 58.0, 0.5), row("looksam", 0.6, None, 50.0, 0.5),  # no wall time: left out
+            row("mixup", 0.2, None, 80.0, 1.0)]  # no sgd at 20%: no panel
+    fig = cost_figure(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["40% noise", "60% noise"]
+    expected = {"40% noise": {"sgd": (1.0, 60.0, 2.0), "sam": (2.1, 70.0, 1.0), "looksam": (1.3, 58.0, 0.5)},
+                "60% noise": {"sgd": (1.0, 40.0, 1.0), "sam": (2.0, 55.0, 0.0)}}
+    colours = {}
+    for ax in fig.axes:
+        points = {c.get_label(): c for c in ax.containers}
+        assert list(points) == list(expected[ax.get_title()])  # one marker per method, in row order
+        for method, (x, y, std) in expected[ax.get_title()].items():
+            line, _, (bars,) = points[method]
+            np.testing.assert_array_equal(line.get_xdata(), [x])
+            np.testing.assert_array_equal(line.get_ydata(), [y])
+            np.testing.assert_array_equal(bars.get_segments()[0], [[x, y - std], [x, y + std]])
+            colours.setdefault(method, line.get_color())
+            assert line.get_color() == colours[method]  # a method has one colour in every panel
+        assert {t.get_text(): t.xy for t in ax.texts} == {m: (x, y) for m, (x, y, _) in expected[ax.get_title()].items()}
+        [front] = [line for line in ax.get_lines() if line.get_label() == "frontier"]
+        by_hand = {"40% noise": [(1.0, 60.0), (2.1, 70.0)], "60% noise": [(1.0, 40.0), (2.0, 55.0)]}
+        assert list(zip(front.get_xdata(), front.get_ydata())) == by_hand[ax.get_title()]
+    assert len(set(colours.values())) == 3
+    with pytest.raises(ValueError, match="rows: none has both"):
+        cost_figure([row("sam", 0.4, None, 70.0, 1.0)])
+
+    # `noisysam table` draws it as cost.png beside table.png.
+    root = tmp_path / "grid"
+    for method, passes in (("sgd", (10, 10)), ("sam", (20, 20))):
+        write_result(root, method, 0.4, 0, 0.5, 2.0 * passes[0], passes)
+    r = run("table", "--report", root)
+    assert r.exit_code == 0, r.output
+    assert (root / "table.png").is_file()
+    assert (root / "cost.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_tiny_grid_counts_sam_at_twice_sgds_passes(tiny_npz, tmp_path):
+    root = tmp_path / "grid"
+    r = run("table", "--dataset", tiny_npz, "--methods", "sgd,sam", "--rates", "0.4", "--seeds", "0", "--out", root,
+            *TINY)
+    assert r.exit_code == 0, r.output
+    result = {m: json.loads((table.cell_dir(root, m, 0.4, 0) / "result.json").read_text()) for m in ("sgd", "sam")}
+    rows = {row["method"]: row for row in json.loads((root / "table.json").read_text())["rows"]}
+    # SGD: one forward and one backward pass per step; SAM: two of each.
+    assert rows["sgd"]["passes_mean"] == 2 * result["sgd"]["train_steps"]
+    assert rows["sam"]["passes_mean"] == 4 * result["sam"]["train_steps"]
+    assert rows["sam"]["passes_vs_sgd"] == 2.0 and rows["sgd"]["passes_vs_sgd"] == 1.0
+    assert rows["sam"]["wall_vs_sgd"] == pytest.approx(result["sam"]["wall_seconds"] / result["sgd"]["wall_seconds"])
