@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisysam import __version__, config_file, distributed, executors
+from noisysam import sweep as sweeps
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
@@ -606,6 +607,12 @@ def _plot_table(root: Path, rows: list[dict]) -> Path:
     return plot_table(root, rows)
 
 
+def _plot_sweep(root: Path, content: dict) -> Path:
+    from noisysam.plot import plot_sweep
+
+    return plot_sweep(root, content)
+
+
 def _rich_table(table: dict, root: Path) -> Table:
     """Per method: the paper's value, then mean ± std at the last epoch and at the selected epoch, each
     followed by its difference to the paper (Δ), then the cost relative to SGD at that rate (training passes and
@@ -707,40 +714,10 @@ def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Option
     return executors.InProcess(threads) if jobs == 1 else executors.LocalProcesses(jobs, threads, cells_per_gpu)
 
 
-@cli.command("table")
-@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str, "method"),
-              help="Comma-separated methods.")
-@click.option("--rates", default=",".join(map(str, grid.PAPER_RATES)), show_default=True,
-              callback=_list_of(float, "noise_rate"), help="Comma-separated noise rates.")
-@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, "seed"), help="Comma-separated seeds.")
-@click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
-@click.option("--report", type=click.Path(exists=True, file_okay=False),
-              help="Only re-render the table of the finished runs in this directory (no training).")
-@click.option("--plot/--no-plot", default=True, show_default=True,
-              help="Write curves.png per run, table.png and cost.png (accuracy against wall time relative to sgd).")
-@_execution_options
-@_options(*_TRAINING)
-@_tensorboard_option
-@_config_option("methods", "rates", "seeds")
-@click.pass_context
-def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
-                  report: Optional[str], plot: bool, executor_name: str, jobs: int, threads: Optional[int],
-                  cells_per_gpu: int, address: Optional[str], tensorboard: bool, **_: Any) -> None:
-    """Reproduce the SAM paper's noise table: train methods x rates x seeds into one directory (--jobs N
-    at once, or on a Ray cluster; re-running skips finished runs and resumes stopped ones), then tabulate
-    mean ± std beside the paper's numbers, and the cost relative to sgd, into table.csv, table.md, table.json (and
-    table.png, cost.png)."""
-    console = Console()
-    if report:
-        if out:
-            raise click.UsageError("give either --report DIR (render only) or --out DIR (train), not both")
-        with _user_errors("interrupted"):
-            _render(console, Path(report), plot)
-        return
-    executor = _executor(ctx, executor_name, jobs, threads, cells_per_gpu, address)
-    config = dataclasses.replace(_DEFAULT, **_given(ctx, _TRAINING))
-    root = Path(out or f"results/table-{config.profile}")
-    cells = grid.grid(root, methods, rates, seeds)
+def _train_grid(console: Console, cells: list[grid.Cell], config: TrainConfig, executor: executors.Executor,
+                plot: bool, tensorboard: bool) -> Optional[executors.CellsFailed]:
+    """Train a grid command's cells (grid.run_grid) with live progress, a line per finished cell, its curves.png
+    (``plot``) and TensorBoard logs; the failed cells (the others finished), or None."""
     progress = GridProgress(console, len(cells))
 
     def finished(cell: grid.Cell, summary: dict, skipped: bool) -> None:
@@ -752,19 +729,142 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
         if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger
             log_finished_run(cell.dir)
 
-    hint = (f"interrupted; every worker stopped. Continue with the same command: finished runs in {root} are kept, "
+    try:
+        with progress, _tensorboard(tensorboard) as logger:
+            grid.run_grid(cells, config, executor=executor, callback=logger, on_cell=finished, watch=progress)
+    except executors.CellsFailed as e:
+        return e
+    return None
+
+
+def _interrupted(root: Path) -> str:
+    return (f"interrupted; every worker stopped. Continue with the same command: finished runs in {root} are kept, "
             "the others resume from their last epoch")
-    with _user_errors(hint):
-        failed: Optional[executors.CellsFailed] = None
-        try:
-            with progress, _tensorboard(tensorboard) as logger:
-                grid.run_grid(cells, config, executor=executor, callback=logger, on_cell=finished, watch=progress)
-        except executors.CellsFailed as e:
-            failed = e
+
+
+@cli.command("table")
+@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=_list_of(str, "method"),
+              help="Comma-separated methods.")
+@click.option("--rates", default=",".join(map(str, grid.PAPER_RATES)), show_default=True,
+              callback=_list_of(float, "noise_rate"), help="Comma-separated noise rates.")
+@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, "seed"), help="Comma-separated seeds.")
+@click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
+@click.option("--report", type=click.Path(exists=True, file_okay=False),
+              help="Only re-render the table of the finished runs in this directory (no training).")
+@click.option("--plot/--no-plot", default=True, show_default=True,
+              help="Write curves.png per run, table.png and cost.png (accuracy against wall time relative to sgd).")
+@click.option("--params-from", "params_from", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A `noisysam sweep` directory, repeatable (one per method): that method's cells at each rate use "
+                   "the sweep's choice for the rate (tuned per rate, as the paper's mixup).")
+@_execution_options
+@_options(*_TRAINING)
+@_tensorboard_option
+@_config_option("methods", "rates", "seeds")
+@click.pass_context
+def table_command(ctx: click.Context, methods: list[str], rates: list[float], seeds: list[int], out: Optional[str],
+                  report: Optional[str], plot: bool, params_from: tuple[str, ...], executor_name: str, jobs: int,
+                  threads: Optional[int], cells_per_gpu: int, address: Optional[str], tensorboard: bool,
+                  **_: Any) -> None:
+    """Reproduce the SAM paper's noise table: train methods x rates x seeds into one directory (--jobs N
+    at once, or on a Ray cluster; re-running skips finished runs and resumes stopped ones), then tabulate
+    mean ± std beside the paper's numbers, and the cost relative to sgd, into table.csv, table.md, table.json (and
+    table.png, cost.png)."""
+    console = Console()
+    if report:
+        if out:
+            raise click.UsageError("give either --report DIR (render only) or --out DIR (train), not both")
+        if params_from:
+            raise click.UsageError("--report DIR renders the finished runs: it takes no --params-from")
+        with _user_errors("interrupted"):
+            _render(console, Path(report), plot)
+        return
+    executor = _executor(ctx, executor_name, jobs, threads, cells_per_gpu, address)
+    config = dataclasses.replace(_DEFAULT, **_given(ctx, _TRAINING))
+    root = Path(out or f"results/table-{config.profile}")
+    with _user_errors(_interrupted(root)):
+        cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from)
+        failed = _train_grid(console, cells, config, executor, plot, tensorboard)
+        if tuning:
+            sweeps.record_tuning(root, tuning)
         if failed is None or grid.collect(root):
             _render(console, root, plot)
         if failed is not None:
             raise failed  # exit 1 with the failed cells named, after the table of the others
+
+
+def _param_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, list]:
+    """--param NAME=V1,V2,...: name -> values (each read as JSON where it parses; a JSON array, as a --config
+    file's ``param = {rho = [0.05, 0.1]}`` gives, is the list); a name given twice is refused."""
+    out: dict[str, list] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=V1,V2,..., got {item!r}", ctx=ctx, param=param)
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice; list all its values in one --param", ctx=ctx,
+                                     param=param)
+        whole = _json_value(text)
+        out[name] = whole if isinstance(whole, list) else [_json_value(v) for v in text.replace(",", " ").split()]
+    return out
+
+
+#: The training options of `sweep`: `table`'s but the validation labels, which --select sets.
+_SWEEP_TRAINING = tuple(name for name in _TRAINING if name != "val_labels")
+
+
+@cli.command("sweep")
+@_options("method")
+@click.option("--param", "params", multiple=True, required=True, callback=_param_values, metavar="NAME=V1,V2,...",
+              help="A parameter to sweep and its values, repeatable: rho or mixup_alpha, or a parameter of the method "
+                   "(e.g. m for sam); every combination is trained.")
+@click.option("--rates", required=True, callback=_list_of(float, "noise_rate"), help="Comma-separated noise rates.")
+@click.option("--seeds", default="0,1", show_default=True, callback=_list_of(int, "seed"), help="Comma-separated seeds.")
+@click.option("--select", type=click.Choice(sweeps.SELECT), default="clean", show_default=True,
+              help="Labels of the held-out validation split the choice is made on: clean (the paper's protocol) or "
+                   "noisy (no clean labels needed).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep directory [default: results/sweep-<method>].")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write curves.png per run and sweep.png.")
+@_execution_options
+@_options(*_SWEEP_TRAINING)
+@_tensorboard_option
+@_config_option("rates", "seeds")
+@click.pass_context
+def sweep_command(ctx: click.Context, method: str, params: dict[str, list], rates: list[float], seeds: list[int],
+                  select: str, out: Optional[str], plot: bool, executor_name: str, jobs: int, threads: Optional[int],
+                  cells_per_gpu: int, address: Optional[str], tensorboard: bool, **_: Any) -> None:
+    """The SAM paper's hyperparameter search (Foret et al. 2021, Section 3.3): train every combination of the
+    --param values x rates x seeds (resumable like `table`), pick per rate the combination with the best mean
+    last-epoch validation accuracy (never the test set), and write sweep.json, sweep.md (and sweep.png); feed
+    the choice to `noisysam table --params-from DIR`."""
+    console = Console()
+    executor = _executor(ctx, executor_name, jobs, threads, cells_per_gpu, address)
+    config = dataclasses.replace(_DEFAULT, **_given(ctx, _SWEEP_TRAINING))
+    root = Path(out or f"results/sweep-{method}")
+    with _user_errors(_interrupted(root)):
+        spec = sweeps.Sweep(method, params, rates, seeds, select)
+        cells = spec.cells(root)
+        failed = _train_grid(console, cells, spec.config(config), executor, plot, tensorboard)
+        if failed is not None:
+            raise failed  # the choice needs every cell: nothing is selected from part of the grid
+        content = sweeps.write_sweep(root, spec, cells)
+    console.print(_sweep_table(content, root))
+    console.print(escape(f"wrote {', '.join(str(root / f) for f in sweeps.SWEEP_FILES)}"), style="dim", soft_wrap=True)
+    if plot:
+        _plot(console, _plot_sweep, root, content)
+
+
+def _sweep_table(content: dict, root: Path) -> Table:
+    """The choice per rate with its validation and test accuracy."""
+    t = Table(title=f"{content['method']}: parameters chosen per noise rate on {content['select']}-label validation "
+                    f"(mean ± std over seeds, %)\n{escape(str(root))}", box=box.SIMPLE_HEAD)
+    for column in ("rate", "chosen", "validation", "test"):
+        t.add_column(column, justify="left" if column == "chosen" else "right")
+    for c in content["choices"]:
+        t.add_row(f"{c['rate']:.0%}", escape(c["name"]), grid.fmt(c["val_mean"], c["val_std"]),
+                  grid.fmt(c["test_mean"], c["test_std"]))
+    t.caption = "chosen: highest mean validation accuracy at the last epoch; the test set is not used to choose"
+    return t
 
 
 @cli.command("noise")

@@ -1,10 +1,10 @@
-"""Plots a user would rather look at than read: a run's learning curves, a table's accuracy vs noise rate.
+"""Plots a user would rather look at than read: a run's learning curves, a table's accuracy vs noise rate and
+against cost, a detection's score distributions, a sweep's accuracy against each swept parameter.
 
 matplotlib is an optional extra (``pip install 'noisysam[plot]'``); it is imported inside the functions,
 which raise ImportError when it is missing (the CLI turns that into a one-line note). Figures are built
 as ``matplotlib.figure.Figure`` objects without pyplot, so no display or global figure registry is
-involved; ``run_figure`` / ``table_figure`` return them (to inspect or restyle), ``plot_run`` /
-``plot_table`` write them.
+involved; the ``*_figure`` functions return them (to inspect or restyle), the ``plot_*`` ones write them.
 """
 
 from __future__ import annotations
@@ -163,4 +163,48 @@ def cost_figure(rows: list[dict]) -> Figure:
     axes[0].set_ylabel("clean test accuracy, last epoch (%)")
     fig.suptitle("Accuracy against cost (mean ± std over seeds; dotted: no method is cheaper and more accurate)",
                  fontsize=10)
+    return fig
+
+
+def plot_sweep(sweep_dir: Union[str, Path], content: dict, filename: str = "sweep.png") -> Path:
+    """``sweep_dir/sweep.png``: the accuracy-vs-parameter plot of :func:`sweep_figure`."""
+    return _save(sweep_figure(content), Path(sweep_dir) / filename)
+
+
+def sweep_figure(content: dict) -> Figure:
+    """A hyperparameter sweep (``sweep.json`` content, :mod:`noisysam.sweep`; Foret et al., arXiv 2010.01412,
+    Section 3.3): one row of axes per noise rate, one column per swept parameter; in each, the mean validation
+    (solid, o) and test (dashed, x) accuracy at the last epoch against that parameter's values (evenly spaced, in
+    the order swept), one colour per combination of the other parameters. A star marks the rate's choice."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    names, rows = list(content["params"]), content["rows"]
+    rates = list(dict.fromkeys(r["rate"] for r in rows))
+    chosen = {c["rate"]: c["params"] for c in content["choices"]}
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(4.5 * len(names), 3.4 * len(rates)))
+    axes = fig.subplots(len(rates), len(names), squeeze=False)
+    for ax_row, rate in zip(axes, rates):
+        mine = [r for r in rows if r["rate"] == rate]
+        for ax, name in zip(ax_row, names):
+            values = content["params"][name]
+            others = [n for n in names if n != name]
+            for i, key in enumerate(dict.fromkeys(tuple(r["params"][n] for n in others) for r in mine)):
+                line = [next(r for r in mine if r["params"][name] == v and tuple(r["params"][n] for n in others) == key)
+                        for v in values]
+                label = ", ".join(f"{n}={k}" for n, k in zip(others, key)) or None
+                colour = colours[i % len(colours)]
+                ax.plot(range(len(values)), [r["val_mean"] for r in line], "-o", color=colour, label=label)
+                ax.plot(range(len(values)), [r["test_mean"] for r in line], "--x", color=colour)
+                best = chosen.get(rate)
+                if best is not None and all(best[n] == k for n, k in zip(others, key)):
+                    at = values.index(best[name])
+                    ax.plot([at], [line[at]["val_mean"]], "*", color=colour, markersize=14)
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set(xlabel=name, ylabel="accuracy, last epoch (%)", title=f"{content['method']}, noise {rate:.0%}")
+            ax.grid(alpha=0.3)
+            ax.plot([], [], "-o", color="grey", label=f"validation ({content['select']} labels)")
+            ax.plot([], [], "--x", color="grey", label="test")
+            ax.legend(fontsize=7, loc="best")
     return fig

@@ -6,6 +6,10 @@ A grid lives in one directory, one run directory per cell::
     ROOT/<method>/rate<r>/seed<s>/      config.json, noisy_labels.npz, metrics.jsonl, result.json, ...
     ROOT/table.json, table.csv, table.md   (written by :func:`write_table`)
 
+A cell may set parameters of its own (:attr:`Cell.params`): a hyperparameter sweep's combination, named in its
+directory (``ROOT/sam/rho=0.05,m=16/rate0.6/seed0``, :mod:`noisysam.sweep`), or a sweep's choice applied to a
+table cell, whose directory stays the table's (``table --params-from``, recorded in ``ROOT/params_from.json``).
+
 A cell is finished when its ``result.json`` exists; :func:`run_grid` skips finished cells and resumes
 the others from their last per-epoch checkpoint, so re-running the same command continues a killed grid.
 A finished cell whose result.json is unreadable stops :func:`run_grid` before anything trains; when only
@@ -26,7 +30,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -65,6 +69,9 @@ LITERATURE_TABLE4: dict[str, tuple[float, ...]] = {
 
 TABLE_FILES = ("table.json", "table.csv", "table.md")
 
+#: Where a table trained with swept parameters records their origin (written by noisysam.sweep.record_tuning).
+PARAMS_FROM = "params_from.json"
+
 
 def paper_value(method: str, rate: float) -> Optional[float]:
     """The paper's Table 4 accuracy (%) for ``method`` at noise ``rate``, or None where it has none."""
@@ -77,48 +84,72 @@ def paper_value(method: str, rate: float) -> Optional[float]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: ``method`` at noise ``rate`` with ``seed``, trained into ``dir``."""
+    """One run of the grid: ``method`` at noise ``rate`` with ``seed``, trained into ``dir``; ``params``: the
+    ``(name, value)`` parameters this cell sets on top of the grid's options (see :func:`cell_config`), e.g. one
+    combination of a hyperparameter sweep (:mod:`noisysam.sweep`)."""
 
     method: str
     rate: float
     seed: int
     dir: Path
+    params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def finished(self) -> bool:
         return (self.dir / "result.json").is_file()
 
-    def result(self) -> dict:
-        """The finished cell's result.json, checked to hold what the table reads (FileFormatError if not)."""
-        return read_json(self.dir / "result.json", RESULT_SCHEMA, "run result")
+    def result(self, schema: dict[str, Any] = RESULT_SCHEMA) -> dict:
+        """The finished cell's result.json, checked to hold what ``schema`` says (the table's keys; FileFormatError if not)."""
+        return read_json(self.dir / "result.json", schema, "run result")
 
     def label(self) -> str:
-        return f"{self.method} {self.rate:.0%} seed {self.seed}"
+        params = f" {params_name(self.params)}" if self.params else ""
+        return f"{self.method}{params} {self.rate:.0%} seed {self.seed}"
 
 
-def cell_dir(root: Union[str, Path], method: str, rate: float, seed: int) -> Path:
-    """``root/<method>/rate<r>/seed<s>``, the rate written with ``%g`` (0.2 -> ``rate0.2``)."""
-    return Path(root) / method / f"rate{rate:g}" / f"seed{seed}"
+def params_name(params: Iterable[tuple[str, Any]]) -> str:
+    """``rho=0.05,m=16``: parameters as one directory name; floats by ``repr``, so two values never share a name."""
+    return ",".join(f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}" for name, value in params)
+
+
+def cell_dir(root: Union[str, Path], method: str, rate: float, seed: int,
+             params: Iterable[tuple[str, Any]] = ()) -> Path:
+    """``root/<method>/rate<r>/seed<s>``, the rate written with ``%g`` (0.2 -> ``rate0.2``); with ``params``
+    ``root/<method>/<params_name>/rate<r>/seed<s>`` (e.g. ``sam/rho=0.05,m=16/rate0.6/seed0``)."""
+    base, named = Path(root) / method, params_name(params)
+    return (base / named if named else base) / f"rate{rate:g}" / f"seed{seed}"
 
 
 def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: Sequence[float] = PAPER_RATES,
-         seeds: Sequence[int] = (0, 1)) -> list[Cell]:
-    """The cells of methods x rates x seeds in running order (method, then rate, then seed)."""
-    for name, values in (("methods", methods), ("rates", rates), ("seeds", seeds)):
+         seeds: Sequence[int] = (0, 1), combos: Sequence[Mapping[str, Any]] = ({},)) -> list[Cell]:
+    """The cells of methods x combos x rates x seeds in running order (method, then combo, then rate, then
+    seed); ``combos``: parameter combinations (dicts), each named in its cells' directories (:func:`cell_dir`)."""
+    for name, values in (("methods", methods), ("rates", rates), ("seeds", seeds), ("combos", combos)):
         if not values:
             raise ValueError(f"{name} must not be empty")
     methods, rates, seeds = (list(dict.fromkeys(v)) for v in (methods, [float(r) for r in rates], [int(s) for s in seeds]))
-    return [Cell(m, r, s, cell_dir(root, m, r, s)) for m in methods for r in rates for s in seeds]
+    combos = list(dict.fromkeys(tuple(c.items()) for c in combos))
+    return [Cell(m, r, s, cell_dir(root, m, r, s, p), p) for m in methods for p in combos for r in rates for s in seeds]
 
 
 def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
-    """The run of one cell: ``config`` with the cell's method, noise rate, seed and directory. ``rho`` and
-    ``mixup_alpha`` go to the cells whose method takes them (None, the rule, elsewhere): one option set serves
-    a grid of methods. ``rho`` None: the profile's radius for plain SAM's ball (e.g. the paper's 0.1 / 0.05 at
-    80%), asam its own."""
+    """The run of one cell: ``config`` with the cell's method, noise rate, seed, directory and ``params``.
+    ``rho`` and ``mixup_alpha`` go to the cells whose method takes them (None, the rule, elsewhere): one option
+    set serves a grid of methods. ``rho`` None: the profile's radius for plain SAM's ball (e.g. the paper's 0.1 /
+    0.05 at 80%), asam its own. A cell's parameter named in METHOD_FIELDS sets that field, any other goes into
+    ``method_params``; one that ``config`` sets too is refused (ValueError), so no value silently wins."""
     unused = {name: None for name, param in METHOD_FIELDS.items() if not takes_param(cell.method, param)}
-    return dataclasses.replace(config, method=cell.method, noise_rate=cell.rate, seed=cell.seed,
-                               out=str(cell.dir), resume=True, **unused)
+    config = dataclasses.replace(config, method=cell.method, noise_rate=cell.rate, seed=cell.seed,
+                                 out=str(cell.dir), resume=True, **unused)
+    params = dict(cell.params)
+    twice = sorted(name for name in params if (getattr(config, name) if name in METHOD_FIELDS
+                                                else config.method_params.get(name)) is not None)
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given for the whole grid and for cell {cell.label()!r}; give each "
+                         "parameter one way")
+    fields = {name: value for name, value in params.items() if name in METHOD_FIELDS}
+    method_params = {name: value for name, value in params.items() if name not in METHOD_FIELDS}
+    return dataclasses.replace(config, **fields, method_params={**config.method_params, **method_params})
 
 
 def _check_grid_takes_options(config: TrainConfig, cells: list[Cell]) -> None:
@@ -262,7 +293,7 @@ def collect(root: Union[str, Path]) -> list[dict]:
     return found
 
 
-def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
     """Mean and sample standard deviation (ddof=1; None for one value) of percentages; None if empty."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -308,12 +339,12 @@ def aggregate(cells: list[dict]) -> list[dict]:
             group = sorted((c for c in cells if c["method"] == method and c["rate"] == rate), key=lambda c: c["seed"])
             pct = lambda key: [None if c["result"]["test_accuracy"][key] is None
                                else 100.0 * c["result"]["test_accuracy"][key] for c in group]
-            last, last_std = _mean_std(pct("last"))
-            selected, selected_std = _mean_std(pct("selected"))
-            best, best_std = _mean_std(pct("best"))
-            memorisation, _ = _mean_std([100.0 * c["result"]["memorisation_last"] if c["result"]["memorisation_last"]
-                                         is not None else None for c in group])
-            realised, _ = _mean_std([100.0 * c["result"]["noise"]["realised_rate"] for c in group])
+            last, last_std = mean_std(pct("last"))
+            selected, selected_std = mean_std(pct("selected"))
+            best, best_std = mean_std(pct("best"))
+            memorisation, _ = mean_std([100.0 * c["result"]["memorisation_last"] if c["result"]["memorisation_last"]
+                                        is not None else None for c in group])
+            realised, _ = mean_std([100.0 * c["result"]["noise"]["realised_rate"] for c in group])
             paper = paper_value(method, rate)
             rows.append(dict(method=method, rate=rate, seeds=[c["seed"] for c in group],
                              last_mean=last, last_std=last_std, selected_mean=selected, selected_std=selected_std,
@@ -375,9 +406,10 @@ def _cost_section(rows: list[dict]) -> str:
             "|---|---|---|---|---|---|---|\n" + body)
 
 
-def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
+def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[dict] = None) -> str:
     """table.md: last-epoch and selected-epoch accuracy tables beside the paper's, the cost relative to SGD beside
-    last-epoch accuracy, then the paper's literature rows."""
+    last-epoch accuracy, then the paper's literature rows; ``tuning`` (params_from.json): the methods whose
+    parameters a sweep chose per rate, and their values."""
     rates = sorted({r["rate"] for r in rows})
     methods = _method_order(r["method"] for r in rows)
     by_key = {(r["method"], r["rate"]): r for r in rows}
@@ -388,6 +420,9 @@ def render_markdown(rows: list[dict], info: dict[str, list]) -> str:
              "Clean-test accuracy (%), mean ± std over seeds (seeds per cell: "
              f"{', '.join(map(str, n_seeds))}); in brackets the paper's value and the difference to it.\n",
              "Settings: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in info.items()) + "\n"]
+    for method, record in (tuning or {}).items():
+        values = "; ".join(f"{float(rate):.0%}: {params_name(params.items())}" for rate, params in record["choices"].items())
+        lines.append(f"Tuned per rate by the sweep in {record['sweep']}: {method} ({values}).\n")
     for key, title in (("last", "Last epoch (the paper's convention)"),
                        ("selected", "Epoch selected by accuracy on a held-out noisy-label validation split")):
         lines.append(f"## {title}\n")
@@ -451,7 +486,10 @@ def write_table(root: Union[str, Path], cells: Optional[list[dict]] = None) -> d
                  paper="Foret et al. 2021 (arXiv 2010.01412), Table 4", settings=info, rows=rows,
                  literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()},
                  skipped=skipped)
+    tuning = read_json(root / PARAMS_FROM, None, "tuning record") if (root / PARAMS_FROM).is_file() else None
+    if tuning:
+        table["params_from"] = tuning
     write_json(root / "table.json", table)
     atomic_write(root / "table.csv", lambda f: f.write(render_csv(rows)), mode="w")
-    atomic_write(root / "table.md", lambda f: f.write(render_markdown(rows, info)), mode="w")
+    atomic_write(root / "table.md", lambda f: f.write(render_markdown(rows, info, tuning)), mode="w")
     return table
