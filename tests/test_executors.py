@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from noisysam import executors, table
 from noisysam.cli import cli
-from noisysam.files import run_lock
+from noisysam.files import RunDirectoryBusy, run_lock
 from noisysam.train import TrainConfig, train
 
 CELLS = ["--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0"]
@@ -161,8 +161,21 @@ def test_workers_of_a_killed_driver_stop_and_free_their_cells(tiny_npz, tmp_path
     assert not any(map(_alive, workers))
     for cell in cells:
         assert not cell.finished
-        with run_lock(cell.dir):  # free again: RunDirectoryBusy otherwise
-            pass
+        assert _lock_frees(cell.dir)
+
+
+def _lock_frees(run_dir, timeout=10.0):
+    """Whether run_dir's lock can be taken within timeout: a dying process's main thread shows as a zombie while
+    its other threads (torch's) still close the files, so the kernel may free the flock a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with run_lock(run_dir):
+                return True
+        except RunDirectoryBusy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
