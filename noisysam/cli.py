@@ -782,7 +782,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
     config = dataclasses.replace(_DEFAULT, **_given(ctx, _TRAINING))
     root = Path(out or f"results/table-{config.profile}")
     with _user_errors(_interrupted(root)):
-        cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from)
+        cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from, config)
         failed = _train_grid(console, cells, config, executor, plot, tensorboard)
         if tuning:
             sweeps.record_tuning(root, tuning)
@@ -842,7 +842,7 @@ def sweep_command(ctx: click.Context, method: str, params: dict[str, list], rate
     config = dataclasses.replace(_DEFAULT, **_given(ctx, _SWEEP_TRAINING))
     root = Path(out or f"results/sweep-{method}")
     with _user_errors(_interrupted(root)):
-        spec = sweeps.Sweep(method, params, rates, seeds, select)
+        spec = sweeps.Sweep(method, params, rates, seeds, select, fixed=config.method_params)
         cells = spec.cells(root)
         failed = _train_grid(console, cells, spec.config(config), executor, plot, tensorboard)
         if failed is not None:

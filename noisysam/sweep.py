@@ -27,14 +27,15 @@ import inspect
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods import METHODS, get_method, takes_param
-from noisysam.table import PARAMS_FROM, Cell, fmt, grid, mean_std, params_name, run_grid, settings
-from noisysam.train import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig
+from noisysam.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name, run_grid,
+                            settings)
+from noisysam.train import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig, comparable_config, saved_config
 
 SWEEP_FILES = ("sweep.json", "sweep.md")
 
@@ -59,11 +60,13 @@ def _method_param(name: str) -> str:
     return METHOD_FIELDS.get(name, name)
 
 
-def check_params(method: str, params: Mapping[str, Sequence[Any]]) -> dict[str, list]:
+def check_params(method: str, params: Mapping[str, Sequence[Any]],
+                 fixed: Optional[Mapping[str, Any]] = None) -> dict[str, list]:
     """``params`` (name -> values to try) checked for ``method``: each name a TrainConfig field that goes to the
     method (:data:`~noisysam.train.METHOD_FIELDS`: rho, mixup_alpha) or a parameter of the method (e.g. sam's m),
-    no two names for one parameter, each value list non-empty, without repeats and every value allowed by the
-    parameter's constraints (:mod:`noisysam.params`). Raises ValueError naming the first problem."""
+    no two names for one parameter, each value list non-empty, without repeats, and every combination, with the
+    method parameters held ``fixed``, allowed by the method's constraints (:mod:`noisysam.params`; values may
+    depend on each other, as bootstrap's beta on its mode). Raises ValueError naming the first problem."""
     CONFIG_PARAMS.check({"method": method})
     if not params:
         raise ValueError(f"params must name at least one parameter of method {method!r} to sweep, got none")
@@ -87,9 +90,10 @@ def check_params(method: str, params: Mapping[str, Sequence[Any]]) -> dict[str, 
                 raise ValueError(f"{name} has the value {value!r} twice")
             if name in METHOD_FIELDS:
                 CONFIG_PARAMS.check({name: value})
-            else:
-                get_method(method, **{name: value})  # the method's own constraint table
         out[name] = values
+    own = [name for name in out if name not in METHOD_FIELDS]
+    for values in itertools.product(*(out[name] for name in own)):
+        get_method(method, **{**(fixed or {}), **dict(zip(own, values))})  # the method's own constraint table
     return out
 
 
@@ -97,16 +101,18 @@ def check_params(method: str, params: Mapping[str, Sequence[Any]]) -> dict[str, 
 class Sweep:
     """What a sweep tries: ``method`` with every combination of ``params`` (name -> values, in the order given)
     at each noise rate of ``rates`` for each seed of ``seeds``, validated on ``select`` labels ("clean" or
-    "noisy"). Checked when made (ValueError: :func:`check_params`, empty rates or seeds, an unknown select)."""
+    "noisy"), with the method parameters ``fixed`` (the grid's ``method_params``) held the same in every cell.
+    Checked when made (ValueError: :func:`check_params`, empty rates or seeds, an unknown select)."""
 
     method: str
     params: dict[str, list]
     rates: tuple[float, ...]
     seeds: tuple[int, ...]
     select: str = "clean"
+    fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params", check_params(self.method, self.params))
+        object.__setattr__(self, "params", check_params(self.method, self.params, self.fixed))
         object.__setattr__(self, "rates", tuple(self.rates))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         for name in ("rates", "seeds"):
@@ -225,14 +231,19 @@ def read_choices(sweep_dir: Union[str, Path]) -> dict:
             raise FileFormatError(path, "each of 'choices' must be an object with a number 'rate' and "
                                         "an object 'params'", "sweep result")
         choices[float(choice["rate"])] = choice["params"]
-    return dict(method=content["method"], dir=str(sweep_dir), choices=choices)
+    seeds = content.get("seeds")
+    return dict(method=content["method"], dir=str(sweep_dir), choices=choices,
+                seed=seeds[0] if isinstance(seeds, list) and seeds and isinstance(seeds[0], int) else None)
 
 
-def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]]) -> tuple[list[Cell], dict]:
+def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]],
+          config: Optional[TrainConfig] = None) -> tuple[list[Cell], dict]:
     """``cells`` of a table with each swept method's cells set to the sweep's choice at their rate ("tuned per
     rate", as the paper reports mixup), and what came from where: method -> {sweep, choices {rate: params}}.
     ValueError for two sweeps of one method, a sweep of a method the cells lack, or a rate a sweep has no
-    choice for; the cells' directories stay the table's."""
+    choice for; the cells' directories stay the table's. With the table's ``config``, also for a tuned cell
+    whose settings differ from those the choice was made under (the chosen run's config.json, seed and
+    validation labels aside): a choice is only carried over to the settings it was chosen for."""
     sweeps: dict[str, dict] = {}
     for sweep_dir in sweep_dirs:
         sweep = read_choices(sweep_dir)
@@ -258,7 +269,28 @@ def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]]) -> tupl
         params = sweep["choices"][rate]
         used.setdefault(cell.method, dict(sweep=sweep["dir"], choices={}))["choices"][f"{cell.rate:g}"] = params
         out.append(dataclasses.replace(cell, params=tuple(params.items())))
+        if config is not None:
+            _check_chosen_under(config, out[-1], sweep, rate)
     return out, used
+
+
+def _check_chosen_under(config: TrainConfig, cell: Cell, sweep: dict, rate: float) -> None:
+    """ValueError naming the settings in which the table's tuned ``cell`` differs from the sweep's chosen run at
+    ``rate`` (e.g. a rho held fixed in the sweep, epochs, model), or when that run's config.json is missing."""
+    mine = comparable_config(cell_config(config, cell).resolved().to_dict())
+    chosen = cell_dir(sweep["dir"], cell.method, rate, sweep["seed"] if sweep["seed"] is not None else cell.seed,
+                      cell.params)
+    try:
+        theirs = comparable_config(saved_config(chosen))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"the sweep of {cell.method!r} in {sweep['dir']!r} has no readable run for its choice at "
+                         f"noise rate {rate:g} ({e}); the table needs it to check that the settings match") from None
+    ignored = ("seed", "val_labels")  # each table seed uses the choice; the table validates on its own labels
+    diff = sorted(k for k in set(mine) | set(theirs) if k not in ignored and mine.get(k) != theirs.get(k))
+    if diff:
+        what = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff)
+        raise ValueError(f"the sweep of {cell.method!r} in {sweep['dir']!r} chose its values under other settings "
+                         f"than this table's: {what}; give the table the sweep's options")
 
 
 def record_tuning(root: Union[str, Path], used: Mapping[str, dict]) -> None:

@@ -130,6 +130,18 @@ def test_cli_bad_input_exits_2_with_one_line_before_anything_is_written(tiny_npz
     assert not root.exists()
 
 
+def test_values_that_depend_on_each_other_are_checked_per_combination():
+    """bootstrap's beta is only allowed with mode soft or hard: checked with the swept and the fixed mode."""
+    assert sweep.Sweep("bootstrap", {"mode": ["soft", "hard"], "beta": [0.5, 0.8]}, [0.6], [0]).combos() == [
+        {"mode": "soft", "beta": 0.5}, {"mode": "soft", "beta": 0.8},
+        {"mode": "hard", "beta": 0.5}, {"mode": "hard", "beta": 0.8}]
+    assert sweep.Sweep("bootstrap", {"beta": [0.5, 0.8]}, [0.6], [0], fixed={"mode": "soft"}).params == {
+        "beta": [0.5, 0.8]}
+    for params, fixed in (({"beta": [0.5]}, {}), ({"mode": ["soft", "relabel"], "beta": [0.5]}, {})):
+        with pytest.raises(ValueError, match="beta applies to mode 'soft' or 'hard' only"):
+            sweep.Sweep("bootstrap", params, [0.6], [0], fixed=fixed)
+
+
 def test_a_config_file_gives_the_values_as_arrays(tiny_npz, tmp_path):
     config = tmp_path / "sweep.toml"
     config.write_text('rates = [0.6]\nparams = {rho = [0.1, -1.0], m = [8]}\n')
@@ -167,6 +179,11 @@ def test_a_tiny_sweep_trains_resumes_and_feeds_the_table(tiny_npz, tmp_path):
     base = ["table", "--dataset", tiny_npz, "--methods", "sgd,sam", "--seeds", "0", "--out", grid_root, *TINY]
     r = run(*base, "--rates", "0.4,0.6", "--params-from", root)
     assert r.exit_code == 2 and "no choice for noise rate 0.4" in r.stderr and r.stderr.count("\n") == 1
+    assert not grid_root.exists()
+    # A choice made under other settings (here weight decay) is not carried over: refused, nothing written.
+    r = run(*base, "--rates", "0.6", "--params-from", root, "--weight-decay", "0.001")
+    assert r.exit_code == 2 and "weight_decay 0.0005 there, 0.001 here" in r.stderr and r.stderr.count("\n") == 1, \
+        r.output
     assert not grid_root.exists()
     r = run(*base, "--rates", "0.6", "--params-from", root)
     assert r.exit_code == 0, r.output
