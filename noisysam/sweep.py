@@ -49,7 +49,7 @@ RULE = ("per noise rate, the parameter combination with the highest validation a
 SWEEP_RESULT_SCHEMA: dict[str, Any] = {**RESULT_SCHEMA, "val_accuracy_last": (int, float)}
 
 #: What ``table --params-from`` reads from a sweep.json.
-SWEEP_SCHEMA: dict[str, Any] = {"method": str, "choices": list}
+SWEEP_SCHEMA: dict[str, Any] = {"method": str, "seeds": list, "choices": list}
 
 _SCALAR = (bool, int, float, str, type(None))
 _NAME_SAFE = re.compile(r"[A-Za-z0-9_.+-]+")
@@ -220,8 +220,9 @@ def render_markdown(content: dict) -> str:
 
 
 def read_choices(sweep_dir: Union[str, Path]) -> dict:
-    """The sweep in ``sweep_dir`` as ``table --params-from`` uses it: ``method``, ``dir`` and ``choices``
-    (rate -> parameters). FileFormatError for a sweep.json that is unreadable or lacks them."""
+    """The sweep in ``sweep_dir`` as ``table --params-from`` uses it: ``method``, ``dir``, ``choices``
+    (rate -> parameters) and ``seed`` (its first, whose chosen run the table checks its settings against).
+    FileFormatError for a sweep.json that is unreadable or lacks them."""
     path = Path(sweep_dir) / "sweep.json"
     content = read_json(path, SWEEP_SCHEMA, "sweep result")
     choices = {}
@@ -231,9 +232,10 @@ def read_choices(sweep_dir: Union[str, Path]) -> dict:
             raise FileFormatError(path, "each of 'choices' must be an object with a number 'rate' and "
                                         "an object 'params'", "sweep result")
         choices[float(choice["rate"])] = choice["params"]
-    seeds = content.get("seeds")
-    return dict(method=content["method"], dir=str(sweep_dir), choices=choices,
-                seed=seeds[0] if isinstance(seeds, list) and seeds and isinstance(seeds[0], int) else None)
+    seeds = content["seeds"]
+    if not (seeds and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds)):
+        raise FileFormatError(path, "'seeds' must be a non-empty list of integers", "sweep result")
+    return dict(method=content["method"], dir=str(sweep_dir), choices=choices, seed=seeds[0])
 
 
 def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]],
@@ -278,8 +280,7 @@ def _check_chosen_under(config: TrainConfig, cell: Cell, sweep: dict, rate: floa
     """ValueError naming the settings in which the table's tuned ``cell`` differs from the sweep's chosen run at
     ``rate`` (e.g. a rho held fixed in the sweep, epochs, model), or when that run's config.json is missing."""
     mine = comparable_config(cell_config(config, cell).resolved().to_dict())
-    chosen = cell_dir(sweep["dir"], cell.method, rate, sweep["seed"] if sweep["seed"] is not None else cell.seed,
-                      cell.params)
+    chosen = cell_dir(sweep["dir"], cell.method, rate, sweep["seed"], cell.params)
     try:
         theirs = comparable_config(saved_config(chosen))
     except (OSError, ValueError) as e:
