@@ -35,7 +35,7 @@ from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_js
 from noisysam.methods import METHODS, get_method, takes_param
 from noisysam.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name, run_grid,
                             settings)
-from noisysam.train import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig, comparable_config, saved_config
+from noisysam.train import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig, config_diff, saved_config
 
 SWEEP_FILES = ("sweep.json", "sweep.md")
 
@@ -279,15 +279,15 @@ def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]],
 def _check_chosen_under(config: TrainConfig, cell: Cell, sweep: dict, rate: float) -> None:
     """ValueError naming the settings in which the table's tuned ``cell`` differs from the sweep's chosen run at
     ``rate`` (e.g. a rho held fixed in the sweep, epochs, model), or when that run's config.json is missing."""
-    mine = comparable_config(cell_config(config, cell).resolved().to_dict())
+    mine = cell_config(config, cell).resolved().to_dict()
     chosen = cell_dir(sweep["dir"], cell.method, rate, sweep["seed"], cell.params)
     try:
-        theirs = comparable_config(saved_config(chosen))
+        theirs = saved_config(chosen)
     except (OSError, ValueError) as e:
         raise ValueError(f"the sweep of {cell.method!r} in {sweep['dir']!r} has no readable run for its choice at "
                          f"noise rate {rate:g} ({e}); the table needs it to check that the settings match") from None
-    ignored = ("seed", "val_labels")  # each table seed uses the choice; the table validates on its own labels
-    diff = sorted(k for k in set(mine) | set(theirs) if k not in ignored and mine.get(k) != theirs.get(k))
+    # each table seed uses the choice; the table validates on its own labels
+    diff = config_diff(theirs, mine, ignore=("seed", "val_labels"))
     if diff:
         what = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff)
         raise ValueError(f"the sweep of {cell.method!r} in {sweep['dir']!r} chose its values under other settings "

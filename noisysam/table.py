@@ -39,7 +39,7 @@ from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, W
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
 from noisysam.methods import takes_param
 from noisysam.models import get_model
-from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, comparable_config, saved_config
+from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, config_diff, saved_config
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -166,12 +166,11 @@ def _check_same_config(cell: Cell, config: TrainConfig) -> None:
     if not (cell.dir / "config.json").is_file():
         return
     try:
-        saved = comparable_config(saved_config(cell.dir))
+        saved = saved_config(cell.dir)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cell {str(cell.dir)!r} has an unreadable config.json ({e}); delete that directory "
                          "to train the cell again") from None
-    mine = comparable_config(config.resolved().to_dict())
-    diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
+    diff = config_diff(saved, config.resolved().to_dict())
     if diff:
         state = "finished" if cell.finished else "started"
         raise ValueError(f"{state} cell {str(cell.dir)!r} was trained with different settings ({diff}); "

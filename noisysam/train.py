@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -600,8 +600,7 @@ def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict],
     version = saved.get("noisysam_version")
     _check(version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {version} and this is "
                                    f"noisysam {__version__}; finish it with noisysam {version} or start a new run")
-    mine = comparable_config(cfg.to_dict())
-    diff = sorted(k for k, v in comparable_config(saved["config"]).items() if mine.get(k) != v)
+    diff = config_diff(saved["config"], cfg.to_dict())
     _check(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
     return saved, (load_checkpoint(ckpt) if ckpt.exists() else None)
 
@@ -646,6 +645,13 @@ def _check_resume(out: Path, saved: dict, inputs: dict, ckpt: Optional[dict], st
 def comparable_config(d: dict) -> dict:
     """Config fields that must match to resume a run (not where it lives or how it was started)."""
     return {k: v for k, v in d.items() if k not in ("out", "resume", "device", "download", "data_root")}
+
+
+def config_diff(saved: dict, mine: dict, ignore: Iterable[str] = ()) -> list[str]:
+    """The fields of :func:`comparable_config` (but ``ignore``) in which config dict ``mine`` differs from the
+    ``saved`` one, sorted; only fields ``saved`` has count, so a field added since it was written does not."""
+    ignore, mine = set(ignore), comparable_config(mine)
+    return sorted(k for k, v in comparable_config(saved).items() if k not in ignore and mine.get(k) != v)
 
 
 def saved_config(out: Union[str, Path]) -> dict:
