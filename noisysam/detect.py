@@ -6,7 +6,8 @@ Two sources of scores, each ranked "higher = more likely wrong":
   ``aum``, minus the area under the margin, the mean over epochs of the logit of the given label minus the
   largest other logit (Pleiss et al., arXiv 2001.10528, Eq. 1-2); ``loss``, the mean cross-entropy against the
   given label over epochs. A sample is flagged when its mean margin is negative (the model, on average over
-  training, prefers another class); the suggested label is the last epoch's prediction.
+  training, prefers another class); the suggested label is the class it predicted most often in the epochs
+  where it did not predict the given one (the last epoch's prediction would echo a memorised label).
 - Confident learning (Northcutt et al., arXiv 1911.00068) on out-of-fold predicted probabilities: K-fold
   training with :func:`noisysam.train.train` (each fold a resumable run directory), handed to cleanlab
   (``cleanlab.filter.find_label_issues`` flags, ``cleanlab.rank.get_label_quality_scores`` ranks with
@@ -162,6 +163,15 @@ def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.nda
     return dict(rows=rows.astype(np.int64), **out)
 
 
+def _most_predicted_other(pred: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the class other than ``given`` predicted in most epochs (``pred``: epochs x rows; ties to the
+    lower class). A row with negative mean margin was predicted as another class in at least one epoch."""
+    n = given.size
+    votes = np.bincount((np.arange(n) * k + pred).ravel(), minlength=n * k).reshape(n, k)
+    votes[np.arange(n), given] = -1
+    return votes.argmax(axis=1)
+
+
 def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     """Scores from a run's dynamics (see the module docstring): ``aum`` = -mean margin, ``loss`` = mean loss."""
     _check(score in DYNAMICS_SCORES, f"score must be one of {list(DYNAMICS_SCORES)} for a run's dynamics, got {score!r}")
@@ -175,7 +185,7 @@ def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     values = -aum if score == "aum" else dyn["loss"].mean(axis=0)
     given = labels.noisy[rows]
     flagged = aum < 0
-    suggested = np.where(flagged, dyn["pred"][-1], given)
+    suggested = np.where(flagged, _most_predicted_other(dyn["pred"], given, labels.num_classes), given)
     return Detection(score, rows, given, suggested, values.astype(np.float64), flagged, float(flagged.mean()),
                      _transition(suggested, given, labels.num_classes), labels,
                      dict(kind="dynamics", run_dir=str(run_dir), epochs=int(dyn["margin"].shape[0])))

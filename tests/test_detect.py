@@ -16,7 +16,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
-from noisysam.detect import cleaned, find_label_issues
+from noisysam.detect import _most_predicted_other, cleaned, find_label_issues
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -91,6 +91,12 @@ def test_dynamics_equal_margins_and_losses_recomputed_from_the_saved_model(run, 
     assert np.array_equal(last["pred"], logits.argmax(1))
 
 
+def test_the_suggestion_is_the_most_predicted_other_class_not_the_memorised_last_prediction():
+    # epochs x rows; row 0 (given 1) was predicted 2 early and memorised late; row 1 (given 0) ties 1 and 3.
+    pred = np.array([[2, 3, 2], [2, 1, 2], [1, 1, 2], [1, 3, 2]])
+    assert _most_predicted_other(pred, np.array([1, 0, 2]), 4).tolist()[:2] == [2, 1]
+
+
 def test_aum_and_loss_scores_and_the_table_by_hand(run):
     epochs = epochs_of(run.run_dir)
     rows = np.load(run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
@@ -104,7 +110,10 @@ def test_aum_and_loss_scores_and_the_table_by_hand(run):
     table = json.loads((run.run_dir / "detect-aum" / "issues.json").read_text())
     by_hand = sorted(range(len(rows)), key=lambda i: (aum[i], rows[i]))  # least margin first
     assert [r["index"] for r in table] == [int(rows[i]) for i in by_hand]
-    expected_suggested = np.where(aum < 0, epochs[-1]["pred"], given)
+    # suggested: the most frequent prediction other than the given label over the epochs (lower class on ties)
+    other = [min((c for c in set(col) if c != g), key=lambda c: (-list(col).count(c), c), default=g)
+             for col, g in zip(np.stack([e["pred"] for e in epochs]).T.tolist(), given.tolist())]
+    expected_suggested = np.where(aum < 0, other, given)
     assert [r["suggested"] for r in table] == [int(expected_suggested[i]) for i in by_hand]
     assert [r["given"] for r in table] == [int(given[i]) for i in by_hand]
     csv_rows = (run.run_dir / "detect-aum" / "issues.csv").read_text().splitlines()
