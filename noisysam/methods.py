@@ -40,7 +40,7 @@ random-sam          p=0.5, p_start=None, rho=0.05            (RST, arXiv 2203.09
 ae-sam              c=0.0, c_start=None, delta=0.9, warmup=10, rho=0.05   (AE-SAM, arXiv 2304.14647)
 momentum-sam        rho=0.05                                 (MSAM, arXiv 2401.12033)
 sam-on              rho=0.05                                 (SAM-ON, arXiv 2306.04226)
-norm-penalty        weight=1e-3, feature=1e-3 (provisional)  (Baek et al., arXiv 2405.03676)
+norm-penalty        weight=1e-2, feature=1e-3                (Baek et al., arXiv 2405.03676)
 ==================  ==========================================================================
 """
 
@@ -615,7 +615,7 @@ def _sam_on(rho: float = 0.05) -> Method:
 
 
 @variants.checked
-def _norm_penalty(weight: float = 1e-3, feature: float = 1e-3) -> Method:
+def _norm_penalty(weight: float = 1e-2, feature: float = 1e-3) -> Method:
     return _variant("norm-penalty", variants.NormPenaltyUpdate(weight, feature))
 
 
