@@ -583,50 +583,27 @@ def get_method(name: str, **params: Any) -> AnyMethod:
 # --------------------------------------------------------------------------------------------
 
 
-def _variant(name: str, update: Any) -> Method:
-    """A method that is cross-entropy on plain inputs with the variant's update rule; params are its fields."""
-    return Method(name, update=update, params=dataclasses.asdict(update))
+def _variant_factory(name: str, update: type) -> MethodFactory:
+    """The factory of variant ``name``: cross-entropy on plain inputs with ``update``'s rule. Its parameters,
+    defaults and checks are the update rule's dataclass fields, declared once there; params are those fields."""
+
+    def factory(**params: Any) -> Method:
+        rule = update(**params)
+        return Method(name, update=rule, params=dataclasses.asdict(rule))
+
+    factory.__signature__ = inspect.signature(update).replace(return_annotation=Method)  # type: ignore[attr-defined]
+    factory.__name__ = factory.__qualname__ = "_" + name.replace("-", "_")
+    return variants.checked(factory)
 
 
-@variants.checked
-def _looksam(rho: float = 0.05, k: int = 5, alpha: float = 0.7) -> Method:
-    return _variant("looksam", variants.LookSAMUpdate(rho, k, alpha))
-
-
-@variants.checked
-def _random_sam(p: float = 0.5, p_start: float | None = None, rho: float = 0.05) -> Method:
-    return _variant("random-sam", variants.RandomSAMUpdate(p, p_start, rho))
-
-
-@variants.checked
-def _ae_sam(c: float = 0.0, c_start: float | None = None, delta: float = 0.9, warmup: int = 10,
-            rho: float = 0.05) -> Method:
-    return _variant("ae-sam", variants.AESAMUpdate(c, c_start, delta, warmup, rho))
-
-
-@variants.checked
-def _momentum_sam(rho: float = 0.05) -> Method:
-    return _variant("momentum-sam", variants.MomentumSAMUpdate(rho))
-
-
-@variants.checked
-def _sam_on(rho: float = 0.05) -> Method:
-    return _variant("sam-on", variants.SAMOnUpdate(rho))
-
-
-@variants.checked
-def _norm_penalty(weight: float = 1e-2, feature: float = 1e-3) -> Method:
-    return _variant("norm-penalty", variants.NormPenaltyUpdate(weight, feature))
-
-
-METHODS.update({
-    "looksam": _looksam,
-    "random-sam": _random_sam,
-    "ae-sam": _ae_sam,
-    "momentum-sam": _momentum_sam,
-    "sam-on": _sam_on,
-    "norm-penalty": _norm_penalty,
-})
+METHODS.update({name: _variant_factory(name, update) for name, update in (
+    ("looksam", variants.LookSAMUpdate),
+    ("random-sam", variants.RandomSAMUpdate),
+    ("ae-sam", variants.AESAMUpdate),
+    ("momentum-sam", variants.MomentumSAMUpdate),
+    ("sam-on", variants.SAMOnUpdate),
+    ("norm-penalty", variants.NormPenaltyUpdate),
+)})
 # Their SAM steps are plain SAM's (same ball, same radius), so a profile's SAM radius applies to them;
 # momentum-sam and sam-on perturb along other directions or subsets and keep their own default.
 SAM_RADIUS_METHODS.update({"looksam", "random-sam", "ae-sam"})

@@ -3,8 +3,10 @@ paper's formula (functional gradients and a hand-written SGD with momentum); for
 on the model; bitwise resume from the optimizer's state_dict; and the trainer's counted cost against
 hand counts."""
 
+import ast
 import io
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +18,7 @@ from torch.func import functional_call
 
 import noisysam
 from noisysam.data import ImageDataset
-from noisysam.methods import BootstrapLoss, MixupInputs, get_method
+from noisysam.methods import BootstrapLoss, MixupInputs, default_param, get_method
 from noisysam.noise import symmetric
 from noisysam.train import PROFILES, TrainConfig, build_method, train
 
@@ -386,6 +388,16 @@ def test_stateful_optimizer_refuses_a_state_dict_without_its_counters():
 def test_bad_parameters_raise_naming_the_parameter(name, params, match):
     with pytest.raises(ValueError, match=match):
         get_method(name, **params)
+
+
+@pytest.mark.parametrize("name", ["looksam", "random-sam", "ae-sam", "momentum-sam", "sam-on", "norm-penalty"])
+def test_the_method_table_in_the_docs_lists_each_variants_parameters_and_defaults(name):
+    """The defaults live in the update rule's dataclass; the factory and the methods docstring must say the same."""
+    row = next(line for line in noisysam.methods.__doc__.splitlines() if line.startswith(f"{name} "))
+    listed = dict(pair.split("=") for pair in re.findall(r"\b\w+=[^,\s]+", row.split("(")[0]))
+    method = get_method(name)
+    assert {k: ast.literal_eval(v) for k, v in listed.items()} == method.params
+    assert all(default_param(name, k) == v for k, v in method.params.items())
 
 
 def test_momentum_sam_needs_momentum_and_sam_on_needs_norm_layers():
