@@ -38,7 +38,7 @@ from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_is
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
-from noisysam.noise import KINDS, NoisyLabels, make as make_noise
+from noisysam.noise import KINDS, RATED_KINDS, NoisyLabels, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
 from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
 from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverged, chain, resolve_amp,
@@ -266,7 +266,7 @@ def _user_errors(on_interrupt: str) -> Iterator[None]:
 
 def _noise_label(noise: str, rate: float) -> str:
     """"symmetric 40%"; the rate only for the kinds that use it (not cifar10n-*, none or a labels file)."""
-    if noise in ("symmetric", "asymmetric", "pairflip"):
+    if noise in RATED_KINDS:
         return f"{noise} {rate:.0%}"
     return Path(noise).name if noise.endswith(".npz") else noise
 
@@ -621,12 +621,15 @@ def _rich_table(table: dict, root: Path) -> Table:
     costed = any(r["passes_vs_sgd"] is not None or r["wall_vs_sgd"] is not None for r in rows)
     rates = sorted({r["rate"] for r in rows})
     by_key = {(r["method"], r["rate"]): r for r in rows}
-    t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds, beside the SAM paper's Table 4\n{escape(str(root))}",
+    column = {r["rate"]: r["column"] for r in rows}
+    beside = any(r["paper"] is not None for r in rows)  # Table 4 is symmetric noise only
+    t = Table(title=f"Clean-test accuracy (%), mean ± std over seeds{', beside the SAM paper' + chr(39) + 's Table 4' if beside else ''}"
+                    f"\n{escape(str(root))}",
               box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False, padding=(0, 1, 0, 0))
     t.add_column("method", style="bold", no_wrap=True)
     t.add_column("", no_wrap=True)
     for rate in rates:
-        t.add_column(f"{rate:.0%}", justify="right", no_wrap=True)
+        t.add_column(escape(column[rate]), justify="right", no_wrap=True)
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [by_key.get((method, rate)) for rate in rates]
         has_paper = any(r is not None and r["paper"] is not None for r in mine)
@@ -651,7 +654,8 @@ def _rich_table(table: dict, root: Path) -> Table:
     t.caption = escape(f"{', '.join(map(str, s['dataset']))}, {', '.join(map(str, s['model']))}, "
                        f"{', '.join(map(str, s['epochs']))} epochs, profile {', '.join(map(str, s['profile']))}; "
                        f"seeds per cell: {', '.join(sorted({str(len(r['seeds'])) for r in rows}))}; "
-                       "last: final epoch; selected: epoch of best noisy-validation accuracy; Δ: minus the paper"
+                       "last: final epoch; selected: epoch of best noisy-validation accuracy"
+                       + ("; Δ: minus the paper" if beside else "")
                        + ("; passes ×, wall ×: training passes (forward + backward) and wall time relative to sgd at "
                           "that rate" if costed else ""))
     return t

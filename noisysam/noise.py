@@ -39,6 +39,7 @@ __all__ = [
     "CIFAR10N_KINDS",
     "KINDS",
     "MAX_CLASSES",
+    "RATED_KINDS",
     "NoisyLabels",
     "asymmetric",
     "cifar10n",
@@ -63,6 +64,9 @@ CIFAR10N_KINDS: dict[str, float] = {
 KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple(
     f"cifar10n-{k}" for k in CIFAR10N_KINDS
 )
+
+#: The kinds whose rate is a parameter; the others (none, cifar10n-*, a labels file) fix their own labels.
+RATED_KINDS: tuple[str, ...] = ("symmetric", "asymmetric", "pairflip")
 
 #: The most classes a dataset or labels may have: every run keeps and records dense K x K matrices (the
 #: realised transition T, confusion matrices), so K is bounded before any is allocated. 1000 covers

@@ -39,6 +39,7 @@ from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, W
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
 from noisysam.methods import takes_param
 from noisysam.models import get_model
+from noisysam.noise import RATED_KINDS
 from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, config_diff, saved_config
 
 #: Noise rates of the paper's table.
@@ -321,17 +322,33 @@ def _mean_of_all(values: list[Optional[float]]) -> Optional[float]:
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
+def column_label(noise: str, rate: float, realised: Optional[float]) -> str:
+    """A column's heading: the rate where the noise kind takes one ("40%"); otherwise the kind, which fixes its
+    own labels, and the share of them that is wrong ("cifar10n-worse, 41% wrong"), as a rate of 0 would mislead."""
+    if all(kind in RATED_KINDS for kind in noise.split(", ")):
+        return f"{rate:.0%}"
+    return noise if realised is None else f"{noise}, {realised:.0f}% wrong"
+
+
 def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
     return None if value is None or not base else value / base
 
 
 def aggregate(cells: list[dict]) -> list[dict]:
     """One row per (method, rate): mean +- std over seeds of clean-test accuracy (%) at the last epoch
-    and at the noisy-validation-selected epoch, the paper's value and the differences to it; and the cost:
+    and at the noisy-validation-selected epoch, the paper's value and the differences to it (only under symmetric
+    noise, the paper's: its numbers say nothing of asymmetric or CIFAR-10N labels); ``noise``, the cells' noise
+    kind, and ``column``, the rate's heading (:func:`column_label`); and the cost:
     ``passes_mean`` (training passes, forward + backward, batch equivalents) and ``wall_seconds_mean`` over the
     seeds, and ``passes_vs_sgd`` / ``wall_vs_sgd``, those means divided by the sgd row's at the same rate (a ratio
     of means). ``passes_mean`` is None where a seed's result.json predates pass counting; a ratio is None where
     either mean is, or where the cells have no sgd row at that rate."""
+    kind = lambda group: ", ".join(sorted({c["result"]["noise"]["type"] for c in group}))
+    columns = {}
+    for rate in {c["rate"] for c in cells}:
+        at_rate = [c for c in cells if c["rate"] == rate]
+        columns[rate] = column_label(kind(at_rate), rate, mean_std([100.0 * c["result"]["noise"]["realised_rate"]
+                                                                   for c in at_rate])[0])
     rows = []
     for method in _method_order(c["method"] for c in cells):
         for rate in sorted({c["rate"] for c in cells if c["method"] == method}):
@@ -344,8 +361,9 @@ def aggregate(cells: list[dict]) -> list[dict]:
             memorisation, _ = mean_std([100.0 * c["result"]["memorisation_last"] if c["result"]["memorisation_last"]
                                         is not None else None for c in group])
             realised, _ = mean_std([100.0 * c["result"]["noise"]["realised_rate"] for c in group])
-            paper = paper_value(method, rate)
-            rows.append(dict(method=method, rate=rate, seeds=[c["seed"] for c in group],
+            noise = kind(group)
+            paper = paper_value(method, rate) if noise == "symmetric" else None
+            rows.append(dict(method=method, rate=rate, noise=noise, column=columns[rate], seeds=[c["seed"] for c in group],
                              last_mean=last, last_std=last_std, selected_mean=selected, selected_std=selected_std,
                              best_mean=best, best_std=best_std, paper=paper,
                              last_minus_paper=_diff(last, paper), selected_minus_paper=_diff(selected, paper),
@@ -396,7 +414,7 @@ COST_NOTE = ("Training passes: forward + backward passes of the model in batch e
 def _cost_section(rows: list[dict]) -> str:
     """table.md's Cost section: per noise rate, each method's last-epoch accuracy beside its cost relative to SGD."""
     value = lambda v, spec: "–" if v is None else format(v, spec)
-    body = "".join(f"| {r['rate']:.0%} | {r['method']} | {fmt(r['last_mean'], r['last_std'])} | "
+    body = "".join(f"| {r['column']} | {r['method']} | {fmt(r['last_mean'], r['last_std'])} | "
                    f"{fmt_ratio(r['passes_vs_sgd'])} | {fmt_ratio(r['wall_vs_sgd'])} | "
                    f"{value(r['passes_mean'], '.0f')} | {value(r['wall_seconds_mean'], '.1f')} |\n"
                    for r in sorted(rows, key=lambda r: r["rate"]))  # stable: methods stay in table order
@@ -412,12 +430,15 @@ def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[di
     rates = sorted({r["rate"] for r in rows})
     methods = _method_order(r["method"] for r in rows)
     by_key = {(r["method"], r["rate"]): r for r in rows}
-    header = "| method | " + " | ".join(f"{rate:.0%}" for rate in rates) + " |\n"
+    column = {r["rate"]: r["column"] for r in rows}
+    header = "| method | " + " | ".join(column[rate] for rate in rates) + " |\n"
     rule = "|---|" + "---|" * len(rates) + "\n"
     n_seeds = sorted({len(r["seeds"]) for r in rows})
     lines = ["# noisysam: the SAM paper's label-noise table (Foret et al. 2021, Table 4)\n",
              "Clean-test accuracy (%), mean ± std over seeds (seeds per cell: "
-             f"{', '.join(map(str, n_seeds))}); in brackets the paper's value and the difference to it.\n",
+             f"{', '.join(map(str, n_seeds))})"
+             + ("; in brackets the paper's value and the difference to it.\n" if any(r["paper"] is not None for r in rows)
+                else ". The paper's Table 4 is symmetric noise: no value of it stands beside these.\n"),
              "Settings: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in info.items()) + "\n"]
     for method, record in (tuning or {}).items():
         values = "; ".join(f"{float(rate):.0%}: {params_name(params.items())}" for rate, params in record["choices"].items())
@@ -440,6 +461,8 @@ def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[di
             body += f"| {m} | " + " | ".join(cells) + " |\n"
         lines.append(header + rule + body)
     lines.append(_cost_section(rows))
+    if not any(r["noise"] == "symmetric" for r in rows):
+        return "\n".join(lines)
     lines.append("## Rows the paper quotes from the literature\n")
     lit_header = "| method | " + " | ".join(f"{rate:.0%}" for rate in PAPER_RATES) + " |\n"
     lines.append(lit_header + "|---|" + "---|" * len(PAPER_RATES) + "\n" +
@@ -448,7 +471,7 @@ def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[di
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("method", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
+CSV_COLUMNS = ("method", "noise", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
                "best_std", "paper", "last_minus_paper", "selected_minus_paper", "memorisation_last_mean",
                "realised_noise_rate_mean", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd")
 

@@ -31,7 +31,7 @@ def test_aggregate_mean_std_and_difference_to_the_paper():
     def cell(seed, last, selected):
         return dict(method="sam", rate=0.2, seed=seed, result=dict(
             test_accuracy=dict(last=last, selected=selected, best=last),
-            memorisation_last=0.1, noise=dict(realised_rate=0.18)))
+            memorisation_last=0.1, noise=dict(type="symmetric", realised_rate=0.18)))
 
     [row] = table.aggregate([cell(0, 0.90, 0.91), cell(1, 0.94, 0.93), cell(2, 0.95, None)])
     assert row["seeds"] == [0, 1, 2]
@@ -118,6 +118,7 @@ def test_table_plot(tmp_path):
             dict(method="sgd", rate=0.2, last_mean=80.0, last_std=1.0),
             dict(method="sam", rate=0.4, last_mean=None, last_std=None),  # no run finished
             dict(method="sam", rate=0.6, last_mean=70.0, last_std=None)]  # one seed: no std
+    rows = [dict(r, noise="symmetric") for r in rows]
     [ax] = table_figure(rows).axes
     # Per method, in rate order: the rows' means at rate in %, error bars mean +- std (none without a std),
     # runs without a mean left out; the paper's Table 4 values dashed in the same colour.
@@ -137,6 +138,12 @@ def test_table_plot(tmp_path):
         np.testing.assert_array_equal(dashed.get_xdata(), [20, 40, 60, 80])
         np.testing.assert_array_equal(dashed.get_ydata(), [table.paper_value(method, r) for r in (0.2, 0.4, 0.6, 0.8)])
     assert ours["sgd"][0].get_color() != ours["sam"][0].get_color()
+    # CIFAR-10N has no rate: its point sits at its realised rate (%), and the paper's symmetric line is not drawn.
+    [ax] = table_figure([dict(method="sam", rate=0.0, noise="cifar10n-worse", realised_noise_rate_mean=41.0,
+                              last_mean=50.0, last_std=None)]).axes
+    [(line, _, _)] = ax.containers
+    assert list(line.get_xdata()) == [41.0]
+    assert not [l for l in ax.get_lines() if l.get_linestyle() == "--" and len(l.get_xdata())]
     # table.png is that figure rendered: a PNG (7 x 4.5 in at 120 dpi, cropped) showing each method's colour.
     path = plot_table(tmp_path, rows)
     assert path == tmp_path / "table.png"
@@ -251,11 +258,11 @@ def test_a_bad_model_option_refuses_the_grid_before_anything_trains(tiny_npz, tm
     assert not (tmp_path / "grid").exists()
 
 
-def write_result(root, method, rate, seed, last, wall, passes):
+def write_result(root, method, rate, seed, last, wall, passes, noise="symmetric", realised=None):
     """A finished cell's result.json as train() writes it, with the given last-epoch accuracy (fraction), wall
     seconds and (forward, backward) passes; passes None: counted as null, "absent": a result from before counting."""
     result = dict(method=method, dataset="tiny", model="cnn", seed=seed, epochs=1, profile="cpu",
-                  noise=dict(type="symmetric", mode="replace", rate=rate, realised_rate=rate),
+                  noise=dict(type=noise, mode="replace", rate=rate, realised_rate=rate if realised is None else realised),
                   test_accuracy=dict(last=last, best=last, best_epoch=1, selected=last, selected_epoch=1,
                                      selected_by="noisy-validation accuracy"),
                   memorisation_last=0.1, recovery_last=0.5, noise_auroc_last=0.5, stage1=None, wall_seconds=wall,
@@ -308,6 +315,29 @@ def test_cost_relative_to_sgd_by_hand(tmp_path):
     assert [line.split()[-3:] for line in sam.splitlines() if "×" in line] == [["×", "2.00×", "–"], ["×", "2.50×", "–"]]
 
 
+def test_the_papers_numbers_stand_only_beside_symmetric_noise_and_a_rateless_kind_is_named(tmp_path):
+    """Table 4 is symmetric noise: an asymmetric or CIFAR-10N cell gets no paper value, and a kind that fixes its own
+    labels (rate 0 in the grid) is headed by its name and its realised share of wrong labels, not by "0%"."""
+    for noise, rate, realised in (("asymmetric", 0.4, 0.2), ("cifar10n-worse", 0.0, 0.41)):
+        root = tmp_path / noise
+        for seed, last in enumerate([0.5, 0.6]):
+            write_result(root, "sgd", rate, seed, last, 10.0, (100, 100), noise=noise, realised=realised + seed / 100)
+            write_result(root, "sam", rate, seed, 0.7, 20.0, (200, 200), noise=noise, realised=realised + seed / 100)
+        rows = table.write_table(root)["rows"]
+        assert [(r["noise"], r["paper"], r["last_minus_paper"]) for r in rows] == [(noise, None, None)] * 2
+        md = (root / "table.md").read_text()
+        assert "Rows the paper quotes" not in md
+        heading = "40%" if noise == "asymmetric" else "cifar10n-worse, 42% wrong"  # realised 41% and 42%: mean 41.5
+        assert {r["column"] for r in rows} == {heading}
+        assert f"| method | {heading} |" in md and f"| {heading} | sam | 70.0 ± 0.0 | 2.00× | 2.00× |" in md
+        r = run("table", "--report", root, "--no-plot")
+        assert r.exit_code == 0 and "Table 4" not in r.stdout and "Δ" not in r.stdout, r.output
+        assert heading.split(",")[0] in r.stdout, r.output
+    [symmetric] = table.aggregate([dict(method="sam", rate=0.4, seed=0, result=json.loads(
+        (table.cell_dir(tmp_path / "asymmetric", "sam", 0.4, 0) / "result.json").read_text().replace("asymmetric", "symmetric")))])
+    assert symmetric["paper"] == table.paper_value("sam", 0.4)
+
+
 def test_pareto_front_by_hand():
     from noisysam.plot import pareto_front
 
@@ -323,7 +353,8 @@ def test_cost_plot(tmp_path):
     from noisysam.plot import cost_figure
 
     def row(method, rate, wall, last, std):
-        return dict(method=method, rate=rate, wall_vs_sgd=wall, last_mean=last, last_std=std)
+        return dict(method=method, rate=rate, noise="symmetric", column=f"{rate:.0%}", wall_vs_sgd=wall, last_mean=last,
+                    last_std=std)
 
     rows = [row("sgd", 0.4, 1.0, 60.0, 2.0), row("sgd", 0.6, 1.0, 40.0, 1.0),
             row("sam", 0.4, 2.1, 70.0, 1.0), row("sam", 0.6, 2.0, 55.0, None),  # one seed: no std
