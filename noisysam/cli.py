@@ -38,7 +38,7 @@ from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_is
 from noisysam.files import to_jsonable
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS
 from noisysam.models import MODELS
-from noisysam.noise import KINDS, RATED_KINDS, NoisyLabels, make as make_noise
+from noisysam.noise import KINDS, NoisyLabels, label as noise_label, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
 from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
 from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverged, chain, resolve_amp,
@@ -264,13 +264,6 @@ def _user_errors(on_interrupt: str) -> Iterator[None]:
         _fail(_message(e), 1)
 
 
-def _noise_label(noise: str, rate: float) -> str:
-    """"symmetric 40%"; the rate only for the kinds that use it (not cifar10n-*, none or a labels file)."""
-    if noise in RATED_KINDS:
-        return f"{noise} {rate:.0%}"
-    return Path(noise).name if noise.endswith(".npz") else noise
-
-
 def _progress(console: Console) -> Progress:
     """Progress lines: description, bar, done/total, elapsed, ETA, status. The speed behind the ETA is
     averaged over the last hour, so epochs of minutes still give one."""
@@ -319,7 +312,7 @@ class RunProgress(_Live):
             self.stages, self.epochs = info["stages"], info["epochs"]
             done = (info["stage"] - 1) * self.epochs + info["epoch"]
             history = info["history"]
-            label = f"{cfg.method} {_noise_label(cfg.noise, cfg.noise_rate)} seed {cfg.seed}"
+            label = f"{cfg.method} {noise_label(cfg.noise, cfg.noise_rate)} seed {cfg.seed}"
             self.tasks = (p.add_task(label, total=self.stages * self.epochs, completed=done,
                                      status=_status(history[-1]) if history else ""),
                           p.add_task("  batches", total=info["batches"], status=""))

@@ -24,6 +24,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Union
 
@@ -44,6 +45,7 @@ __all__ = [
     "asymmetric",
     "cifar10n",
     "from_transition",
+    "label",
     "make",
     "pairflip",
     "symmetric",
@@ -67,6 +69,13 @@ KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple
 
 #: The kinds whose rate is a parameter; the others (none, cifar10n-*, a labels file) fix their own labels.
 RATED_KINDS: tuple[str, ...] = ("symmetric", "asymmetric", "pairflip")
+
+def label(kind: str, rate: float) -> str:
+    """"symmetric 40%"; the rate only for the kinds that take one (not cifar10n-*, none or a labels file)."""
+    if kind in RATED_KINDS:
+        return f"{kind} {rate:.0%}"
+    return Path(kind).name if kind.endswith(".npz") else kind
+
 
 #: The most classes a dataset or labels may have: every run keeps and records dense K x K matrices (the
 #: realised transition T, confusion matrices), so K is bounded before any is allocated. 1000 covers

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from noisysam.files import CONFIG_SCHEMA, atomic_write, read_json, read_jsonl
-from noisysam.noise import RATED_KINDS
+from noisysam.noise import RATED_KINDS, label as noise_label
 from noisysam.table import PAPER_RATES, PAPER_TABLE4
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def run_figure(run_dir: Union[str, Path]) -> Figure:
         if (run_dir / "config.json").exists() else {}
     title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
     if config:
-        title += f"; {config.get('noise')} noise {config.get('noise_rate', 0):.0%}, seed {config.get('seed')}"
+        title += f"; {noise_label(str(config.get('noise')), config.get('noise_rate', 0))} noise, seed {config.get('seed')}"
     ax.set(xlabel="epoch" + (" (both stages)" if stage_starts else ""), ylabel="%", ylim=(0, 100), title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

@@ -362,3 +362,9 @@ def test_cifar10n_checks_the_dataset(mini):
         noise.cifar10n(mini, "best")
     with pytest.raises(ValueError, match="dataset"):
         noise.make("cifar10n-aggre", mini.y_train)
+
+
+def test_a_noise_label_names_the_rate_only_for_kinds_that_take_one():
+    assert noise.label("symmetric", 0.4) == "symmetric 40%" and noise.label("pairflip", 0.45) == "pairflip 45%"
+    assert noise.label("cifar10n-worse", 0.0) == "cifar10n-worse" and noise.label("none", 0.0) == "none"
+    assert noise.label("/data/run/labels.npz", 0.3) == "labels.npz"
