@@ -35,7 +35,7 @@ mixup-sam           alpha=1.0, rho=0.05, p=2.0, adaptive=False, m=None
 asam                rho=0.5, p=2.0, m=None, normalisation="paper" (eta=0.01) | "davda54"
 gce                 q=0.7
 label-smoothing     eps=0.1
-looksam             rho=0.05, k=5, alpha=0.7                 (LookSAM, arXiv 2203.02714)
+looksam             rho=0.05, k=5, alpha=0.1                 (LookSAM, arXiv 2203.02714)
 random-sam          p=0.5, p_start=None, rho=0.05            (RST, arXiv 2203.09962)
 ae-sam              c=0.0, c_start=None, delta=0.9, warmup=10, rho=0.05   (AE-SAM, arXiv 2304.14647)
 momentum-sam        rho=0.05                                 (MSAM, arXiv 2401.12033)
