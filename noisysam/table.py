@@ -135,13 +135,14 @@ def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: 
 
 def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
     """The run of one cell: ``config`` with the cell's method, noise rate, seed, directory and ``params``.
-    ``rho`` and ``mixup_alpha`` go to the cells whose method takes them (None, the rule, elsewhere): one option
-    set serves a grid of methods. ``rho`` None: the profile's radius for plain SAM's ball (e.g. the paper's 0.1 /
+    ``rho``, ``mixup_alpha`` and each of ``method_params`` go to the cells whose method takes them (None, the rule,
+    elsewhere): one option set serves a grid of methods (``sgd,sam`` with ``m=16``). ``rho`` None: the profile's radius for plain SAM's ball (e.g. the paper's 0.1 /
     0.05 at 80%), asam its own. A cell's parameter named in METHOD_FIELDS sets that field, any other goes into
     ``method_params``; one that ``config`` sets too is refused (ValueError), so no value silently wins."""
     unused = {name: None for name, param in METHOD_FIELDS.items() if not takes_param(cell.method, param)}
+    taken = {name: value for name, value in config.method_params.items() if takes_param(cell.method, name)}
     config = dataclasses.replace(config, method=cell.method, noise_rate=cell.rate, seed=cell.seed,
-                                 out=str(cell.dir), resume=True, **unused)
+                                 out=str(cell.dir), resume=True, method_params=taken, **unused)
     params = dict(cell.params)
     twice = sorted(name for name in params if (getattr(config, name) if name in METHOD_FIELDS
                                                 else config.method_params.get(name)) is not None)
@@ -154,10 +155,12 @@ def cell_config(config: TrainConfig, cell: Cell) -> TrainConfig:
 
 
 def _check_grid_takes_options(config: TrainConfig, cells: list[Cell]) -> None:
-    """A ``rho`` / ``mixup_alpha`` that no method of the grid takes is refused (cell_config drops it per cell)."""
+    """A ``rho`` / ``mixup_alpha`` / method parameter that no method of the grid takes is refused (cell_config
+    drops it per cell)."""
     methods = sorted({cell.method for cell in cells})
-    for name, param in METHOD_FIELDS.items():
-        value = getattr(config, name)
+    given = {**{name: (param, getattr(config, name)) for name, param in METHOD_FIELDS.items()},
+             **{name: (name, value) for name, value in config.method_params.items()}}
+    for name, (param, value) in given.items():
         if value is not None and not any(takes_param(m, param) for m in methods):
             raise ValueError(f"{name} is given ({value}) but no method of the grid {methods} takes {param}")
 

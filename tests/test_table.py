@@ -166,11 +166,11 @@ def test_bad_grid_options_exit_2_before_writing(tiny_npz, tmp_path):
     assert r.exit_code == 2 and "no finished runs" in r.stderr
 
 
-def test_a_method_parameter_some_methods_reject_fails_before_any_cell_trains(tiny_npz, tmp_path):
+def test_a_method_parameter_no_method_of_the_grid_takes_fails_before_any_cell_trains(tiny_npz, tmp_path):
     root = tmp_path / "grid"
-    r = run("table", "--dataset", tiny_npz, "--methods", "sam,sgd", "--rates", "0.2", "--seeds", "0", "--out", root,
+    r = run("table", "--dataset", tiny_npz, "--methods", "mixup,sgd", "--rates", "0.2", "--seeds", "0", "--out", root,
             "--method-param", "m=8", *TINY)
-    assert r.exit_code == 2 and "method 'sgd' accepts parameters" in r.stderr and r.stderr.count("\n") == 1
+    assert r.exit_code == 2 and "m is given (8) but no method of the grid" in r.stderr and r.stderr.count("\n") == 1
     assert not root.exists()
 
 
@@ -211,7 +211,7 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
     assert cell.finished
 
 
-def test_rho_and_alpha_go_to_the_cells_whose_method_takes_them(tmp_path):
+def test_rho_alpha_and_method_params_go_to_the_cells_whose_method_takes_them(tmp_path):
     from noisysam.train import TrainConfig, build_method
 
     cells = table.grid(tmp_path / "grid", ["sgd", "asam", "mixup", "mixup-sam"], [0.4], [0])
@@ -219,9 +219,14 @@ def test_rho_and_alpha_go_to_the_cells_whose_method_takes_them(tmp_path):
     built = {c.method: build_method(table.cell_config(config, c).resolved()).params for c in cells}
     assert built == {"sgd": {}, "asam": get_method("asam", rho=0.2).params, "mixup": {"alpha": 8.0},
                      "mixup-sam": get_method("mixup-sam", rho=0.2, alpha=8.0).params}
-    for option, methods in ((dict(rho=0.2), ["sgd", "mixup"]), (dict(mixup_alpha=8.0), ["sgd", "sam", "asam"])):
+    with_m = {c.method: build_method(table.cell_config(TrainConfig(rho=0.2, method_params={"m": 16}), c).resolved())
+              .params for c in table.grid(tmp_path / "grid", ["sgd", "sam"], [0.4], [0])}
+    assert with_m == {"sgd": {}, "sam": get_method("sam", rho=0.2, m=16).params}
+    for option, methods in ((dict(rho=0.2), ["sgd", "mixup"]), (dict(mixup_alpha=8.0), ["sgd", "sam", "asam"]),
+                            (dict(method_params={"m": 16}), ["sgd", "mixup"])):
         grid = table.grid(tmp_path / "grid", methods, [0.4], [0])
-        with pytest.raises(ValueError, match=f"{next(iter(option))} is given .* but no method of the grid"):
+        name = next(iter(option.get("method_params", option)))
+        with pytest.raises(ValueError, match=f"{name} is given .* but no method of the grid"):
             table.run_grid(grid, TrainConfig(**option))
     assert not (tmp_path / "grid").exists()
 
