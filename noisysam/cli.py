@@ -720,7 +720,7 @@ def _train_grid(console: Console, cells: list[grid.Cell], config: TrainConfig, e
     def finished(cell: grid.Cell, summary: dict, skipped: bool) -> None:
         acc = summary["test_accuracy"]
         how = "already finished" if skipped else f"{summary['wall_seconds']:.0f} s"
-        progress.report(cell.label(), f"last {_pct(acc['last'])}, selected {_pct(acc['selected'])} ({how})")
+        progress.report(cell.label(config.noise), f"last {_pct(acc['last'])}, selected {_pct(acc['selected'])} ({how})")
         if plot and not skipped:
             _plot(progress.progress.console, _plot_run, str(cell.dir))
         if tensorboard and skipped and not (cell.dir / TENSORBOARD_DIR).exists():  # finished without the logger

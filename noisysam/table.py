@@ -39,7 +39,7 @@ from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, W
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
 from noisysam.methods import takes_param
 from noisysam.models import get_model
-from noisysam.noise import RATED_KINDS
+from noisysam.noise import RATED_KINDS, label as noise_label
 from noisysam.train import METHOD_FIELDS, Callback, TrainConfig, build_method, config_diff, saved_config
 
 #: Noise rates of the paper's table.
@@ -103,9 +103,11 @@ class Cell:
         """The finished cell's result.json, checked to hold what ``schema`` says (the table's keys; FileFormatError if not)."""
         return read_json(self.dir / "result.json", schema, "run result")
 
-    def label(self) -> str:
+    def label(self, noise: str = "symmetric") -> str:
+        """``sam rho=0.05 60% seed 0``; under a ``noise`` kind that takes no rate its name instead of the rate."""
         params = f" {params_name(self.params)}" if self.params else ""
-        return f"{self.method}{params} {self.rate:.0%} seed {self.seed}"
+        where = f"{self.rate:.0%}" if noise in RATED_KINDS else noise_label(noise, self.rate)
+        return f"{self.method}{params} {where} seed {self.seed}"
 
 
 def params_name(params: Iterable[tuple[str, Any]]) -> str:
@@ -237,7 +239,7 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
             with run_lock(cell.dir):
                 pass
         stages = 2 if getattr(method, "relabel", False) else 1  # relabel-and-retrain trains twice
-        jobs[cell] = Job(c, resolved.epochs * stages, cell.label(), callback)
+        jobs[cell] = Job(c, resolved.epochs * stages, cell.label(c.noise), callback)
     summaries = {}
     for cell in cells:  # a finished cell's result is checked before anything trains
         if cell.finished:

@@ -410,3 +410,12 @@ def test_a_tiny_grid_counts_sam_at_twice_sgds_passes(tiny_npz, tmp_path):
     assert rows["sam"]["passes_mean"] == 4 * result["sam"]["train_steps"]
     assert rows["sam"]["passes_vs_sgd"] == 2.0 and rows["sgd"]["passes_vs_sgd"] == 1.0
     assert rows["sam"]["wall_vs_sgd"] == pytest.approx(result["sam"]["wall_seconds"] / result["sgd"]["wall_seconds"])
+
+
+def test_a_cells_label_names_a_noise_kind_that_takes_no_rate_instead_of_its_rate(tmp_path):
+    [cell] = table.grid(tmp_path, ["sam"], [0.0], [1], combos=({"m": 16},))
+    assert cell.label() == "sam m=16 0% seed 1"
+    assert cell.label("cifar10n-worse") == "sam m=16 cifar10n-worse seed 1"
+    assert cell.label(str(tmp_path / "mine.npz")) == "sam m=16 mine.npz seed 1"
+    [cell] = table.grid(tmp_path, ["sgd"], [0.4], [0])
+    assert cell.label("asymmetric") == "sgd 40% seed 0"
