@@ -127,7 +127,7 @@ _OPTIONS: dict[str, Callable] = {
     "rho": click.option("--rho", type=_click_type("rho"),
                         help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
                              "from --profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, "
-                             "as in the paper; the others their own (asam 0.5, momentum-sam and sam-on 0.05)]. An "
+                             "as in the paper; the others their own (asam, momentum-sam and sam-on 0.5)]. An "
                              "error for a method without a radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=_click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "

@@ -38,8 +38,8 @@ label-smoothing     eps=0.1
 looksam             rho=0.05, k=5, alpha=0.1                 (LookSAM, arXiv 2203.02714)
 random-sam          p=0.5, p_start=None, rho=0.05            (RST, arXiv 2203.09962)
 ae-sam              c=0.0, c_start=None, delta=0.9, warmup=10, rho=0.05   (AE-SAM, arXiv 2304.14647)
-momentum-sam        rho=0.05                                 (MSAM, arXiv 2401.12033)
-sam-on              rho=0.05                                 (SAM-ON, arXiv 2306.04226)
+momentum-sam        rho=0.5                                  (MSAM, arXiv 2401.12033)
+sam-on              rho=0.5                                  (SAM-ON, arXiv 2306.04226)
 norm-penalty        weight=1e-2, feature=1e-3                (Baek et al., arXiv 2405.03676)
 ==================  ==========================================================================
 """

@@ -421,7 +421,7 @@ def test_variants_with_sams_ball_take_the_profiles_radius_the_others_keep_their_
     for method in ("looksam", "random-sam", "ae-sam"):
         assert build_method(TrainConfig(method=method).resolved(), labels).params["rho"] == PROFILES["cpu"]["rho"]
     for method in ("momentum-sam", "sam-on"):
-        assert build_method(TrainConfig(method=method).resolved(), labels).params["rho"] == 0.05
+        assert build_method(TrainConfig(method=method).resolved(), labels).params["rho"] == 0.5
         assert build_method(TrainConfig(method=method, rho=0.3).resolved(), labels).params["rho"] == 0.3
     with pytest.raises(ValueError, match="takes no rho"):
         TrainConfig(method="norm-penalty", rho=0.1).resolved()
