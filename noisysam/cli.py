@@ -36,7 +36,7 @@ from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
 from noisysam.files import to_jsonable
-from noisysam.methods import METHODS, SAM_RADIUS_METHODS
+from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, label as noise_label, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
@@ -46,6 +46,10 @@ from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverg
 
 _DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
+# The --rho help's defaults, read from where they are declared (the profiles and each method's factory).
+_PROFILE_RHO = ", ".join(f"{name} {profile['rho']}" for name, profile in PROFILES.items())
+_OWN_RHO = ", ".join(f"{name} {default_param(name, 'rho')}" for name in sorted(METHODS)
+                     if name not in SAM_RADIUS_METHODS and default_param(name, "rho") is not None)
 
 
 def _json_value(text: str) -> Any:
@@ -126,9 +130,9 @@ _OPTIONS: dict[str, Callable] = {
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=_click_type("rho"),
                         help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
-                             "from --profile (cpu 0.07, paper 0.1), halved when the labels' noise rate is 80% or more, "
-                             "as in the paper; the others their own (asam, momentum-sam and sam-on 0.5)]. An "
-                             "error for a method without a radius."),
+                             f"from --profile ({_PROFILE_RHO}), halved when the labels' noise rate is 80% or more, "
+                             f"as in the paper; the others their own ({_OWN_RHO})]. An error for a method without a "
+                             "radius."),
     "mixup_alpha": click.option("--mixup-alpha", type=_click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),
