@@ -394,7 +394,8 @@ class MomentumSAMUpdate:
     perturbed point (the only one computed). Needs momentum > 0; the buffer (torch's SGD, weight
     decay included) is the optimizer's state. Its ball is not SAM's, so a profile's SAM radius does not
     apply: ``rho=0.5`` is the choice of ``noisysam sweep`` over {0.1, 0.3, 0.5, 0.7, 1, 3} at 60% noise
-    (CPU profile, clean validation split); SAM's 0.05 memorised every wrong label there, as SGD does.
+    (CPU profile, clean validation split, seed 0), measured over 3 seeds; SAM's 0.05 memorised every wrong
+    label there, as SGD does. The window is narrow: adding 0.4 and 0.6 moves the seed-0 choice to 0.4.
     """
 
     rho: float = 0.5
