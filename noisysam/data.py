@@ -400,7 +400,7 @@ class Loader:
             x = self.images[idx]
             if self.augment:
                 sl = slice(start, start + idx.shape[0])
-                x = self._crop_flip(x, offsets[sl], flips[sl], rows_h, cols_w)
+                x = crop_flip(x, offsets[sl], flips[sl], self.PADDING)
             x = (x.float().div_(255) - self._mean).div_(self._std)
             if self.augment and self.cutout:
                 x = x.masked_fill(self._cutout_mask(centres[start:start + idx.shape[0]], rows_h, cols_w), 0.0)
@@ -408,25 +408,38 @@ class Loader:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx], idx
 
-    def _crop_flip(self, x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, rows_h: torch.Tensor,
-                   cols_w: torch.Tensor) -> torch.Tensor:
-        """Per-sample crop of the zero-padded batch, flipped where ``flips``, in one gather; equivalent to
-        ``for b: out[b] = padded[b, :, oy:oy+H, ox:ox+W]`` then ``out[b].flip(-1)`` if ``flips[b]``."""
-        pad = self.PADDING
-        padded = F.pad(x, (pad, pad, pad, pad))
-        cols = torch.where(flips[:, None], cols_w.flip(0)[None, :], cols_w[None, :])
-        rows = offsets[:, :1] + rows_h[None, :]          # (B, H)
-        cols = offsets[:, 1:] + cols                     # (B, W)
-        batch = torch.arange(x.shape[0], device=x.device)[:, None, None, None]
-        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
-
     def _cutout_mask(self, centres: torch.Tensor, rows_h: torch.Tensor, cols_w: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) bool mask, True inside each sample's cutout square [c - s//2, c - s//2 + s)."""
         lo = centres - self.cutout // 2
         inside_r = (rows_h[None, :] >= lo[:, :1]) & (rows_h[None, :] < lo[:, :1] + self.cutout)
         inside_c = (cols_w[None, :] >= lo[:, 1:]) & (cols_w[None, :] < lo[:, 1:] + self.cutout)
         return (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(1)
+
+
+def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int,
+              mode: str = "constant") -> torch.Tensor:
+    """Per-sample crop of the batch ``x`` (B, C, H, W) padded by ``padding`` pixels (``mode`` as
+    ``torch.nn.functional.pad``: "constant" pads zeros, "reflect" mirrors), flipped horizontally where ``flips``
+    (B,) is True, in one gather; ``offsets`` (B, 2) are each crop's top-left corner in the padded image.
+    Equivalent to ``for b: out[b] = padded[b, :, oy:oy+H, ox:ox+W]``, then ``out[b].flip(-1)`` if ``flips[b]``."""
+    _, _, h, w = x.shape
+    rows_h, cols_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    padded = F.pad(x, (padding,) * 4, mode=mode)
+    cols = torch.where(flips[:, None], cols_w.flip(0)[None, :], cols_w[None, :])
+    rows = offsets[:, :1] + rows_h[None, :]          # (B, H)
+    cols = offsets[:, 1:] + cols                     # (B, W)
+    batch = torch.arange(x.shape[0], device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """One random view of each image of a normalised batch: a crop of the ``padding``-px reflect-padded image and a
+    horizontal flip with probability 1/2 (reflect padding needs no mean colour); draws from the CPU ``generator``:
+    offsets ``randint(0, 2 * padding + 1, (B, 2))``, then flips ``rand(B) < 0.5``."""
+    offsets = torch.randint(0, 2 * padding + 1, (x.shape[0], 2), generator=generator).to(x.device)
+    flips = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return crop_flip(x, offsets, flips, padding, mode="reflect")
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
