@@ -36,13 +36,14 @@ from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
 from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
 from noisysam.files import to_jsonable
+from noisysam.learner import LearnerMethod
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param
 from noisysam.models import MODELS
 from noisysam.noise import KINDS, NoisyLabels, label as noise_label, make as make_noise
 from noisysam.params import Interval, InvalidParameterError, Options
 from noisysam.tensorboard import LOG_DIR as TENSORBOARD_DIR, TensorBoardLogger, log_finished_run
-from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverged, chain, resolve_amp,
-                            resolve_device, saved_config, train)
+from noisysam.train import (CONFIG_PARAMS, PROFILES, TrainConfig, TrainingDiverged, build_method, chain,
+                            resolve_amp, resolve_device, saved_config, train)
 
 _DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
@@ -538,6 +539,9 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
             given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
             data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
         if nproc and nproc > 1:
+            if isinstance(build_method(config.resolved()), LearnerMethod):
+                raise click.UsageError(f"method {config.method!r} keeps per-sample state or trains several networks: "
+                                       "it trains in one process, without --nproc")
             summary, run_dir = _launch(nproc, config, threads, tensorboard)
         else:
             with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:

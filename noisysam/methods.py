@@ -41,7 +41,18 @@ ae-sam              c=0.0, c_start=None, delta=0.9, warmup=10, rho=0.05   (AE-SA
 momentum-sam        rho=0.5                                  (MSAM, arXiv 2401.12033)
 sam-on              rho=0.5                                  (SAM-ON, arXiv 2306.04226)
 norm-penalty        weight=1e-2, feature=1e-3                (Baek et al., arXiv 2405.03676)
+elr                 beta=0.7, lam=3.0                        (ELR, arXiv 2007.00151; noisysam.elr)
+co-teaching         tau=None (the labels' noise rate), tk=10  (arXiv 1804.06872; noisysam.coteaching)
+dividemix           warmup=10, lambda_u=25.0, temperature=0.5, alpha=4.0, threshold=0.5
+                                                             (arXiv 2002.07394; noisysam.dividemix)
+elr-sam             elr's parameters, rho=None, update="sam" | "momentum-sam"
+co-teaching-sam     co-teaching's parameters, rho=None, update="sam" | "momentum-sam"
+dividemix-sam       dividemix's parameters, rho=None, update="sam" | "momentum-sam"
 ==================  ==========================================================================
+
+The last six train through a :class:`noisysam.learner.Learner` (per-sample state, two networks). Their
+``-sam`` forms take the update of SAM (rho None: the profile's SAM radius, as for sam) or, with
+``update="momentum-sam"``, momentum-SAM's one-pass update (rho None: its own 0.5).
 """
 
 from __future__ import annotations
@@ -58,6 +69,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from noisysam import variants
+from noisysam.coteaching import CoTeaching
+from noisysam.dividemix import DivideMix
+from noisysam.elr import ELR
+from noisysam.learner import LearnerMethod
 from noisysam.variants import LossFn, Targets
 from noisysam.params import Boolean, HasAttrs, Interval, Options, Text, validate_params, validate_with
 from noisysam.sam import SAM, sam_step
@@ -77,6 +92,8 @@ __all__ = [
     "SGDUpdate",
     "SAMUpdate",
     "SAM_RADIUS_METHODS",
+    "NOISE_RATE_METHODS",
+    "SAM_UPDATES",
     "ASAM_NORMALISATIONS",
     "takes_param",
     "default_param",
@@ -101,6 +118,14 @@ METHOD_PARAMS = dict(
     normalisation=Options(ASAM_NORMALISATIONS),
     q=Interval(float, 0, 1, closed="right"),
     eps=Interval(float, 0, 1, closed="left"),
+    lam=Interval(float, 0),
+    tau=Interval(float, 0, 1, closed="left"),
+    tk=Interval(int, 1),
+    warmup=Interval(int, 0),
+    lambda_u=Interval(float, 0),
+    temperature=Interval(float, 0, closed="neither"),
+    threshold=Interval(float, 0, 1, closed="neither"),
+    update=Options(("sam", "momentum-sam")),
 )
 _checked = validate_with(METHOD_PARAMS)
 
@@ -417,7 +442,7 @@ class RelabelAndRetrain:
         return self.base.train_step(model, optimizer, x, y, idx, generator=generator, scaler=scaler)
 
 
-AnyMethod = Union[Method, RelabelAndRetrain]
+AnyMethod = Union[Method, RelabelAndRetrain, LearnerMethod]
 
 BOOTSTRAP_BETA = {"soft": 0.95, "hard": 0.8}  # Reed et al.'s values (their Section 4)
 
@@ -506,6 +531,58 @@ def _bootstrap_sam(
     return _with_bootstrap("bootstrap-sam", _sam(rho, p, adaptive, m), mode, beta)
 
 
+#: The update rules a field method's ``-sam`` form may take, by its ``update`` parameter.
+SAM_UPDATES = {"sam": SAMUpdate, "momentum-sam": variants.MomentumSAMUpdate}
+
+
+def _sam_update(update: str, rho: float | None) -> UpdateRule:
+    """SAM's update rule or momentum-SAM's, at ``rho`` (None: the rule's own default radius)."""
+    rule = SAM_UPDATES[update]
+    return rule() if rho is None else rule(rho=rho)
+
+
+def _sam_params(rule: UpdateRule, update: str) -> dict[str, Any]:
+    return {"rho": rule.rho, "update": update}  # type: ignore[attr-defined]
+
+
+@_checked
+def _elr(beta: float = 0.7, lam: float = 3.0) -> ELR:
+    return ELR("elr", SGDUpdate(), beta, lam, params={"beta": beta, "lam": lam})
+
+
+@_checked
+def _elr_sam(beta: float = 0.7, lam: float = 3.0, rho: float | None = None, update: str = "sam") -> ELR:
+    rule = _sam_update(update, rho)
+    return ELR("elr-sam", rule, beta, lam, params={"beta": beta, "lam": lam, **_sam_params(rule, update)})
+
+
+@_checked
+def _co_teaching(tau: float | None = None, tk: int = 10) -> CoTeaching:
+    return CoTeaching("co-teaching", SGDUpdate(), tau, tk, params={"tau": tau, "tk": tk})
+
+
+@_checked
+def _co_teaching_sam(tau: float | None = None, tk: int = 10, rho: float | None = None,
+                     update: str = "sam") -> CoTeaching:
+    rule = _sam_update(update, rho)
+    return CoTeaching("co-teaching-sam", rule, tau, tk, params={"tau": tau, "tk": tk, **_sam_params(rule, update)})
+
+
+@_checked
+def _dividemix(warmup: int = 10, lambda_u: float = 25.0, temperature: float = 0.5, alpha: float = 4.0,
+               threshold: float = 0.5) -> DivideMix:
+    params = dict(warmup=warmup, lambda_u=lambda_u, temperature=temperature, alpha=alpha, threshold=threshold)
+    return DivideMix("dividemix", SGDUpdate(), params=params, **params)
+
+
+@_checked
+def _dividemix_sam(warmup: int = 10, lambda_u: float = 25.0, temperature: float = 0.5, alpha: float = 4.0,
+                   threshold: float = 0.5, rho: float | None = None, update: str = "sam") -> DivideMix:
+    params = dict(warmup=warmup, lambda_u=lambda_u, temperature=temperature, alpha=alpha, threshold=threshold)
+    rule = _sam_update(update, rho)
+    return DivideMix("dividemix-sam", rule, params={**params, **_sam_params(rule, update)}, **params)
+
+
 MethodFactory = Callable[..., AnyMethod]
 
 METHODS: dict[str, MethodFactory] = {
@@ -519,13 +596,24 @@ METHODS: dict[str, MethodFactory] = {
     "asam": _asam,
     "gce": _gce,
     "label-smoothing": _label_smoothing,
+    "elr": _elr,
+    "elr-sam": _elr_sam,
+    "co-teaching": _co_teaching,
+    "co-teaching-sam": _co_teaching_sam,
+    "dividemix": _dividemix,
+    "dividemix-sam": _dividemix_sam,
 }
 
 
 #: The methods whose ``rho`` is the radius of plain SAM's ball, so that a radius tuned for SAM (a training
 #: profile's) applies to them. Every other method that takes a ``rho`` (asam: a ball scaled by |w|, radius
 #: 0.5) keeps its own default unless the user sets one.
-SAM_RADIUS_METHODS: set[str] = {"sam", "bootstrap-sam", "mixup-sam"}
+SAM_RADIUS_METHODS: set[str] = {"sam", "bootstrap-sam", "mixup-sam", "elr-sam", "co-teaching-sam", "dividemix-sam"}
+
+
+#: The methods whose ``tau`` is the labels' noise rate (Co-teaching's forget rate): the trainer fills it from the
+#: labels when it is not given (:func:`noisysam.train.build_method`).
+NOISE_RATE_METHODS: set[str] = {"co-teaching", "co-teaching-sam"}
 
 
 @validate_params(dict(name=Text(), factory=HasAttrs("__call__", description="a callable"), overwrite=Boolean(),

@@ -373,6 +373,7 @@ def aggregate(cells: list[dict]) -> list[dict]:
                              best_mean=best, best_std=best_std, paper=paper,
                              last_minus_paper=_diff(last, paper), selected_minus_paper=_diff(selected, paper),
                              memorisation_last_mean=memorisation, realised_noise_rate_mean=realised,
+                             networks=max(c["result"].get("networks", 1) for c in group),
                              passes_mean=_mean_of_all([_passes(c["result"]) for c in group]),
                              wall_seconds_mean=_mean_of_all([c["result"].get("wall_seconds") for c in group])))
     sgd = {r["rate"]: r for r in rows if r["method"] == "sgd"}
@@ -410,7 +411,8 @@ def fmt_ratio(ratio: Optional[float]) -> str:
 
 #: What the cost columns mean (table.md's Cost section and table.json).
 COST_NOTE = ("Training passes: forward + backward passes of the model in batch equivalents (a step on one batch "
-             "costs SGD 1 + 1, SAM 2 + 2; evaluation not counted); wall: seconds of the whole run (training, per-epoch "
+             "costs SGD 1 + 1, SAM 2 + 2; a method training several networks counts every network's, so it costs at "
+             "least networks x SGD; evaluation not counted); wall: seconds of the whole run (training, per-epoch "
              "evaluation, checkpoints); both the mean over seeds, and relative to sgd's at the same noise rate in the "
              "same grid (a ratio of means); missing (–, null) where the grid has no sgd at that rate or a run "
              "predates pass counting")
@@ -419,13 +421,13 @@ COST_NOTE = ("Training passes: forward + backward passes of the model in batch e
 def _cost_section(rows: list[dict]) -> str:
     """table.md's Cost section: per noise rate, each method's last-epoch accuracy beside its cost relative to SGD."""
     value = lambda v, spec: "–" if v is None else format(v, spec)
-    body = "".join(f"| {r['column']} | {r['method']} | {fmt(r['last_mean'], r['last_std'])} | "
+    body = "".join(f"| {r['column']} | {r['method']} | {r['networks']} | {fmt(r['last_mean'], r['last_std'])} | "
                    f"{fmt_ratio(r['passes_vs_sgd'])} | {fmt_ratio(r['wall_vs_sgd'])} | "
                    f"{value(r['passes_mean'], '.0f')} | {value(r['wall_seconds_mean'], '.1f')} |\n"
                    for r in sorted(rows, key=lambda r: r["rate"]))  # stable: methods stay in table order
     return ("## Cost: training passes and wall time relative to SGD\n\n" + COST_NOTE + ".\n\n"
-            "| noise | method | last epoch (%) | passes ×SGD | wall ×SGD | passes | wall (s) |\n"
-            "|---|---|---|---|---|---|---|\n" + body)
+            "| noise | method | networks | last epoch (%) | passes ×SGD | wall ×SGD | passes | wall (s) |\n"
+            "|---|---|---|---|---|---|---|---|\n" + body)
 
 
 def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[dict] = None) -> str:
@@ -478,7 +480,7 @@ def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[di
 
 CSV_COLUMNS = ("method", "noise", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
                "best_std", "paper", "last_minus_paper", "selected_minus_paper", "memorisation_last_mean",
-               "realised_noise_rate_mean", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd")
+               "realised_noise_rate_mean", "networks", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd")
 
 
 def render_csv(rows: list[dict]) -> str:

@@ -39,9 +39,11 @@ from torch import nn
 from noisysam import __version__
 from noisysam import distributed
 from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
+from noisysam.learner import EpochInfo, Learner, LearnerMethod
 from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
                             run_lock, save_checkpoint, write_json, write_jsonl)
-from noisysam.methods import METHOD_PARAMS, METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
+from noisysam.methods import (METHOD_PARAMS, METHODS, NOISE_RATE_METHODS, SAM_RADIUS_METHODS, SAM_UPDATES, default_param,
+                              get_method, takes_param)
 from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models import MODELS, get_model
 from noisysam.noise import KINDS, NoisyLabels, make as make_noise
@@ -95,11 +97,15 @@ def method_radius(cfg: "TrainConfig", labels: Optional[NoisyLabels]) -> Optional
     given = cfg.method_params.get("rho", cfg.rho)
     if given is not None:
         return dict(value=given, source="user")
-    if cfg.method in SAM_RADIUS_METHODS:
+    update = cfg.method_params.get("update", "sam")  # a field method's -sam form may take momentum-SAM's update
+    if cfg.method in SAM_RADIUS_METHODS and update == "sam":
         rate, kind = (cfg.noise_rate, "config") if labels is None else labels_rate(labels)
         return dict(value=profile_rho(cfg.profile, rate), source="profile", profile=cfg.profile, noise_rate=rate,
                     rate=kind)
-    return dict(value=default_param(cfg.method, "rho"), source="method default")
+    default = default_param(cfg.method, "rho")
+    if default is None and update in SAM_UPDATES:  # an unknown update is refused by the method's factory
+        default = SAM_UPDATES[update]().rho
+    return dict(value=default, source="method default")
 
 
 _COUNT = [Interval(int, 1), None]  # None: from the profile
@@ -327,17 +333,20 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def predict(model: nn.Module, loader: Loader, dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: Union[nn.Module, Learner], loader: Loader,
+            dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted class and per-sample cross-entropy against the loader's labels, in loader order (CPU)."""
     pred, loss, _ = predict_margins(model, loader, dtype)
     return pred, loss
 
 
 @torch.no_grad()
-def predict_margins(model: nn.Module, loader: Loader,
+def predict_margins(model: Union[nn.Module, Learner], loader: Loader,
                     dtype: Optional[torch.dtype]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`predict` and each sample's margin: the logit of its label minus the largest other logit
-    (Pleiss et al., arXiv 2001.10528, Eq. 1), in loader order (CPU)."""
+    (Pleiss et al., arXiv 2001.10528, Eq. 1), in loader order (CPU). ``model`` may be a run's
+    :class:`~noisysam.learner.Learner`: its method's prediction (for DivideMix, the log of the networks' mean
+    softmax, so its margins are log-probability margins)."""
     model.eval()
     preds, losses, margins = [], [], []
     for x, y, _ in loader:
@@ -355,21 +364,23 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 class PassCounter:
-    """Counts a model's forward and backward passes while in its ``with`` block, in batch equivalents:
+    """Counts the forward and backward passes of one or more models while in its ``with`` block, in batch
+    equivalents (a two-network method's step costs each network's passes):
     a forward call on n of the step's ``batch`` samples adds n / batch (an m-sharpness chunk counts
     its share), and the backward through that call's output adds the same when its gradient is
     computed (for a model that returns a tensor; other outputs count forward calls only). Shapes only,
     so no device synchronisation. Set ``batch`` before each step."""
 
-    def __init__(self, model: nn.Module):
-        self.model, self.batch, self.forward, self.backward = model, 1, 0.0, 0.0
+    def __init__(self, *models: nn.Module):
+        self.models, self.batch, self.forward, self.backward = models, 1, 0.0, 0.0
 
     def __enter__(self) -> "PassCounter":
-        self._handle = self.model.register_forward_hook(self._count)
+        self._handles = [model.register_forward_hook(self._count) for model in self.models]
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
     def _count(self, module: nn.Module, args: tuple, output: Any) -> None:
         share = args[0].shape[0] / self.batch
@@ -413,10 +424,39 @@ class _Run:
         return 2 if getattr(self.method, "relabel", False) else 1
 
     def build(self, stage: int, train_labels: np.ndarray) -> None:
-        """A fresh model, optimizer and training loader for ``stage`` (1, or 2 for relabel-and-retrain)."""
+        """A fresh learner (its networks, optimizers and per-sample state) and training loader for ``stage`` (1, or
+        2 for relabel-and-retrain)."""
+        cfg = self.cfg
+        models, nets, optimizers = [], [], []
+        for k in range(getattr(self.method, "networks", 1)):
+            model, net = self.dist.wrap(self._network(stage, k))  # net: what the steps train through (DDP)
+            models.append(model)
+            nets.append(net)
+            # Named, so that a method can tell weights from biases (asam's paper normalisation).
+            optimizers.append(self.method.make_optimizer(model.named_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov))
+        state = (self.method.init_state(len(self.train_idx), self.dataset.num_classes, self.device)
+                 if isinstance(self.method, LearnerMethod) else {})
+        self.learner = Learner(self.method, models, nets, optimizers, state)
+        self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
+                             augment=cfg.augment, cutout=cfg.cutout, seed=derive_seed(cfg.seed, _LOADER, stage),
+                             device=self.device, channels_last=cfg.channels_last, **self.norm)
+        self.stage = stage
+
+    @property
+    def model(self) -> nn.Module:
+        return self.learner.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.learner.optimizer
+
+    def _network(self, stage: int, k: int) -> nn.Module:
+        """Network ``k`` (from 0) of ``stage``, initialised from its own seed (network 0's is the one-network
+        runs' seed), on the run's device, checked by :meth:`_probe`."""
         cfg = self.cfg
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(cfg.seed, _INIT, stage))
+            torch.manual_seed(derive_seed(cfg.seed, _INIT, stage, *((k,) if k else ())))
             if self.model_template is not None:
                 model = copy.deepcopy(self.model_template)
             else:
@@ -428,14 +468,7 @@ class _Run:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._probe(model)
-        self.model, self.net = self.dist.wrap(model)  # net: what the steps train through (DDP on several ranks)
-        # Named, so that a method can tell weights from biases (asam's paper normalisation).
-        self.optimizer = self.method.make_optimizer(model.named_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
-                             augment=cfg.augment, cutout=cfg.cutout, seed=derive_seed(cfg.seed, _LOADER, stage),
-                             device=self.device, channels_last=cfg.channels_last, **self.norm)
-        self.stage = stage
+        return model
 
     def _probe(self, model: nn.Module) -> None:
         """Refuse, before anything is written, a model that cannot take 2 training images or does not return
@@ -463,29 +496,30 @@ class _Run:
     def train_epoch(self, epoch: int) -> tuple[float, dict]:
         """One pass over the training split; returns the mean training loss (one host sync per epoch) and
         its cost: the training forward and backward passes counted by :class:`PassCounter`, and the steps."""
-        cfg, model = self.cfg, self.model
+        cfg, learner = self.cfg, self.learner
         steps = len(self.loader)
         total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, _STEP, self.stage, epoch))
         torch.manual_seed(derive_seed(cfg.seed, _TORCH, self.stage, epoch))  # dropout etc.; global state is forked
         self.loader.set_epoch(epoch)
-        model.train()
         loss_sum = torch.zeros((), device=self.device)
-        with PassCounter(model) as passes:
+        with PassCounter(*learner.models) as passes:
+            passes.batch = cfg.batch_size  # an epoch hook's passes (DivideMix's co-divide) count in batches
+            learner.begin_epoch(EpochInfo(epoch, cfg.epochs, steps, generator, self.sample_losses))
+            learner.train()
             for b, batch in enumerate(self.loader):
                 x, y, idx = self.dist.shard(*batch)
                 step = epoch * steps + b
                 lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
-                for group in self.optimizer.param_groups:  # progress: for update rules with schedules (random-sam)
+                for group in (g for o in learner.optimizers for g in o.param_groups):  # progress: for schedules
                     group["lr"], group["progress"] = lr, step / total_steps
                 passes.batch = x.shape[0]
                 with _autocast(self.device, self.dtype):
-                    loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
-                                                  scaler=self.scaler)
+                    loss = learner.step(x, y, idx, generator=generator, scaler=self.scaler)
                 loss_sum += loss.float()
                 if self.callback:
                     self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
-        self.dist.end_epoch(model)
+        self.dist.end_epoch(learner.model)
         cost = dict(forward_passes=round(passes.forward, 6), backward_passes=round(passes.backward, 6), steps=steps)
         return float(self.dist.mean(loss_sum)) / steps, cost
 
@@ -493,12 +527,12 @@ class _Run:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
         None when the model's outputs are no longer finite (diverged)."""
         labels = self.labels
-        pred, loss, margin = predict_margins(self.model, self.eval_train, self.dtype)
+        pred, loss, margin = predict_margins(self.learner, self.eval_train, self.dtype)
         if not torch.isfinite(loss).all():
             return None
         noisy, clean = labels.noisy[self.train_idx], labels.clean[self.train_idx]
         mem, rec = memorisation_recovery(pred, noisy, clean)
-        test_pred, _ = predict(self.model, self.eval_test, self.dtype)
+        test_pred, _ = predict(self.learner, self.eval_test, self.dtype)
         record = dict(
             test_accuracy=accuracy(test_pred, self.dataset.y_test),
             train_noisy_accuracy=accuracy(pred, noisy),
@@ -509,30 +543,33 @@ class _Run:
             val_accuracy=None,
         )
         if self.eval_val is not None:
-            val_pred, _ = predict(self.model, self.eval_val, self.dtype)
+            val_pred, _ = predict(self.learner, self.eval_val, self.dtype)
             record["val_accuracy"] = accuracy(val_pred, self.eval_val.labels.cpu())
+        if len(self.learner.models) > 1:  # each network evaluated alone too
+            record["test_accuracy_networks"] = [accuracy(predict(m, self.eval_test, self.dtype)[0], self.dataset.y_test)
+                                                for m in self.learner.models]
         self._train_pred = pred.numpy()
         self.dynamics = dict(margin=margin.numpy(), loss=loss.numpy(), pred=self._train_pred.astype(np.int16))
         return record
 
+    def sample_losses(self, model: nn.Module) -> torch.Tensor:
+        """Each training-split sample's cross-entropy against its given label under ``model`` (eval mode, no
+        augmentation), in row order: what an epoch hook such as DivideMix's co-divide reads."""
+        return predict(model, self.eval_train, self.dtype)[1]
+
     def nonfinite(self) -> list[str]:
-        """The model's parameters and buffers and the optimizer's state tensors (what a checkpoint holds) that
-        contain a NaN or inf, by name; one host sync for all of them."""
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # state_dict's numbering
-        tensors = dict(self.model.state_dict())
-        for i, state in self.optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"optimizer {key} of {names.get(id(params[i]), i)}"] = value
-        tensors = {k: v for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()}
+        """The networks' parameters and buffers, the optimizers' state tensors and the per-sample state (what a
+        checkpoint holds) that contain a NaN or inf, by name; one host sync for all of them."""
+        tensors = {k: v for k, v in self.learner.tensors().items()
+                   if torch.is_tensor(v) and v.is_floating_point() and v.numel()}
         if not tensors:
             return []
         finite = torch.stack([torch.isfinite(v).all() for v in tensors.values()]).tolist()
         return [name for name, ok in zip(tensors, finite) if not ok]
 
     def checkpoint(self, epoch: int, wall: float) -> dict:
-        return dict(format=1, stage=self.stage, epoch=epoch, model=self.model.state_dict(),
-                    optimizer=self.optimizer.state_dict(), history=self.history, wall_seconds=wall,
+        return dict(format=1, stage=self.stage, epoch=epoch, **self.learner.state_dict(), history=self.history,
+                    wall_seconds=wall,
                     relabels=None if self.relabels is None else torch.from_numpy(self.relabels), stage1=self.stage1,
                     scaler=self.scaler.state_dict() if self.scaler else None, world_size=self.dist.world_size)
 
@@ -558,6 +595,7 @@ def _summary(run: _Run, wall: float) -> dict:
         memorisation_last=last["memorisation"], recovery_last=last["recovery"],
         noise_auroc_last=last["noise_auroc"], val_accuracy_last=last["val_accuracy"], rho=method_radius(cfg, labels),
         stage1=run.stage1, wall_seconds=wall, **_total_cost(run.history), device=str(run.device),
+        networks=len(run.learner.models), prediction=getattr(run.method, "prediction", "the network"),
         amp=str(run.dtype).replace("torch.", "") if run.dtype else "fp32",
     )
 
@@ -717,11 +755,15 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
     """The config's method with ``method_params``, its radius from :func:`method_radius` (the profile's at the
-    noise rate of ``labels``) and the config's ``mixup_alpha``; raises ValueError for parameters it does not take."""
+    noise rate of ``labels``), the config's ``mixup_alpha``, and for :data:`~noisysam.methods.NOISE_RATE_METHODS`
+    a ``tau`` not given set to the noise rate of ``labels`` (:func:`labels_rate`; the config's ``noise_rate``
+    without labels); raises ValueError for parameters it does not take."""
     params = {param: getattr(cfg, name) for name, param in METHOD_FIELDS.items() if getattr(cfg, name) is not None}
     radius = method_radius(cfg, labels)
     if radius is not None and radius["source"] == "profile":
         params["rho"] = radius["value"]
+    if cfg.method in NOISE_RATE_METHODS and cfg.method_params.get("tau") is None:
+        params["tau"] = labels_rate(labels)[0] if labels is not None else cfg.noise_rate
     return get_method(cfg.method, **{**params, **cfg.method_params})
 
 
@@ -747,6 +789,10 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
     amp = _amp_of_run(cfg, saved)
     run = _Run(cfg, data, labels, model, method, callback, amp, dist)
     dist.check(cfg.batch_size, len(run.train_idx), cfg.method_params.get("m"))
+    if isinstance(method, LearnerMethod):
+        _check(dist.world_size == 1, f"method {cfg.method!r} keeps per-sample state or trains several networks, which "
+                                     f"noisysam does not split over processes; run it in one process (no --nproc)")
+        method.check_labels(labels.noisy[run.train_idx], data.num_classes)
     if saved is not None:
         _check_resume(out, saved, inputs, ckpt, run.stages, cfg.epochs)
     if ckpt is not None:
@@ -760,8 +806,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         start_stage, start_epoch = ckpt["stage"], ckpt["epoch"]
     run.build(start_stage, _stage_labels(run, start_stage))  # bad model settings fail here, before any write
     if ckpt is not None:
-        run.model.load_state_dict(ckpt["model"])
-        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.learner.load_state_dict(ckpt)
         if run.scaler and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
         finished = start_stage == run.stages and start_epoch == cfg.epochs

@@ -290,12 +290,16 @@ def test_cost_relative_to_sgd_by_hand(tmp_path):
         write_result(root, "looksam", 0.4, seed, 0.65, 15.0, (120, 120))
     write_result(root, "mixup", 0.4, 0, 0.6, 11.0, None)  # one seed counted null, one from before counting
     write_result(root, "mixup", 0.4, 1, 0.6, 13.0, "absent")
+    write_result(root, "co-teaching", 0.4, 0, 0.7, 30.0, (300, 200))
+    two = table.cell_dir(root, "co-teaching", 0.4, 0) / "result.json"
+    two.write_text(json.dumps({**json.loads(two.read_text()), "networks": 2}))  # a result.json says how many it trains
     rows = table.write_table(root)["rows"]
     cost = {(r["method"], r["rate"]): (r["passes_mean"], r["wall_seconds_mean"], r["passes_vs_sgd"], r["wall_vs_sgd"])
             for r in rows}
     # By hand: sgd 200 passes (100 + 100), wall (10 + 14) / 2 = 12 s; sam 400 passes, (27 + 33) / 2 = 30 s.
     assert cost == {("sgd", 0.4): (200, 12, 1, 1), ("sam", 0.4): (400, 30, 2, 2.5), ("sam", 0.6): (400, 30, None, None),
-                    ("mixup", 0.4): (None, 12, None, 1), ("looksam", 0.4): (240, 15, 1.2, 1.25)}
+                    ("mixup", 0.4): (None, 12, None, 1), ("looksam", 0.4): (240, 15, 1.2, 1.25),
+                    ("co-teaching", 0.4): (500, 30, 2.5, 2.5)}
 
     with open(root / "table.csv") as f:
         csv_rows = {(c["method"], c["rate"]): c for c in csv.DictReader(f)}
@@ -304,18 +308,19 @@ def test_cost_relative_to_sgd_by_hand(tmp_path):
     assert [csv_rows[("mixup", "0.4")][k] for k in ("passes_mean", "passes_vs_sgd", "wall_vs_sgd")] == ["", "", "1.0"]
     md = (root / "table.md").read_text()
     section = md[md.index("## Cost"):md.index("## Rows the paper quotes")]
-    assert section.strip().splitlines()[-5:] == [  # per rate, methods in table order; accuracy mean ± std by hand
-        "| 40% | sgd | 55.0 ± 7.1 | 1.00× | 1.00× | 200 | 12.0 |",
-        "| 40% | mixup | 60.0 ± 0.0 | – | 1.00× | – | 12.0 |",
-        "| 40% | sam | 70.0 ± 0.0 | 2.00× | 2.50× | 400 | 30.0 |",
-        "| 40% | looksam | 65.0 ± 0.0 | 1.20× | 1.25× | 240 | 15.0 |",
-        "| 60% | sam | 60.0 ± 0.0 | – | – | 400 | 30.0 |"]
+    assert section.strip().splitlines()[-6:] == [  # per rate, methods in table order; accuracy mean ± std by hand
+        "| 40% | sgd | 1 | 55.0 ± 7.1 | 1.00× | 1.00× | 200 | 12.0 |",
+        "| 40% | mixup | 1 | 60.0 ± 0.0 | – | 1.00× | – | 12.0 |",
+        "| 40% | sam | 1 | 70.0 ± 0.0 | 2.00× | 2.50× | 400 | 30.0 |",
+        "| 40% | co-teaching | 2 | 70.0 | 2.50× | 2.50× | 500 | 30.0 |",
+        "| 40% | looksam | 1 | 65.0 ± 0.0 | 1.20× | 1.25× | 240 | 15.0 |",
+        "| 60% | sam | 1 | 60.0 ± 0.0 | – | – | 400 | 30.0 |"]
     assert "## Last epoch" in md and "## Epoch selected" in md  # the accuracy sections stay
 
     r = run("table", "--report", root, "--no-plot")
     assert r.exit_code == 0, r.output
     assert "…" not in r.stdout
-    sam = r.stdout[r.stdout.index(" sam "):r.stdout.index(" looksam ")]
+    sam = r.stdout[r.stdout.index(" sam "):r.stdout.index(" co-teaching ")]
     # Under each rate, sam's passes and wall time relative to sgd (none at 60%: no sgd there).
     assert [line.split()[-3:] for line in sam.splitlines() if "×" in line] == [["×", "2.00×", "–"], ["×", "2.50×", "–"]]
 
@@ -334,7 +339,7 @@ def test_the_papers_numbers_stand_only_beside_symmetric_noise_and_a_rateless_kin
         assert "Rows the paper quotes" not in md
         heading = "40%" if noise == "asymmetric" else "cifar10n-worse, 42% wrong"  # realised 41% and 42%: mean 41.5
         assert {r["column"] for r in rows} == {heading}
-        assert f"| method | {heading} |" in md and f"| {heading} | sam | 70.0 ± 0.0 | 2.00× | 2.00× |" in md
+        assert f"| method | {heading} |" in md and f"| {heading} | sam | 1 | 70.0 ± 0.0 | 2.00× | 2.00× |" in md
         r = run("table", "--report", root, "--no-plot")
         assert r.exit_code == 0 and "Table 4" not in r.stdout and "Δ" not in r.stdout, r.output
         assert heading.split(",")[0] in r.stdout, r.output

@@ -1,0 +1,342 @@
+"""ELR, Co-teaching and DivideMix (noisysam.elr, .coteaching, .dividemix) and the trainer's learner.
+
+Each step is checked against a reference written here from the paper's equations another way (per-sample loops,
+hand-written SGD on a linear model), the co-divide against the posterior of the two clusters computed by hand,
+and every new method against an uninterrupted run after a kill and a resume (weights, per-sample state, history).
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+import noisysam
+from noisysam.cli import cli
+from noisysam.coteaching import kept_fraction
+from noisysam.data import ImageDataset, crop_flip, random_crop_flip
+from noisysam.dividemix import RAMPUP_EPOCHS, co_divide, mixmatch_loss, sharpen
+from noisysam.learner import EpochInfo, Learner
+from noisysam.methods import SGDUpdate, get_method
+from noisysam.train import build_method, TrainConfig, train
+
+LR = 0.5
+
+
+def linear(seed, c=3, hw=8, k=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * hw * hw, k))
+
+
+def learner_of(method, models, n, k=3):
+    optimizers = [torch.optim.SGD(m.parameters(), lr=LR) for m in models]
+    state = method.init_state(n, k, torch.device("cpu"))
+    return Learner(method, models, models, optimizers, state)
+
+
+def begin(learner, epoch, steps=1, generator=None, sample_losses=None):
+    learner.begin_epoch(EpochInfo(epoch, 10, steps, generator or torch.Generator().manual_seed(0), sample_losses))
+
+
+def params_of(model):
+    w, b = model[1].weight.detach().clone(), model[1].bias.detach().clone()
+    return w, b
+
+
+def sgd_by_hand(w, b, loss_of):
+    """One plain SGD step at LR on (w, b): loss_of(w, b) -> scalar tensor."""
+    w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
+    loss = loss_of(w, b)
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    return (w - LR * gw).detach(), (b - LR * gb).detach()
+
+
+def batch(seed, n=8, k=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+# ------------------------------------------------------------------------------------------------ ELR
+
+def test_elr_steps_match_a_per_sample_reference_of_the_papers_equations():
+    beta, lam = 0.7, 3.0
+    method = get_method("elr", beta=beta, lam=lam)
+    model = linear(0)
+    learner = learner_of(method, [model], n=10)
+    begin(learner, 0)
+    w, b = params_of(model)
+    targets = torch.zeros(10, 3)
+    for step, rows in enumerate([[0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 8, 9, 0, 1], [0, 2, 4, 6, 8, 9, 7, 5]]):
+        x, y = batch(step)
+        idx = torch.tensor(rows)
+        # Reference: t_i <- beta t_i + (1 - beta) p_i (clamped, renormalised, detached), then
+        # loss = mean_i [CE_i + lam log(1 - <t_i, p_i>)], one sample at a time.
+        logits = x.flatten(1) @ w.T + b
+        for i, r in enumerate(rows):
+            p = torch.softmax(logits[i], 0).clamp(1e-4, 1 - 1e-4)
+            targets[r] = beta * targets[r] + (1 - beta) * p / p.sum()
+
+        def loss_of(w_, b_):
+            total = 0.0
+            for i, r in enumerate(rows):
+                z = x[i].flatten() @ w_.T + b_
+                p = torch.softmax(z, 0).clamp(1e-4, 1 - 1e-4)
+                total = total - torch.log_softmax(z, 0)[y[i]] + lam * torch.log(1 - (targets[r] * p).sum())
+            return total / len(rows)
+
+        w, b = sgd_by_hand(w, b, loss_of)
+        learner.step(x, y, idx, generator=torch.Generator())
+        assert torch.allclose(model[1].weight, w, atol=1e-5) and torch.allclose(model[1].bias, b, atol=1e-5)
+        assert torch.allclose(learner.state["target"], targets, atol=1e-6)
+
+
+def test_elr_under_sam_updates_each_target_once_from_the_first_pass_at_w():
+    beta = 0.7
+    method = get_method("elr-sam", beta=beta, lam=3.0, rho=0.5)
+    model = linear(1)
+    learner = Learner(method, [model], [model], [method.make_optimizer(model.parameters(), lr=LR, momentum=0.0,
+                                                                        weight_decay=0.0)],
+                      method.init_state(8, 3, torch.device("cpu")))
+    x, y = batch(3)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1).clamp(1e-4, 1 - 1e-4)
+    learner.step(x, y, torch.arange(8), generator=torch.Generator())
+    # t starts at 0: after one step it is (1 - beta) p(w), p at the weights before the step (not at w + eps).
+    assert torch.allclose(learner.state["target"], (1 - beta) * p / p.sum(1, keepdim=True), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- Co-teaching
+
+def test_kept_fraction_follows_the_papers_schedule():
+    assert [kept_fraction(t, 0.6, 5) for t in (0, 1, 5, 9)] == pytest.approx([1.0, 1 - 0.6 / 5, 0.4, 0.4])
+
+
+def test_co_teaching_updates_each_network_on_the_other_ones_small_loss_samples():
+    tau, tk, epoch = 0.5, 4, 2  # R = 1 - 0.5 * 2 / 4 = 0.75: 6 of 8 samples kept
+    method = get_method("co-teaching", tau=tau, tk=tk)
+    f, g = linear(2), linear(3)
+    learner = learner_of(method, [f, g], n=8)
+    begin(learner, epoch)
+    x, y = batch(4)
+    wf, bf = params_of(f)
+    wg, bg = params_of(g)
+
+    def losses(w, b):
+        return [float(-torch.log_softmax(x[i].flatten() @ w.T + b, 0)[y[i]]) for i in range(8)]
+
+    def smallest(values, keep=6):
+        return sorted(range(8), key=lambda i: (values[i], i))[:keep]
+
+    picked_f, picked_g = smallest(losses(wf, bf)), smallest(losses(wg, bg))
+
+    def ce_on(rows):
+        return lambda w, b: sum(-torch.log_softmax(x[i].flatten() @ w.T + b, 0)[y[i]] for i in rows) / len(rows)
+
+    wf, bf = sgd_by_hand(wf, bf, ce_on(picked_g))  # f learns from g's picks, g from f's
+    wg, bg = sgd_by_hand(wg, bg, ce_on(picked_f))
+    learner.step(x, y, torch.arange(8), generator=torch.Generator())
+    assert torch.allclose(f[1].weight, wf, atol=1e-5) and torch.allclose(f[1].bias, bf, atol=1e-5)
+    assert torch.allclose(g[1].weight, wg, atol=1e-5) and torch.allclose(g[1].bias, bg, atol=1e-5)
+    assert picked_f != picked_g  # the two networks disagree here, so the exchange is what is tested
+
+
+def test_co_teaching_tau_defaults_to_the_labels_noise_rate():
+    cfg = TrainConfig(method="co-teaching", noise_rate=0.6).resolved()
+    assert build_method(cfg).tau == 0.6
+    assert build_method(TrainConfig(method="co-teaching", method_params={"tau": 0.3}).resolved()).tau == 0.3
+
+
+# ------------------------------------------------------------------------------------------ DivideMix
+
+def test_co_divide_is_the_posterior_of_the_lower_loss_cluster():
+    rng = np.random.default_rng(0)
+    clean, noisy = rng.normal(0.2, 0.02, 70), rng.normal(1.4, 0.05, 30)
+    losses = np.concatenate([clean, noisy])
+    prob = co_divide(losses, seed=0)
+    # By hand: min-max scaled, each cluster a Gaussian with its own mean and variance (+ reg_covar 5e-4) and
+    # its share as weight; with clusters this far apart EM lands on these at once.
+    s = (losses - losses.min()) / (losses.max() - losses.min())
+    parts = [s[:70], s[70:]]
+    dens = [len(q) / 100 * np.exp(-(s - q.mean()) ** 2 / (2 * (q.var() + 5e-4))) / np.sqrt(2 * np.pi * (q.var() + 5e-4))
+            for q in parts]
+    assert np.allclose(prob, dens[0] / (dens[0] + dens[1]), atol=1e-3)
+    assert prob[:70].min() > 0.99 and prob[70:].max() < 0.01
+    assert np.allclose(co_divide(3 * losses + 7, seed=0), prob)  # min-max normalised first
+
+
+def test_sharpen_and_mixmatch_loss_by_hand():
+    p = torch.tensor([[0.6, 0.3, 0.1]])
+    assert torch.allclose(sharpen(p, 0.5), torch.tensor([[0.36, 0.09, 0.01]]) / 0.46)
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]])
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    labelled = torch.tensor([True, False, False])
+    q = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits.tolist()]
+    loss_x = -math.log(q[0][0])
+    loss_u = sum((q[i][k] - target[i, k].item()) ** 2 for i in (1, 2) for k in range(3)) / 6
+    mean = [sum(q[i][k] for i in range(3)) / 3 for k in range(3)]
+    penalty = sum(1 / 3 * math.log((1 / 3) / mean[k]) for k in range(3))
+    assert mixmatch_loss(logits, target, labelled, 25.0).item() == pytest.approx(loss_x + 25 * loss_u + penalty,
+                                                                                rel=1e-5)
+
+
+def test_reflect_crop_flip_matches_the_per_image_loop():
+    x = torch.randn(5, 3, 6, 6)
+    offsets, flips = torch.randint(0, 5, (5, 2)), torch.tensor([True, False, True, False, True])
+    out = crop_flip(x, offsets, flips, 2, mode="reflect")
+    for b in range(5):
+        padded = F.pad(x[b:b + 1], (2, 2, 2, 2), mode="reflect")[0]
+        view = padded[:, offsets[b, 0]:offsets[b, 0] + 6, offsets[b, 1]:offsets[b, 1] + 6]
+        assert torch.equal(out[b], view.flip(-1) if flips[b] else view)
+
+
+def test_dividemix_step_matches_a_reference_of_the_papers_mixmatch():
+    lambda_u, temperature, alpha, threshold, warmup = 25.0, 0.5, 4.0, 0.5, 1
+    method = get_method("dividemix", warmup=warmup, lambda_u=lambda_u, temperature=temperature, alpha=alpha,
+                        threshold=threshold)
+    nets = [linear(5), linear(6)]
+    learner = learner_of(method, nets, n=8)
+    learner.state["clean_prob"] = torch.tensor([[0.9, 0.2, 0.7, 0.1, 0.6, 0.3, 0.8, 0.4],
+                                                [0.1, 0.9, 0.2, 0.8, 0.45, 0.55, 0.3, 0.7]])
+    learner.epoch, learner.steps, learner.batch = 10, 4, 2  # past warm-up: ramp = (10.5 - 1) / 16
+    ramp = min((10 + 2 / 4 - warmup) / RAMPUP_EPOCHS, 1.0)
+    x, y = batch(7)
+    before = [params_of(n) for n in nets]
+    gen = torch.Generator().manual_seed(11)
+    expected, ref_gen = [], torch.Generator().manual_seed(11)
+    current = [p for p in before]
+    for k in (0, 1):
+        w = learner.state["clean_prob"][1 - k]
+        lab = [i for i in range(8) if w[i] > threshold]
+        unl = [i for i in range(8) if w[i] <= threshold]
+        views = [random_crop_flip(x[rows], ref_gen) for rows in (lab, lab, unl, unl)]
+        own = current[k]
+        other = before[1 - k] if k == 0 else expected[0]
+
+        def soft(params, v):
+            return torch.softmax(v.flatten(1) @ params[0].T + params[1], 1)
+
+        refined = torch.stack([sharpen((w[i] * F.one_hot(y[i], 3) + (1 - w[i]) * (
+            soft(own, views[0][j:j + 1])[0] + soft(own, views[1][j:j + 1])[0]) / 2)[None], temperature)[0]
+            for j, i in enumerate(lab)])
+        guessed = torch.stack([sharpen(((soft(own, views[2][j:j + 1]) + soft(own, views[3][j:j + 1])
+                                         + soft(other, views[2][j:j + 1]) + soft(other, views[3][j:j + 1])) / 4),
+                                       temperature)[0] for j in range(len(unl))])
+        inputs = torch.cat(views)
+        targets = torch.cat([refined, refined, guessed, guessed])
+        seed = int(torch.randint(0, 2**63 - 1, (), generator=ref_gen))
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+        lam = max(lam, 1 - lam)
+        perm = torch.randperm(inputs.shape[0], generator=ref_gen)
+        mx, mt = lam * inputs + (1 - lam) * inputs[perm], lam * targets + (1 - lam) * targets[perm]
+        n_x = 2 * len(lab)
+
+        def loss_of(w_, b_):
+            z = mx.flatten(1) @ w_.T + b_
+            q = torch.softmax(z, 1)
+            loss_x = -(mt[:n_x] * torch.log_softmax(z[:n_x], 1)).sum(1).mean()
+            loss_u = ((q[n_x:] - mt[n_x:]) ** 2).mean()
+            prior = torch.full((3,), 1 / 3)
+            return loss_x + lambda_u * ramp * loss_u + (prior * torch.log(prior / q.mean(0))).sum()
+
+        expected.append(sgd_by_hand(*own, loss_of))
+    learner.step(x, y, torch.arange(8), generator=gen)
+    for net, (w_, b_) in zip(nets, expected):
+        assert torch.allclose(net[1].weight, w_, atol=1e-5) and torch.allclose(net[1].bias, b_, atol=1e-5)
+
+
+def test_dividemix_predicts_the_mean_softmax_of_its_networks():
+    method = get_method("dividemix")
+    nets = [linear(8), linear(9)]
+    learner = learner_of(method, nets, n=4)
+    x, _ = batch(10, n=4)
+    mean = (torch.softmax(nets[0](x), 1) + torch.softmax(nets[1](x), 1)) / 2
+    assert torch.allclose(learner.eval()(x).exp(), mean, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- through train()
+
+N_TRAIN, N_TEST = 256, 128
+RUN = dict(model="cnn", model_params={"width": 4}, epochs=3, batch_size=64, amp="none", noise_rate=0.6,
+           augment=True, val_fraction=0.1, seed=0)
+FIELD = {"elr": {}, "co-teaching": {"tk": 2}, "dividemix": {"warmup": 1}, "elr-sam": {},
+         "co-teaching-sam": {"update": "momentum-sam"}, "dividemix-sam": {"warmup": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    d = noisysam.load_dataset("cifar10-mini")
+    return ImageDataset("tiny", d.x_train[:N_TRAIN], d.y_train[:N_TRAIN], d.x_test[:N_TEST], d.y_test[:N_TEST],
+                        d.classes)
+
+
+def canonical(history):
+    return json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in history], sort_keys=True)
+
+
+@pytest.mark.parametrize("method", list(FIELD))
+def test_resume_after_a_kill_is_bitwise_the_uninterrupted_run(tiny, tmp_path, method):
+    params = dict(method=method, method_params=FIELD[method], **RUN)
+    whole = train(dataset=tiny, out=str(tmp_path / "whole"), **params)
+
+    def kill(event, info):
+        if event == "batch" and info["epoch"] == 3 and info["batch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset=tiny, out=str(tmp_path / "run"), callback=kill, **params)
+    resumed = train(dataset=tiny, out=str(tmp_path / "run"), resume=True, **params)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    networks = 2 if method.startswith(("co-teaching", "dividemix")) else 1
+    assert len(a["models"]) == len(b["models"]) == networks - 1
+    for sa, sb in zip([a["model"], *a["models"]], [b["model"], *b["models"]]):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["sample_state"].keys() == b["sample_state"].keys()
+    assert all(torch.equal(a["sample_state"][k], b["sample_state"][k]) for k in a["sample_state"])
+    assert canonical(resumed.history) == canonical(whole.history)
+    summary = resumed.summary
+    assert summary["networks"] == networks
+    if networks == 2:  # each network evaluated alone, and the prediction named
+        assert len(whole.history[-1]["test_accuracy_networks"]) == 2
+        assert summary["prediction"] == ("network 1 (of 2)" if "co-teaching" in method
+                                         else "mean softmax of networks 1 and 2")
+    if method == "elr":  # every row visited once an epoch: t = sum_v beta^v (1 - beta) p_v has mass 1 - beta^3
+        mass = a["sample_state"]["target"].sum(1)
+        assert torch.allclose(mass, torch.full_like(mass, 1 - 0.7 ** 3), atol=1e-5)
+
+
+def test_two_network_methods_count_both_networks_passes(tiny):
+    sgd = train(dataset=tiny, method="sgd", **{**RUN, "epochs": 1})
+    co = train(dataset=tiny, method="co-teaching", method_params={"tk": 2}, **{**RUN, "epochs": 1})
+    # Epoch 0 keeps every sample: each network one ranking forward and one forward/backward on the whole batch.
+    assert co.summary["forward_passes"] == pytest.approx(4 * sgd.summary["forward_passes"])
+    assert co.summary["backward_passes"] == pytest.approx(2 * sgd.summary["backward_passes"])
+
+
+def test_dividemix_refuses_a_class_with_fewer_than_two_training_samples(tiny, tmp_path):
+    y = tiny.y_train.copy()
+    y[y == 3] = 4
+    y[0] = 3  # class 3: one sample
+    one = ImageDataset("one", tiny.x_train, y, tiny.x_test, tiny.y_test, tiny.classes)
+    with pytest.raises(ValueError, match=r"dividemix needs at least 2 training samples of every class"):
+        train(dataset=one, method="dividemix", noise_rate=0.0, out=str(tmp_path / "run"),
+              **{k: v for k, v in RUN.items() if k != "noise_rate"})
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "elr", "--method-param", "lam=-1"], "lam must be"),
+    (["--method", "co-teaching", "--method-param", "tau=1"], "tau must be"),
+    (["--method", "dividemix-sam", "--method-param", "update=adam"], "update must be"),
+    (["--method", "co-teaching", "--nproc", "2"], "one process"),
+])
+def test_cli_refuses_bad_field_method_settings_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["train", "--epochs", "1", "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "run").exists()
