@@ -473,7 +473,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         with PassCounter(model) as passes:
             for b, batch in enumerate(self.loader):
-                x, y, idx = self.dist.shard(*batch)
+                x, y, idx = self.dist.shard(*batch, m=cfg.method_params.get("m"))
                 step = epoch * steps + b
                 lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
                 for group in self.optimizer.param_groups:  # progress: for update rules with schedules (random-sam)
@@ -482,7 +482,7 @@ class _Run:
                 with _autocast(self.device, self.dtype):
                     loss = self.method.train_step(self.net, self.optimizer, x, y, idx, generator=generator,
                                                   scaler=self.scaler)
-                loss_sum += loss.float()
+                loss_sum += loss.float() * self.dist.weight  # this rank's share: the mean is the batch's
                 if self.callback:
                     self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
         self.dist.end_epoch(model)
