@@ -10,19 +10,25 @@ accelerators, p. 5, and Section 4.1, m-sharpness): DDP all-reduces the gradient 
 so where the first (ascent) pass reduces decides what sharpness is minimised (davda54/sam issues 18, 38, 78).
 
 - ``sam_sync="none"``: the first pass, forward included (DDP decides in forward whether to reduce), runs under
-  ``no_sync()``: each rank climbs with its own gradient, so m = the per-rank batch B / world_size; the
-  perturbed pass is synced, and DDP's mean over ranks is the mean of the per-rank SAM gradients (equal shards),
-  i.e. :func:`noisysam.sam.sam_step` with m = B / world_size on the global batch.
+  ``no_sync()``: each rank climbs with its own gradient, so m = the rank's shard of the batch (B / world_size);
+  the perturbed pass is synced, and the reduction weights each rank's SAM gradient by its share of the batch,
+  i.e. :func:`noisysam.sam.sam_step` on the global batch with the shards as its chunks.
 - ``sam_sync="grad"``: both passes synced: the ascent direction is the global batch's gradient, plain SAM on B.
-- ``m`` given: each rank cuts its shard into chunks of m; every pass runs under ``no_sync()`` except the last
-  chunk's perturbed pass, which accumulates onto the earlier chunks' SAM gradients, so its one all-reduce
-  averages their whole sum: exactly sam_step(m) on the global batch when m divides B / world_size.
+- ``m`` given: the shards are runs of whole m-chunks of the global batch, and each rank cuts its shard into
+  those chunks; every pass runs under ``no_sync()`` except the last chunk's perturbed pass, which accumulates
+  onto the earlier chunks' SAM gradients, so its one all-reduce sums their whole weighted sum: exactly
+  sam_step(m) on the global batch, whatever the number of ranks.
 
 Every rank draws the same global batch (order and augmentation from (seed, epoch)) and keeps its contiguous
-slice, rows [rank * n / W, (rank + 1) * n / W) of a batch of n, so batches must split evenly. BatchNorm
-normalises with per-rank batch statistics (as one process does per m-chunk), the perturbed pass leaves the
-running statistics alone, and the ranks' running statistics are averaged after each epoch (before evaluation
-and the checkpoint); ``sync_bn`` converts to torch's SyncBatchNorm (global batch statistics; CUDA only).
+slice (:meth:`Distributed.bounds`). A batch need not split evenly: rank r's n_r of the batch's N rows may differ
+from the others' by a row (by an m-chunk with m), and the all-reduce (:func:`_share_weighted_sum`, a DDP
+communication hook) weights its gradient of its mean loss by n_r / N instead of DDP's 1 / world_size, so the
+sum is the gradient of the global batch's mean loss, as in one process. Each rank needs 2 rows of every batch
+(:meth:`Distributed.check`). BatchNorm normalises with per-rank batch statistics (as one process does per
+m-chunk), the perturbed pass leaves the running statistics alone, and the ranks' running statistics are
+averaged after each epoch (before evaluation and the checkpoint); ``sync_bn`` converts to torch's
+SyncBatchNorm (global batch statistics; CUDA only; even shards only, as its backward couples the ranks'
+gradients, which a per-rank weight cannot reweight).
 """
 
 from __future__ import annotations
@@ -77,6 +83,24 @@ class _SAMDataParallel(DistributedDataParallel):
         return nullcontext() if synced else self.no_sync()
 
 
+@dataclasses.dataclass
+class _Shard:
+    """The rows of the current global batch (``batch``, N) this rank trains on (``rows``, n_r); set by
+    :meth:`Distributed.shard`, read by the all-reduce hook and :attr:`Distributed.weight`."""
+
+    rows: int = 1
+    batch: int = 1
+
+
+def _share_weighted_sum(shard: _Shard, bucket):
+    """DDP communication hook: the sum over ranks of each rank's gradient times its share n_r / N of the batch,
+    i.e. the gradient of the global batch's mean loss (DDP's own hook divides by the world size instead, which
+    is the same for even shards). Not annotated: DDP compares a hook's annotations with dist.GradBucket and
+    Future[Tensor] themselves, and this module's annotations are strings (``from __future__ import annotations``)."""
+    tensor = bucket.buffer().mul_(shard.rows / shard.batch)
+    return dist.all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class Distributed:
     """The data-parallel layout of one run: this process's ``rank`` of ``world_size``, its ``device``, how SAM's
@@ -88,35 +112,64 @@ class Distributed:
     device: torch.device = torch.device("cpu")
     sam_sync: str = "none"
     sync_bn: bool = False
+    _shard: _Shard = dataclasses.field(default_factory=_Shard, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._shard.batch = self.world_size  # an even share (1 row of world_size) until the first shard()
 
     @property
     def is_writer(self) -> bool:
         """Rank 0 alone writes the run directory and reports progress."""
         return self.rank == 0
 
+    @property
+    def weight(self) -> float:
+        """This rank's weight n_r * world_size / N in a mean over the ranks of their shards' mean losses of the
+        last :meth:`shard`-ed batch, so that the mean is the global batch's mean loss (1 for even shards)."""
+        return self._shard.rows * self.world_size / self._shard.batch
+
+    def bounds(self, n: int, m: Optional[int] = None) -> list[int]:
+        """Row boundaries [0, ..., n] of the ranks' shards of a batch of ``n`` rows: rank r takes rows
+        [bounds[r], bounds[r + 1]). The batch is cut into chunks of ``m`` rows (of one row without m; the last
+        chunk shorter) and each rank takes a run of whole chunks, the first ranks one more where they do not
+        divide: the shards differ by at most one chunk, and the m-sharpness chunks are one process's."""
+        w, size = self.world_size, m or 1
+        each, extra = divmod(-(-n // size), w)
+        return [min(n, size * (r * each + min(r, extra))) for r in range(w + 1)]
+
     def check(self, batch_size: int, rows: int, m: Optional[int]) -> None:
-        """Refuse (ValueError) a layout whose batches of ``batch_size`` over ``rows`` training rows do not split
-        evenly over the ranks, or an m-sharpness chunk ``m`` that does not divide the per-rank batch."""
+        """Refuse (ValueError) a layout that leaves a rank fewer than 2 rows of a batch of ``batch_size`` over
+        ``rows`` training rows (cut along m-sharpness chunks of ``m``): BatchNorm in training mode cannot
+        normalise one row (a single process has the same limit when its last batch has one row). With
+        ``sync_bn``, refuse uneven shards too, and any device but CUDA."""
         w = self.world_size
         if w == 1:
             return
         last = rows % batch_size
-        if batch_size % w:
-            raise ValueError(f"batch_size {batch_size} must split evenly over {w} processes: choose a multiple of {w}")
-        if last % w:
-            raise ValueError(f"the epoch's last batch ({last} of {rows} training rows at batch_size {batch_size}) "
-                             f"must split evenly over {w} processes: choose a batch size that leaves a multiple "
-                             f"of {w}")
-        if m is not None and (batch_size // w) % m:
-            raise ValueError(f"m ({m}) must divide the per-process batch ({batch_size} / {w} = {batch_size // w}) "
-                             f"so that the m-sharpness chunks do not depend on the number of processes")
+        batches = [(f"batch_size {batch_size}", batch_size)] if rows >= batch_size else []
+        if last:
+            batches.append((f"the epoch's last batch ({last} of {rows} training rows at batch_size {batch_size})",
+                            last))
+        chunks = f" in chunks of m={m}" if m is not None else ""
+        for name, n in batches:
+            bounds = self.bounds(n, m)
+            sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+            if min(sizes) < 2:
+                raise ValueError(f"{name} splits over {w} processes{chunks} into shards of {sizes} rows: each "
+                                 f"process needs at least 2 rows of every batch (BatchNorm in training mode "
+                                 f"normalises over them); choose another batch size")
+            if self.sync_bn and len(set(sizes)) > 1:
+                raise ValueError(f"{name} splits over {w} processes{chunks} into shards of {sizes} rows: sync_bn "
+                                 f"needs even shards (SyncBatchNorm's backward couples the processes' gradients "
+                                 f"beyond a per-process weight); choose another batch size or leave sync_bn off")
         if self.sync_bn and self.device.type != "cuda":
             raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on "
                              f"{self.device.type}); leave it off")
 
     def wrap(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
         """(the model to evaluate and checkpoint, the module to train through): the same plain model in one
-        process; under DDP, the model (SyncBatchNorm with ``sync_bn``) and its DDP wrapper."""
+        process; under DDP, the model (SyncBatchNorm with ``sync_bn``) and its DDP wrapper, whose all-reduce
+        weights each rank's gradient by its share of the batch."""
         if self.world_size == 1:
             return model, model
         if self.sync_bn:
@@ -126,17 +179,24 @@ class Distributed:
         # overwritten by rank 0's at every forward (newer torch names that flag forward_sync_buffers).
         no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_PARAMETERS
                           else {"broadcast_buffers": False})
-        return model, _SAMDataParallel(model, self.sam_sync, device_ids=ids, **no_buffer_sync)
+        net = _SAMDataParallel(model, self.sam_sync, device_ids=ids, **no_buffer_sync)
+        net.register_comm_hook(self._shard, _share_weighted_sum)
+        return model, net
 
-    def shard(self, *batch: Tensor) -> tuple[Tensor, ...]:
-        """This rank's contiguous slice of each tensor of a global batch (checked to split evenly)."""
+    def shard(self, *batch: Tensor, m: Optional[int] = None) -> tuple[Tensor, ...]:
+        """This rank's contiguous slice (:meth:`bounds`, cut along m-sharpness chunks of ``m``) of each tensor of
+        a global batch; its share of the batch weights this rank's gradient until the next call."""
         if self.world_size == 1:
             return batch
-        n = batch[0].shape[0] // self.world_size
-        return tuple(t[self.rank * n:(self.rank + 1) * n] for t in batch)
+        n = batch[0].shape[0]
+        bounds = self.bounds(n, m)
+        start, stop = bounds[self.rank], bounds[self.rank + 1]
+        self._shard.rows, self._shard.batch = stop - start, n
+        return tuple(t[start:stop] for t in batch)
 
     def mean(self, value: Tensor) -> Tensor:
-        """The mean of ``value`` over the ranks (a per-rank mean loss becomes the global batch's)."""
+        """The mean of ``value`` over the ranks (per-rank mean losses times :attr:`weight` become the global
+        batch's)."""
         if self.world_size == 1:
             return value
         value = value.clone()

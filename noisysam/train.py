@@ -508,7 +508,7 @@ class _Run:
             learner.begin_epoch(EpochInfo(epoch, cfg.epochs, steps, generator, self.sample_losses))
             learner.train()
             for b, batch in enumerate(self.loader):
-                x, y, idx = self.dist.shard(*batch)
+                x, y, idx = self.dist.shard(*batch, m=cfg.method_params.get("m"))
                 step = epoch * steps + b
                 lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
                 for group in (g for o in learner.optimizers for g in o.param_groups):  # progress: for schedules
@@ -516,7 +516,7 @@ class _Run:
                 passes.batch = x.shape[0]
                 with _autocast(self.device, self.dtype):
                     loss = learner.step(x, y, idx, generator=generator, scaler=self.scaler)
-                loss_sum += loss.float()
+                loss_sum += loss.float() * self.dist.weight  # this rank's share: the mean is the batch's
                 if self.callback:
                     self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
         self.dist.end_epoch(learner.model)
