@@ -6,9 +6,10 @@ on them; the kept fraction shrinks over the first T_k epochs (the paper's Eq. 1,
 
     R(T) = 1 - tau * min(T / T_k, 1)
 
-tau is the noise rate (the paper assumes it known; here the labels' nominal rate by default, or their realised
-rate where there is none). The authors' code ramps the forget rate with ``linspace(0, tau, T_k)``, reaching tau
-one epoch earlier. The ranking pass runs both networks on the whole batch in train mode without gradients and
+tau is the noise rate, the share of wrong labels (the paper assumes it known; through :func:`noisysam.train` it
+defaults to the labels' realised share; give it to use an estimate, e.g. from ``noisysam detect``). The authors'
+code indexes ``linspace(0, tau, T_k)`` from its first trained epoch, so its forget rate reaches tau two epochs
+before this one's. The ranking pass runs both networks on the whole batch in train mode without gradients and
 without touching BatchNorm's running statistics; each update then runs its own forward pass on its kept
 samples (the authors' code back-propagates through the ranking pass instead, so there BatchNorm's batch
 statistics are the whole batch's). Any update rule composes: SGD (``co-teaching``), SAM or momentum-SAM
@@ -56,6 +57,12 @@ class CoTeaching(LearnerMethod):
 
     networks = 2
     prediction = "network 1 (of 2)"
+
+    def init_state(self, n: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
+        if self.tau is None:
+            raise ValueError("co-teaching needs tau, the noise rate (share of wrong labels): pass tau=..., or train "
+                             "through noisysam.train, which sets the labels' own")
+        return {}
 
     def step(self, learner: Learner, x: Tensor, y: Tensor, idx: Tensor, *, generator: torch.Generator,
              scaler: Any = None) -> Tensor:

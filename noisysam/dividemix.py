@@ -16,13 +16,22 @@ unlabelled, and one MixMatch step (their Sec. 3.2) does
   soft cross-entropy on the mixed labelled part, L_u the mean squared error on the mixed unlabelled part, ramp
   rising linearly from 0 to 1 over 16 epochs after warm-up (the authors' ``linear_rampup``).
 
-Here every batch of the run's loader trains both networks in turn (network 1 with network 2's division, then
-network 2 with network 1's), each sample labelled or not by the division, instead of the authors' epoch of
-network 1 over its labelled set then an epoch of network 2; the co-guessing forward passes leave BatchNorm's
-running statistics alone. The two views are drawn here (random crop of the 4-px reflect-padded image and
-flip, on top of the loader's augmentation if any). Evaluation: the mean of both networks' softmax (the paper's
-"average predictions"; the authors' code sums the logits). Defaults: the paper's CIFAR-10 values (warm-up
-10 epochs, T 0.5, alpha 4, threshold 0.5, lambda_u 25, its value at 50% noise).
+Where this differs from the authors' code (LiJunnan1992/DivideMix, Train_CIFAR.py):
+
+- every batch of the run's loader trains both networks in turn (network 1 with network 2's division, then
+  network 2 with network 1's), its rows labelled or unlabelled by the division, instead of an epoch of network 1
+  over its labelled set with B labelled and B cycled unlabelled samples per step, then one of network 2; so the
+  share of labelled rows per step follows the division, and a batch without labelled rows has no L_x;
+- the network's own refinement and co-guessing passes are one forward pass over all four views (BatchNorm's
+  batch statistics mix them) that leaves the running statistics alone; the other network co-guesses in eval mode;
+- warm-up trains at the run's batch size (the authors: 2B) with plain cross-entropy (the authors add a
+  negative-entropy penalty under asymmetric noise), and the losses are not averaged over 5 epochs (their 90% runs);
+- lambda_u is one value (the authors choose it per noise rate: 0 / 25 / 50 / 150 at 20 / 50 / 80 / 90%).
+
+The two views are drawn here (random crop of the 4-px reflect-padded image, which needs images larger than
+4 px, and a flip; on top of the loader's augmentation if any). Evaluation: the mean of both networks' softmax
+(the paper's "average predictions"; the authors' code sums the logits). Defaults: the paper's CIFAR-10 values
+(warm-up 10 epochs, T 0.5, alpha 4, threshold 0.5, lambda_u 25, its value at 50% noise).
 """
 
 from __future__ import annotations
@@ -121,8 +130,9 @@ class DivideMix(LearnerMethod):
         learner.train()
 
     def predict(self, learner: Learner, x: Tensor) -> Tensor:
-        p = torch.stack([F.softmax(model(x).float(), dim=1) for model in learner.models]).mean(dim=0)
-        return torch.log(p)
+        """log of the networks' mean softmax, computed in log space (no -inf where a probability underflows)."""
+        log_p = torch.stack([F.log_softmax(model(x).float(), dim=1) for model in learner.models])
+        return torch.logsumexp(log_p, dim=0) - math.log(len(learner.models))
 
     def step(self, learner: Learner, x: Tensor, y: Tensor, idx: Tensor, *, generator: torch.Generator,
              scaler: Any = None) -> Tensor:
@@ -145,9 +155,11 @@ class DivideMix(LearnerMethod):
         nl, nu = xl.shape[0], xu.shape[0]
         with torch.no_grad(), disable_running_stats(net):
             p_own = F.softmax(net(torch.cat(views)).float(), dim=1)
-            other.eval()
-            p_other = F.softmax(other(torch.cat(views[2:])).float(), dim=1)
-            other.train()
+            p_other = p_own[:0]
+            if nu:  # co-guessing needs the other network only where there are unlabelled samples
+                other.eval()
+                p_other = F.softmax(other(torch.cat(views[2:])).float(), dim=1)
+                other.train()
             k_classes = p_own.shape[1]
             refined = wl * F.one_hot(yl, k_classes) + (1 - wl) * (p_own[:nl] + p_own[nl:2 * nl]) / 2
             guessed = (p_own[2 * nl:2 * nl + nu] + p_own[2 * nl + nu:] + p_other[:nu] + p_other[nu:]) / 4

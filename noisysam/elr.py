@@ -11,8 +11,9 @@ shengliu66/ELR, takes the mean over the batch):
     loss = CE(z, y) + lambda * mean_i log(1 - <t_i, p_i>)
 
 t starts at 0. The paper's CIFAR-10 values are beta 0.7, lambda 3 (its Table 5). Each step updates the batch's
-targets once, from the step's first forward pass (at w for SAM, before the climb), and every pass of the step
-(SAM's second, each m-sharpness chunk) regularises towards those updated targets.
+targets once, from the step's first forward pass over each row (at w for SAM, before the climb; momentum-SAM's
+only pass is at its perturbed point), and every pass of the step (SAM's second, each m-sharpness chunk)
+regularises towards those updated targets.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ a :class:`Learner` holds it, so the run loop (:mod:`noisysam.train`) stays one l
 checkpoints :meth:`Learner.state_dict`.
 
 Per-sample state is indexed by the row of the training split (the loader's ``idx``); it is float or integer
-tensors only, so it checkpoints and resumes bitwise.
+tensors only, so it checkpoints and resumes bitwise. Under fp16 the networks share the run's GradScaler, whose
+``update`` then runs once per network step (its growth interval counts steps of either network).
 """
 
 from __future__ import annotations

@@ -412,7 +412,8 @@ def fmt_ratio(ratio: Optional[float]) -> str:
 #: What the cost columns mean (table.md's Cost section and table.json).
 COST_NOTE = ("Training passes: forward + backward passes of the model in batch equivalents (a step on one batch "
              "costs SGD 1 + 1, SAM 2 + 2; a method training several networks counts every network's, so it costs at "
-             "least networks x SGD; evaluation not counted); wall: seconds of the whole run (training, per-epoch "
+             "least networks x SGD; a method's own per-epoch passes over the training set, such as DivideMix's "
+             "co-divide, count; the run's evaluation does not); wall: seconds of the whole run (training, per-epoch "
              "evaluation, checkpoints); both the mean over seeds, and relative to sgd's at the same noise rate in the "
              "same grid (a ratio of means); missing (–, null) where the grid has no sgd at that rate or a run "
              "predates pass counting")
@@ -480,7 +481,7 @@ def render_markdown(rows: list[dict], info: dict[str, list], tuning: Optional[di
 
 CSV_COLUMNS = ("method", "noise", "rate", "n_seeds", "last_mean", "last_std", "selected_mean", "selected_std", "best_mean",
                "best_std", "paper", "last_minus_paper", "selected_minus_paper", "memorisation_last_mean",
-               "realised_noise_rate_mean", "networks", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd")
+               "realised_noise_rate_mean", "passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd", "networks")
 
 
 def render_csv(rows: list[dict]) -> str:

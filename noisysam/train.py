@@ -103,7 +103,7 @@ def method_radius(cfg: "TrainConfig", labels: Optional[NoisyLabels]) -> Optional
         return dict(value=profile_rho(cfg.profile, rate), source="profile", profile=cfg.profile, noise_rate=rate,
                     rate=kind)
     default = default_param(cfg.method, "rho")
-    if default is None and update in SAM_UPDATES:  # an unknown update is refused by the method's factory
+    if default is None and cfg.method in SAM_RADIUS_METHODS and update in SAM_UPDATES:  # else the factory refuses
         default = SAM_UPDATES[update]().rho
     return dict(value=default, source="method default")
 
@@ -459,6 +459,10 @@ class _Run:
             torch.manual_seed(derive_seed(cfg.seed, _INIT, stage, *((k,) if k else ())))
             if self.model_template is not None:
                 model = copy.deepcopy(self.model_template)
+                if k:  # a second network of your own model starts from its own initialisation, not a copy
+                    for module in model.modules():
+                        if hasattr(module, "reset_parameters"):
+                            module.reset_parameters()
             else:
                 _check("in_channels" not in cfg.model_params, f"model_params may not set in_channels: it is the "
                                                               f"data's channel count ({self.train_x.shape[-1]})")
@@ -756,14 +760,14 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
     """The config's method with ``method_params``, its radius from :func:`method_radius` (the profile's at the
     noise rate of ``labels``), the config's ``mixup_alpha``, and for :data:`~noisysam.methods.NOISE_RATE_METHODS`
-    a ``tau`` not given set to the noise rate of ``labels`` (:func:`labels_rate`; the config's ``noise_rate``
-    without labels); raises ValueError for parameters it does not take."""
+    a ``tau`` not given set to the share of wrong labels in ``labels`` (Co-teaching's noise rate; the config's
+    ``noise_rate`` without labels); raises ValueError for parameters it does not take."""
     params = {param: getattr(cfg, name) for name, param in METHOD_FIELDS.items() if getattr(cfg, name) is not None}
     radius = method_radius(cfg, labels)
     if radius is not None and radius["source"] == "profile":
         params["rho"] = radius["value"]
     if cfg.method in NOISE_RATE_METHODS and cfg.method_params.get("tau") is None:
-        params["tau"] = labels_rate(labels)[0] if labels is not None else cfg.noise_rate
+        params["tau"] = labels.rate if labels is not None else cfg.noise_rate
     return get_method(cfg.method, **{**params, **cfg.method_params})
 
 

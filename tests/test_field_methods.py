@@ -144,10 +144,14 @@ def test_co_teaching_updates_each_network_on_the_other_ones_small_loss_samples()
     assert picked_f != picked_g  # the two networks disagree here, so the exchange is what is tested
 
 
-def test_co_teaching_tau_defaults_to_the_labels_noise_rate():
+def test_co_teaching_tau_defaults_to_the_labels_share_of_wrong_labels():
     cfg = TrainConfig(method="co-teaching", noise_rate=0.6).resolved()
-    assert build_method(cfg).tau == 0.6
-    assert build_method(TrainConfig(method="co-teaching", method_params={"tau": 0.3}).resolved()).tau == 0.3
+    labels = noisysam.symmetric(np.arange(1000) % 10, 0.6, seed=0)  # replace mode: about 0.6 * 9/10 wrong
+    assert build_method(cfg, labels).tau == float(np.mean(labels.noisy != labels.clean)) != 0.6
+    assert build_method(cfg).tau == 0.6  # no labels yet (a grid's check): the config's rate
+    assert build_method(TrainConfig(method="co-teaching", method_params={"tau": 0.3}).resolved(), labels).tau == 0.3
+    with pytest.raises(ValueError, match="co-teaching needs tau"):
+        get_method("co-teaching").init_state(8, 3, torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------------ DivideMix
@@ -255,6 +259,11 @@ def test_dividemix_predicts_the_mean_softmax_of_its_networks():
     x, _ = batch(10, n=4)
     mean = (torch.softmax(nets[0](x), 1) + torch.softmax(nets[1](x), 1)) / 2
     assert torch.allclose(learner.eval()(x).exp(), mean, atol=1e-6)
+    with torch.no_grad():  # a class both networks rule out by a logit gap of 200 stays finite (log space)
+        for net in nets:
+            net[1].bias.copy_(torch.tensor([200.0, 0.0, 0.0]))
+    logits = learner(x)
+    assert torch.isfinite(logits).all() and torch.allclose(logits[:, 1], torch.full((4,), -200.0), atol=1.0)
 
 
 # ----------------------------------------------------------------------------------- through train()
@@ -307,6 +316,17 @@ def test_resume_after_a_kill_is_bitwise_the_uninterrupted_run(tiny, tmp_path, me
     if method == "elr":  # every row visited once an epoch: t = sum_v beta^v (1 - beta) p_v has mass 1 - beta^3
         mass = a["sample_state"]["target"].sum(1)
         assert torch.allclose(mass, torch.full_like(mass, 1 - 0.7 ** 3), atol=1e-5)
+
+
+def test_a_second_network_of_your_own_model_gets_its_own_initialisation(tiny, tmp_path):
+    """Two copies of one initialisation would rank alike, train on the same picks and stay equal: no co-teaching."""
+    own = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    settings = {k: v for k, v in RUN.items() if k not in ("model", "model_params")}
+    train(dataset=tiny, model=own, method="co-teaching", method_params={"tk": 2}, out=str(tmp_path / "run"),
+          **{**settings, "epochs": 1})
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    first, second = ckpt["model"], ckpt["models"][0]
+    assert first.keys() == second.keys() and not any(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_two_network_methods_count_both_networks_passes(tiny):

@@ -303,7 +303,9 @@ def test_cost_relative_to_sgd_by_hand(tmp_path):
 
     with open(root / "table.csv") as f:
         csv_rows = {(c["method"], c["rate"]): c for c in csv.DictReader(f)}
-    assert list(next(iter(csv_rows.values())))[-4:] == ["passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd"]
+    assert list(next(iter(csv_rows.values())))[-5:] == ["passes_mean", "wall_seconds_mean", "passes_vs_sgd", "wall_vs_sgd",
+                                                        "networks"]  # appended: earlier columns keep their positions
+    assert csv_rows[("co-teaching", "0.4")]["networks"] == "2"
     assert [csv_rows[("sam", "0.4")][k] for k in ("passes_vs_sgd", "wall_vs_sgd")] == ["2.0", "2.5"]
     assert [csv_rows[("mixup", "0.4")][k] for k in ("passes_mean", "passes_vs_sgd", "wall_vs_sgd")] == ["", "", "1.0"]
     md = (root / "table.md").read_text()
