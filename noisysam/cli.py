@@ -466,6 +466,8 @@ def _summary_table(s: dict, run_dir: Optional[Path]) -> Table:
         t.add_row("  at the epoch selected by validation", f"{_pct(acc['selected'])} (epoch {acc['selected_epoch']}, "
                                                             f"{acc['selected_by']})")
     t.add_row("  best epoch (peeks at the test set)", f"{_pct(acc['best'])} (epoch {acc['best_epoch']})")
+    if s.get("networks", 1) > 1:  # which prediction the accuracies are (two-network methods)
+        t.add_row("  prediction", f"{s['prediction']} ({s['networks']} networks trained)")
     if s.get("stage1"):
         t.add_row("  first model (before relabelling)", f"{_pct(s['stage1']['test_accuracy'])}; relabels correct: "
                                                          f"{_pct(s['stage1']['relabel_accuracy'])}")

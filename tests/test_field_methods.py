@@ -360,3 +360,12 @@ def test_cli_refuses_bad_field_method_settings_in_one_line(tmp_path, args, messa
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_summary_names_the_prediction_of_a_two_network_method(tiny_npz, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--dataset", tiny_npz, "--method", "dividemix", "--method-param",
+                                      "warmup=1", "--epochs", "2", "--model-param", "width=4", "--batch-size", "50",
+                                      "--amp", "none", "--no-plot", "--out", str(tmp_path / "run")],
+                                env={"COLUMNS": "200"})  # one table row per line
+    assert result.exit_code == 0, result.output
+    assert "mean softmax of networks 1 and 2 (2 networks trained)" in result.output
