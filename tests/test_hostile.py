@@ -396,6 +396,41 @@ def test_readers_raise_one_error_naming_the_file(tmp_path):
         read_json(tmp_path / "absent.json")
 
 
+def test_array_specs_and_json_tables_by_hand(tmp_path):
+    from noisysam.files import ArraySpec, FileFormatError, read_table
+
+    rows = ArraySpec("iu", (None,), low=0, high=5, unique=True)
+    assert rows.problem("rows", np.array([4, 0, 2])) is None
+    assert rows.problem("rows", np.array([4, 0, 4, 2])) == "rows holds 4 twice (positions 0 and 2); it must not repeat"
+    assert rows.problem("rows", np.array([1, 5])) == "rows holds 5 at position 1, outside [0, 5)"
+    assert rows.problem("rows", np.array([-1], np.int8)) == "rows holds -1 at position 0, outside [0, 5)"
+    assert rows.problem("rows", np.array([1.0])) == "rows must be a 1-D array of integers, got float64 (1,)"
+    assert rows.problem("rows", np.zeros((2, 1), int)) == "rows must be a 1-D array of integers, got int64 (2, 1)"
+    margin = ArraySpec("f", (3,), finite=True)
+    assert margin.problem("m", np.array([0.0, np.inf, 1.0])) == "m holds inf at position 1; it must be finite"
+    assert margin.problem("m", np.zeros(2)) == "m must be floats of shape (3,), got float64 (2,)"
+    assert ArraySpec("iu", (2, None), high=3).problem("p", np.array([[0, 1], [3, 0]])) == \
+        "p holds 3 at position (1, 0), outside [-inf, 3)"
+    path = tmp_path / "table.json"
+    columns = {"i": int, "s": (int, float), "f": bool}
+    path.write_text('[{"i": 1, "s": 0.5, "f": true}, {"i": 2, "s": 1, "f": false, "extra": null}]')
+    table = read_table(path, columns)
+    assert {k: (v.dtype, v.tolist()) for k, v in table.items()} == {
+        "i": (np.int64, [1, 2]), "s": (np.float64, [0.5, 1.0]), "f": (np.bool_, [True, False])}
+    path.write_text("[]")
+    assert {k: (v.dtype, v.shape) for k, v in read_table(path, columns).items()} == {
+        "i": (np.int64, (0,)), "s": (np.float64, (0,)), "f": (np.bool_, (0,))}
+    for text, problem in (('{"i": 1}', "expected a list of rows (objects), got dict"),
+                          ('[{"i": 1, "s": 1, "f": true}, {"s": 1, "f": true}]', "row 2: lacks 'i'"),
+                          ('[{"i": 1e3, "s": 1, "f": true}]', "row 1: 'i' must be int, got float"),
+                          ('[{"i": 1, "s": true, "f": true}]', "row 1: 's' must be int or float, got bool"),
+                          ('[{"i": 18446744073709551616, "s": 1, "f": true}]', "'i' holds an integer beyond 64 bits")):
+        path.write_text(text)
+        with pytest.raises(FileFormatError) as e:
+            read_table(path, columns, "table")
+        assert str(e.value) == f"cannot read table {path}: {problem}"
+
+
 def write(path, content):
     path.write_bytes(content)
     return path
