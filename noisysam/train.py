@@ -38,7 +38,7 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam import distributed
-from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
+from noisysam.data import DEVICE, ImageDataset, Loader, check_device, load_dataset
 from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
                             run_lock, save_checkpoint, write_json, write_jsonl)
 from noisysam.methods import METHOD_PARAMS, METHODS, SAM_RADIUS_METHODS, default_param, get_method, takes_param
@@ -232,8 +232,8 @@ def _validate(c: TrainConfig) -> None:
     _check(c.sam_sync == "none" or c.method_params.get("m") is None,
            f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
            f"{c.method_params.get('m')}")
-    if c.device.startswith("cuda"):
-        _check(torch.cuda.is_available(), f"device {c.device!r} asked for, but CUDA is not available here")
+    if c.device != "auto":
+        check_device(c.device)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

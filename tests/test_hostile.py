@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from noisysam import noise
 from noisysam.cli import cli
@@ -241,8 +242,27 @@ def option(*args, command="train"):
     return make
 
 
-def case(name, make, message):
-    return pytest.param(make, message, id=name)
+def image_folder(damage):
+    """An ImageFolder dataset (2 classes, 8x8 PNGs) whose train/b/1.png is replaced by ``damage(its bytes)``."""
+    def make(w):
+        root = w["dir"] / "images"
+        rng = np.random.default_rng(0)
+        for split in ("train", "test"):
+            for c in ("a", "b"):
+                (root / split / c).mkdir(parents=True)
+                for i in range(3):
+                    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+        path = root / "train" / "b" / "1.png"
+        path.write_bytes(damage(path.read_bytes()))
+        return COMMANDS["dataset"](w, root), path
+    return make
+
+
+def case(name, make, message, marks=()):
+    return pytest.param(make, message, id=name, marks=marks)
+
+
+NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
 
 
 DEEP = b"[" * 200_000 + b"]" * 200_000
@@ -268,6 +288,8 @@ CASES = [
     case("dataset-train-index-length", dataset(train_index=np.arange(3)), "train_index must be 200 integers"),
     case("dataset-forged-header", forged, "truncated or forged"),
     case("dataset-zip-bomb", bomb, "x_train must be uint8"),
+    case("folder-image-not-png", image_folder(lambda data: b"not a png at all"), "damaged or not an image"),
+    case("folder-image-truncated", image_folder(lambda data: data[:len(data) // 2]), "damaged or not an image"),
     # labels files (--noise FILE, noise --inspect FILE)
     case("labels-garbage", hostile_bytes("labels", b"PK\x03\x04 garbage"), "not an .npz (zip) file"),
     case("labels-empty", hostile_bytes("labels", b""), "not an .npz (zip) file"),
@@ -330,6 +352,8 @@ CASES = [
     case("seed-negative", option("--seed", "-1"), "'--seed'"),
     case("val-fraction-1", option("--val-fraction", "1"), "'--val-fraction'"),
     case("device-tpu", option("--device", "tpu"), "device must be"),
+    case("device-mps-absent", option("--device", "mps"), "device 'mps' asked for, but", NO_MPS),
+    case("device-cuda-9-absent", option("--device", "cuda:9"), "device 'cuda:9' asked for, but"),
     case("amp-fp8", option("--amp", "fp8"), "'--amp'"),
     case("rho-inf", option("--rho", "inf"), "rho must be a finite float > 0 or None, got inf (float)"),
     case("unknown-method-param", option("--method-param", "nope=1"), "accepts parameters"),
