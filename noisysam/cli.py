@@ -784,6 +784,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
     root = Path(out or f"results/table-{config.profile}")
     with _user_errors(_interrupted(root)):
         cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from, config)
+        grid.read_tuning(root)  # the table reads it once trained: a damaged one is refused before any cell trains
         failed = _train_grid(console, cells, config, executor, plot, tensorboard)
         if tuning:
             sweeps.record_tuning(root, tuning)
