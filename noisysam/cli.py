@@ -708,7 +708,7 @@ def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Option
                                    "has resources for (--threads CPUs and 1/--cells-per-gpu GPU each)")
         try:
             return executors.RayExecutor(address, threads or 1, cells_per_gpu)
-        except ImportError as e:
+        except (ImportError, ValueError) as e:  # no ray, or nothing answers at the address
             _fail(str(e), 2)
     if address:
         raise click.UsageError("--address is for --executor ray")
