@@ -538,6 +538,7 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
             given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
             data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
         if nproc and nproc > 1:
+            config.resolved()  # bad settings are refused here, at once, rather than by each process once started
             summary, run_dir = _launch(nproc, config, threads, tensorboard)
         else:
             with RunProgress(console) as progress, _tensorboard(tensorboard) as logger:
