@@ -48,11 +48,6 @@ def memory_cap(extra=HEADROOM):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def snapshot(root):
-    """Every file's bytes and every folder under ``root``: what a refused command must not change."""
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
-
-
 # ------------------------------------------------------------------------------------- shared material
 
 @pytest.fixture(scope="module")
@@ -372,8 +367,8 @@ CASES = [
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the memory cap reads /proc")
 @pytest.mark.parametrize("make, message", CASES)
-def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tiny_npz, tmp_path, monkeypatch, make,
-                                                                 message):
+def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tiny_npz, tmp_path, monkeypatch, snapshot,
+                                                                 make, message):
     w = dict(dir=tmp_path, data=tmp_path / "data.npz", arrays=material["arrays"], labels=material["labels"],
              bomb=material["bomb"], run=tmp_path / "run", partial=tmp_path / "partial", trained_on=tiny_npz)
     shutil.copy(tiny_npz, w["data"])
