@@ -595,6 +595,9 @@ def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict],
     if not (out / "config.json").exists():
         _check(not ckpt.exists(), f"cannot resume {str(out)!r}: it has a checkpoint.pt but no config.json, so what "
                                   "the checkpoint was trained with is unknown; start a new run in another out")
+        other = next((p.name for p in sorted(out.iterdir()) if p.name != LOCK_NAME and not p.name.startswith(".")), None)
+        _check(other is None, f"cannot resume {str(out)!r}: it holds no config.json but {other!r}, so it is not a run "
+                              "directory (a table, sweep or detection?); choose another out")
         return None, None
     saved = read_json(out / "config.json", CONFIG_SCHEMA, "run config")
     version = saved.get("noisysam_version")

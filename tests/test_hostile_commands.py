@@ -332,6 +332,9 @@ CASES = [
     case("config-out-of-range", config_file("noise_rate = 1.5\n"), "noise_rate"),
     case("config-not-toml", config_file("epochs = = 3\n"), "is not valid TOML"),
     case("config-table-rates-out-of-range", config_file("rates = [1.5]\n", "table"), "rates"),
+    # train --resume into a directory that is not a run
+    case("train-resume-into-a-sweep", command(*TRAIN[:3], "--out", "{dir}/sweep", "--resume", *TINY),
+         "it holds no config.json but 'sam', so it is not a run directory"),
     # train --resume --tensorboard of a finished run logs it from its files
     case("tensorboard-of-a-run-with-damaged-metrics", written("run/metrics.jsonl", '{"epoch": 1}\n[2]\n', lambda w: [
         "train", "--out", w["dir"] / "run", "--resume", "--tensorboard", "--no-plot"]), "line 2 is not a JSON object",
