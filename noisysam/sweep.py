@@ -279,13 +279,13 @@ def tuned(cells: Sequence[Cell], sweep_dirs: Sequence[Union[str, Path]],
 def _check_chosen_under(config: TrainConfig, cell: Cell, sweep: dict, rate: float) -> None:
     """ValueError naming the settings in which the table's tuned ``cell`` differs from the sweep's chosen run at
     ``rate`` (e.g. a rho held fixed in the sweep, epochs, model), or when that run's config.json is missing."""
+    mine = cell_config(config, cell).resolved().to_dict()
     chosen = cell_dir(sweep["dir"], cell.method, rate, sweep["seed"], cell.params)
-    try:  # first: a choice edited into sweep.json by hand has no run, whatever its values
+    try:
         theirs = saved_config(chosen)
     except (OSError, ValueError) as e:
         raise ValueError(f"the sweep of {cell.method!r} in {sweep['dir']!r} has no readable run for its choice at "
                          f"noise rate {rate:g} ({e}); the table needs it to check that the settings match") from None
-    mine = cell_config(config, cell).resolved().to_dict()
     # each table seed uses the choice; the table validates on its own labels
     diff = config_diff(theirs, mine, ignore=("seed", "val_labels"))
     if diff:

@@ -85,7 +85,7 @@ def epoch_copy(w):
 
 
 def unnamed(make):
-    """The case ``make`` whose damaged file the message need not name (it names what is missing instead)."""
+    """The case ``make`` whose damaged file the message need not name (it names the run or the value instead)."""
     return lambda w: (make(w)[0], None)
 
 
@@ -135,6 +135,11 @@ def row(i, **changes):
 def sweep_json(edit):
     """The sweep's sweep.json rewritten by ``edit(its JSON)``, then used by `table --params-from`."""
     return rewritten("sweep/sweep.json", json_edit(edit), params_from)
+
+
+def choice(**params):
+    """A sweep.json edit: the choice at its one rate set to ``params``."""
+    return lambda content: {**content, "choices": [{**content["choices"][0], "params": params}]}
 
 
 def params_from(w, *extra, methods="sam"):
@@ -299,8 +304,9 @@ CASES = [
     case("params-from-choice-not-an-object", sweep_json(lambda c: {**c, "choices": [0.4]}),
          "each of 'choices' must be an object"),
     case("params-from-seeds-empty", sweep_json(lambda c: {**c, "seeds": []}), "'seeds' must be a non-empty list"),
-    case("params-from-choice-not-swept", unnamed(sweep_json(lambda c: {**c, "choices": [{**c["choices"][0], "params": {
-        "rho": -1}}]})), "has no readable run for its choice at noise rate 0.4"),
+    case("params-from-choice-not-swept", unnamed(sweep_json(choice(rho=0.07))),
+         "has no readable run for its choice at noise rate 0.4"),
+    case("params-from-choice-out-of-range", unnamed(sweep_json(choice(rho=-1))), "rho must be a finite float > 0"),
     case("params-from-two-sweeps-of-a-method", lambda w: (params_from(w, "--params-from", w["dir"] / "sweep"), None),
          "two sweeps of method 'sam'"),
     case("params-from-method-not-in-table", lambda w: (params_from(w, methods="sgd"), None),
