@@ -541,6 +541,7 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
             given = load_dataset(ctx.params["dataset"], root=ctx.params["data_root"], download=ctx.params["download"])
             data = dict(zip(("dataset", "noise"), cleaned(labels_from, clean_mode, given)))
         if nproc and nproc > 1:
+            # bad settings are refused here, at once, rather than by each process once started
             if isinstance(build_method(config.resolved()), LearnerMethod):
                 raise click.UsageError(f"method {config.method!r} keeps per-sample state or trains several networks: "
                                        "it trains in one process, without --nproc")
@@ -714,7 +715,7 @@ def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Option
                                    "has resources for (--threads CPUs and 1/--cells-per-gpu GPU each)")
         try:
             return executors.RayExecutor(address, threads or 1, cells_per_gpu)
-        except ImportError as e:
+        except (ImportError, ValueError) as e:  # no ray, or nothing answers at the address
             _fail(str(e), 2)
     if address:
         raise click.UsageError("--address is for --executor ray")
@@ -790,6 +791,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
     root = Path(out or f"results/table-{config.profile}")
     with _user_errors(_interrupted(root)):
         cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from, config)
+        grid.read_tuning(root)  # the table reads it once trained: a damaged one is refused before any cell trains
         failed = _train_grid(console, cells, config, executor, plot, tensorboard)
         if tuning:
             sweeps.record_tuning(root, tuning)

@@ -38,6 +38,26 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 DEVICE = Text(r"(cpu|mps|cuda)(:\d+)?", "'cpu', 'mps' or 'cuda[:N]'")
 
 
+def check_device(device: str) -> None:
+    """ValueError naming ``device`` (a :data:`DEVICE` name) when this machine or this build of torch lacks it:
+    CUDA without a GPU or with no GPU of that index, MPS (Apple's Metal) where torch has none; bad input, found
+    before anything is written rather than as torch's RuntimeError in the middle of a run."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        if index and int(index) >= count:
+            raise ValueError(f"device {device!r} asked for, but this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            where = "this machine has no MPS device" if torch.backends.mps.is_built() else "this build of torch lacks MPS"
+            raise ValueError(f"device {device!r} asked for, but {where}; use cpu or cuda")
+        if index and int(index) != 0:
+            raise ValueError(f"device {device!r} asked for, but MPS has one device, mps:0")
+
+
 def find_data_file(name: str) -> Path:
     """Path of a file shipped in the project's ``data/``. Looked for in ``$NOISYSAM_DATA``; the repository's
     ``data/`` next to the package (a checkout or an editable install); then where a non-editable install put
@@ -269,13 +289,17 @@ def _load_folder(path: Path) -> ImageDataset:
     for split, folder in (("train", train), ("test", test)):
         images = []
         for file, _ in folder.samples:
-            with Image.open(file) as img:
-                if size is None:
-                    size = img.size
-                elif img.size != size:
-                    raise ValueError(f"all images must have one size: {file} is {img.size[0]}x{img.size[1]}, "
-                                     f"expected {size[0]}x{size[1]} (width x height)")
-                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+            try:
+                with Image.open(file) as img:
+                    image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's ways to fail on a file
+                raise FileFormatError(file, f"damaged or not an image ({type(e).__name__}: {e})", "image") from None
+            if size is None:
+                size = image.shape[:2]
+            elif image.shape[:2] != size:
+                raise ValueError(f"all images must have one size: {file} is {image.shape[1]}x{image.shape[0]}, "
+                                 f"expected {size[1]}x{size[0]} (width x height)")
+            images.append(image)
         arrays[f"x_{split}"] = np.stack(images)
         arrays[f"y_{split}"] = np.array([train.class_to_idx[folder.classes[t]] for t in folder.targets], dtype=np.int64)
     return ImageDataset(name=path.name, classes=list(train.classes), **arrays)

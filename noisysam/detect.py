@@ -32,7 +32,8 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import FileFormatError, NpzArrays, atomic_write, read_json, run_lock, write_json
+from noisysam.files import (ArraySpec, FileFormatError, NpzArrays, atomic_write, check_not_a_run, read_json, read_table,
+                            run_lock, write_json)
 from noisysam.metrics import noise_auroc
 from noisysam.noise import NoisyLabels, make as make_noise
 from noisysam.plot import plot_scores
@@ -138,9 +139,18 @@ def _transition(true: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- dynamics
 
+#: What :func:`read_dynamics` requires of each array (rows.npz: ``rows``; each epoch's file: the others, one value
+#: per row): row indices distinct training-set positions, predictions classes of the labels, margins and losses
+#: finite. The bounds that depend on the run (its number of labels and classes) are filled in when read.
+DYNAMICS_ARRAYS = dict(rows=ArraySpec("iu", (None,), low=0, unique=True), margin=ArraySpec("f", finite=True),
+                       loss=ArraySpec("f", finite=True), pred=ArraySpec("iu", low=0))
+
+
 def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.ndarray]:
     """A run's recorded dynamics of ``stage`` (stage 1 trains on the given labels): ``rows`` (training-set
-    positions), ``margin``, ``loss`` (float32, epochs x rows) and ``pred`` (epochs x rows)."""
+    positions), ``margin``, ``loss`` (float32, epochs x rows) and ``pred`` (epochs x rows), checked against the
+    run's noisy_labels.npz as :data:`DYNAMICS_ARRAYS` declares; FileFormatError names the file and the array
+    otherwise."""
     run_dir = Path(run_dir)
     rows_file = dynamics_path(run_dir, 0, 0)
     _check(rows_file.is_file(), f"run directory {str(run_dir)!r} has no training dynamics ({DYNAMICS_DIR}/ "
@@ -149,16 +159,18 @@ def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.nda
     _check(bool(epochs), f"run directory {str(run_dir)!r} has no recorded epoch of stage {stage}")
     _check([p.name for p in epochs] == [dynamics_path(run_dir, stage, e).name for e in range(1, len(epochs) + 1)],
            f"run directory {str(run_dir)!r}: its {DYNAMICS_DIR}/ files are not epochs 1..{len(epochs)}")
+    labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
     with NpzArrays(rows_file, "dynamics rows") as npz:
-        rows = npz.read("rows")
+        rows = npz.read("rows", DYNAMICS_ARRAYS["rows"]._replace(high=len(labels)))
+    if not rows.size:
+        raise FileFormatError(rows_file, "rows is empty: the run recorded no training sample", "dynamics rows")
     per_epoch: dict[str, list] = dict(margin=[], loss=[], pred=[])
+    specs = {k: DYNAMICS_ARRAYS[k]._replace(shape=rows.shape, high=labels.num_classes if k == "pred" else None)
+             for k in per_epoch}
     for path in epochs:
         with NpzArrays(path, "dynamics") as npz:
             for key, values in per_epoch.items():
-                array = npz.read(key)
-                if array.shape != rows.shape:
-                    raise FileFormatError(path, f"{key} has shape {array.shape}, expected {rows.shape}", "dynamics")
-                values.append(array)
+                values.append(npz.read(key, specs[key]))
     out = {k: np.stack(v).astype(np.float32 if k != "pred" else np.int64) for k, v in per_epoch.items()}
     return dict(rows=rows.astype(np.int64), **out)
 
@@ -178,9 +190,8 @@ def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     run_dir = Path(run_dir)
     _check(run_dir.is_dir(), f"run directory {str(run_dir)!r} does not exist")
     dyn = read_dynamics(run_dir)
-    labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
+    labels = NoisyLabels.load(run_dir / "noisy_labels.npz")  # what read_dynamics checked the dynamics against
     rows = dyn["rows"]
-    _check(rows.size and rows.max() < len(labels), f"run directory {str(run_dir)!r}: dynamics rows exceed its labels")
     aum = dyn["margin"].mean(axis=0)
     values = -aum if score == "aum" else dyn["loss"].mean(axis=0)
     given = labels.noisy[rows]
@@ -285,11 +296,13 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     if run_dir is not None:
         detection = dynamics_scores(run_dir, "aum" if score is None else score)
         target = Path(run_dir) / f"detect-{detection.score_name}" if out is None else Path(out)
+        check_not_a_run(target, "a detection")
         with run_lock(target):
             detection.save(target)
         return detection
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
+    check_not_a_run(out, "a detection")
     _cleanlab()  # before any fold trains
     for name, value in (("dataset", dataset), ("noise", noise)):
         if isinstance(value, str):  # a name, as train() takes it: a config field
@@ -309,8 +322,8 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
                       inputs=fingerprints(data, labels))
         if (out / "detect.json").exists():
             saved = read_json(out / "detect.json")
-            _check(saved == record, f"detection directory {str(out)!r} holds another detection (its detect.json "
-                                    "differs in settings or inputs); choose another out")
+            _check(saved == record, f"detection directory {str(out)!r} holds another detection ({out / 'detect.json'} "
+                                    "records other settings or inputs); choose another out")
         else:
             write_json(out / "detect.json", record)
         probs, folds = kfold_probabilities(labels, data, int(kfold), dataclasses.replace(cfg, out=None), out, callback)
@@ -323,8 +336,46 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
 
 # ------------------------------------------------------------------------------------- acting on it
 
+#: What :func:`read_detection` requires of a detection's issues.json (one row per scored sample, as
+#: :meth:`Detection.ranked` writes it) and summary.json.
+ISSUES_COLUMNS: dict[str, Any] = dict(index=int, given=int, suggested=int, score=(int, float), flagged=bool)
+SUMMARY_SCHEMA: dict[str, Any] = dict(score=str, source=dict, n=int)
+
+
+def read_detection(detect_dir: Union[str, Path], dataset: ImageDataset) -> tuple[NoisyLabels, dict[str, np.ndarray], dict]:
+    """A ``noisysam detect`` directory made on ``dataset``: its labels (labels.npz, the dataset's training labels),
+    issues.json as columns (:data:`ISSUES_COLUMNS`) and summary.json. Refused (FileFormatError naming the file)
+    unless issues.json holds one row per scored sample (summary.json's ``n``), each a distinct training row whose
+    given label is labels.npz's and whose suggested label is one of its classes; which rows are flagged and what
+    they suggest may be edited by hand."""
+    detect_dir = Path(detect_dir)
+    _check((detect_dir / "issues.json").is_file() and (detect_dir / "labels.npz").is_file(),
+           f"{str(detect_dir)!r} is not a detection directory (issues.json and labels.npz from noisysam detect)")
+    labels = NoisyLabels.load(detect_dir / "labels.npz", num_classes=dataset.num_classes, n=len(dataset.y_train))
+    _check(np.array_equal(labels.clean, dataset.y_train), f"detection {str(detect_dir)!r} was made on another "
+                                                          "dataset: its clean labels differ from this dataset's")
+    summary = read_json(detect_dir / "summary.json", SUMMARY_SCHEMA, "detection summary")
+    path = detect_dir / "issues.json"
+    table = read_table(path, ISSUES_COLUMNS, "detection table")
+    fail = lambda problem: FileFormatError(path, problem, "detection table")
+    if table["index"].size != summary["n"]:
+        raise fail(f"it has {table['index'].size} rows, but summary.json counts {summary['n']} scored samples: "
+                   "rows were removed or added")
+    for name, high in (("index", len(labels)), ("suggested", labels.num_classes)):
+        problem = ArraySpec("iu", low=0, high=high, unique=name == "index").problem(name, table[name])
+        if problem:
+            raise fail(problem)
+    differ = np.flatnonzero(table["given"] != labels.noisy[table["index"]])
+    if differ.size:
+        row = int(differ[0])
+        raise fail(f"row {row + 1} gives sample {table['index'][row]} the label {table['given'][row]}, but labels.npz "
+                   f"gives it {labels.noisy[table['index'][row]]}: the table belongs to other labels")
+    return labels, table, summary
+
+
 def cleaned(detect_dir: Union[str, Path], mode: str, dataset: ImageDataset) -> tuple[ImageDataset, NoisyLabels]:
-    """The training set and labels to retrain on after detection ``detect_dir`` (for :func:`noisysam.train.train`).
+    """The training set and labels to retrain on after detection ``detect_dir`` (for :func:`noisysam.train.train`;
+    read and checked by :func:`read_detection`).
 
     ``relabel``: each flagged label becomes its suggested label (the dataset as it is). ``drop``: the flagged
     samples leave the training set (a subset of ``dataset``, whose validation split is then drawn from the
@@ -332,23 +383,11 @@ def cleaned(detect_dir: Union[str, Path], mode: str, dataset: ImageDataset) -> t
     score and how many labels were dropped or relabelled (config.json's ``noise`` of the run)."""
     _check(mode in CLEAN_MODES, f"mode must be one of {list(CLEAN_MODES)}, got {mode!r}")
     detect_dir = Path(detect_dir)
-    _check((detect_dir / "issues.json").is_file() and (detect_dir / "labels.npz").is_file(),
-           f"{str(detect_dir)!r} is not a detection directory (issues.json and labels.npz from noisysam detect)")
-    labels = NoisyLabels.load(detect_dir / "labels.npz", num_classes=dataset.num_classes, n=len(dataset.y_train))
-    _check(np.array_equal(labels.clean, dataset.y_train), f"detection {str(detect_dir)!r} was made on another "
-                                                          "dataset: its clean labels differ from this dataset's")
-    rows = read_json(detect_dir / "issues.json", what="detection table")
-    _check(isinstance(rows, list) and all(isinstance(r, dict) and {"index", "suggested", "flagged"} <= set(r)
-                                          for r in rows), f"{str(detect_dir / 'issues.json')!r} is not a detection table")
-    flagged = [r for r in rows if r["flagged"]]
-    index = np.array([r["index"] for r in flagged], dtype=np.int64)
-    suggested = np.array([r["suggested"] for r in flagged], dtype=np.int64)
-    _check(bool(np.all((index >= 0) & (index < len(labels)))) and bool(np.all((suggested >= 0) & (suggested < labels.num_classes))),
-           f"{str(detect_dir / 'issues.json')!r} names rows or labels outside this dataset")
-    summary = read_json(detect_dir / "summary.json", what="detection summary")
+    labels, table, summary = read_detection(detect_dir, dataset)
+    index, suggested = table["index"][table["flagged"]], table["suggested"][table["flagged"]]
     provenance = {k: v for k, v in labels.provenance.items() if k != "clean_sha256"}
-    provenance.update(kind="cleaned", nominal_rate=None, detection=dict(dir=str(detect_dir), score=summary.get("score"),
-                                                     source=summary.get("source"), mode=mode,
+    provenance.update(kind="cleaned", nominal_rate=None, detection=dict(dir=str(detect_dir), score=summary["score"],
+                                                     source=summary["source"], mode=mode,
                                                      flagged=int(index.size), of_labels=len(labels),
                                                      original_kind=labels.provenance.get("kind")))
     if mode == "relabel":

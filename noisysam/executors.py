@@ -20,9 +20,9 @@ stop the others; a result never depends on how many cells ran beside it (same se
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -35,6 +35,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
+from noisysam.files import read_jsonl
 from noisysam.train import Callback, TrainConfig, resolve_device, train
 
 #: Seconds between two looks at the running cells' run directories.
@@ -92,12 +93,13 @@ class CellsFailed(RuntimeError):
 
 
 def epochs_done(run_dir: Path) -> tuple[int, Optional[dict]]:
-    """Finished epochs of a run (lines of its metrics.jsonl, written atomically per epoch) and the last one."""
+    """Finished epochs of a run (lines of its metrics.jsonl, written atomically per epoch) and the last one;
+    FileFormatError for a damaged metrics.jsonl (the grid's progress reads it before any cell trains)."""
     try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
     except FileNotFoundError:
         return 0, None
-    return len(lines), (json.loads(lines[-1]) if lines else None)
+    return len(records), (records[-1] if records else None)
 
 
 def error_line(e: BaseException) -> str:
@@ -361,6 +363,26 @@ class LocalProcesses(_Polling):
         self._slot = {}
 
 
+#: Seconds to wait for a TCP connection to a Ray cluster's address before refusing it.
+PROBE_SECONDS = 5.0
+
+
+def probe_ray_address(address: Optional[str]) -> None:
+    """ValueError unless something accepts a TCP connection at Ray cluster ``address`` (``HOST:PORT`` or
+    ``ray://HOST:PORT``; None: ``RAY_ADDRESS``) within :data:`PROBE_SECONDS`: ``ray.init`` waits minutes for an
+    address where nothing listens, this refuses it at once. Other forms (``auto``, ``local``, no port) and no
+    address at all are left to ray.init's own rule."""
+    given = address if address is not None else os.environ.get("RAY_ADDRESS")
+    host, sep, port = (given or "").removeprefix("ray://").rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as e:
+        raise ValueError(f"no Ray cluster answers at {given} ({e.strerror or e}); start one there (ray start --head) "
+                         "or give the address of a running one") from None
+
+
 def ray_available() -> bool:
     try:
         import ray  # noqa: F401
@@ -373,7 +395,8 @@ class RayExecutor(_Polling):
     """Each cell a Ray task (``num_cpus=threads``; on a cluster with GPUs, unless the device is ``cpu``,
     ``num_gpus=1/cells_per_gpu`` so that several small cells share a GPU). Connects to the cluster at
     ``address`` (None: ``ray.init()``'s own rule: RAY_ADDRESS, a local running cluster, or a new local
-    instance), or uses the Ray connection this process already has. A task whose worker dies is
+    instance; an address where nothing listens is refused at once, :func:`probe_ray_address`), or uses the Ray
+    connection this process already has. A task whose worker dies is
     retried up to ``max_retries`` times and resumes its cell from the checkpoint; a cell's own error is
     not retried. Every worker must import noisysam and see the run directories (a shared filesystem)."""
 
@@ -383,6 +406,10 @@ class RayExecutor(_Polling):
                  max_retries: int = 3):
         if not ray_available():
             raise ImportError("--executor ray needs the ray package: pip install 'noisysam[ray]'")
+        import ray
+
+        if not ray.is_initialized():  # a connection this process has is used as it is
+            probe_ray_address(address)
         for name, value in (("threads", threads), ("cells_per_gpu", cells_per_gpu)):
             _positive(name, value)
         if not (isinstance(max_retries, int) and max_retries >= 0):

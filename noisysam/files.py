@@ -5,10 +5,12 @@ Every writer goes through :func:`atomic_write`: write to a temporary file in the
 and fsync it, then ``os.replace`` it over the target (atomic on POSIX and Windows). A run directory
 has one writer at a time: :func:`run_lock` holds an exclusive ``flock`` on a lock file inside it.
 
-Every reader (:func:`read_json`, :func:`read_jsonl`, :func:`load_checkpoint`, :class:`NpzArrays`) raises
-:class:`FileFormatError`, a ValueError naming the file and the problem, for a file that is garbage, empty,
-truncated, pickle-carrying, lacks what noisysam needs, or declares more data than it holds; sizes are
-checked before anything is allocated. Missing or unreadable files raise the usual OSError.
+Every reader (:func:`read_json`, :func:`read_jsonl`, :func:`read_table`, :func:`load_checkpoint`,
+:class:`NpzArrays`) raises :class:`FileFormatError`, a ValueError naming the file and the problem, for a file that
+is garbage, empty, truncated, pickle-carrying, lacks what noisysam needs, or declares more data than it holds;
+sizes are checked before anything is allocated. What a reader needs of each array (dtype, shape, range, no
+repeats, finite) it declares once as an :class:`ArraySpec`, checked from the header before the array is read and
+on its values after. Missing or unreadable files raise the usual OSError.
 """
 
 from __future__ import annotations
@@ -155,6 +157,19 @@ def _holder(fd: int) -> str:
         return f"pid {h['pid']} on {h['host']}, since {h['started']}: {h['command']}"
     except (OSError, ValueError, KeyError, TypeError):  # the holder is still writing its record
         return "holder not recorded yet"
+
+
+#: What only a run directory holds at its top (noisysam.train writes config.json before anything else of a run).
+RUN_FILES = ("config.json", "checkpoint.pt")
+
+
+def check_not_a_run(directory: PathLike, what: str) -> None:
+    """ValueError when ``directory`` is a run directory (it holds one of :data:`RUN_FILES`): ``what`` (a grid of
+    runs, a detection) writes folders and files of its own, which must not land among a run's."""
+    found = [name for name in RUN_FILES if (Path(directory) / name).exists()]
+    if found:
+        raise ValueError(f"{str(directory)!r} is a run directory (it holds {found[0]}), not a place for {what}; "
+                         "choose another out")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -386,13 +401,24 @@ class NpzArrays:
     def error(self, problem: str) -> FileFormatError:
         return FileFormatError(self.path, problem, self.what)
 
-    def read(self, name: str) -> np.ndarray:
-        """The array ``name`` (whose header was checked on opening)."""
+    def read(self, name: str, spec: Optional["ArraySpec"] = None) -> np.ndarray:
+        """The array ``name`` (whose header was checked on opening); with ``spec``, its dtype and shape are checked
+        from the header before it is read and its values after (:class:`ArraySpec`). A missing member is refused."""
+        if name not in self._members:
+            raise self.error(f"lacks member {name!r} (it holds {sorted(self._members)})")
+        if spec is not None:
+            problem = spec.layout_problem(name, *self.headers[name])
+            if problem:
+                raise self.error(problem)
         try:
             with self._zip.open(self._members[name]) as f:
-                return np.lib.format.read_array(f, allow_pickle=False)
+                array = np.lib.format.read_array(f, allow_pickle=False)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
             raise self.error(f"member {name!r} is damaged ({_first_line(e) or type(e).__name__})") from None
+        problem = None if spec is None else spec.value_problem(name, array)
+        if problem:
+            raise self.error(problem)
+        return array
 
     def close(self) -> None:
         if hasattr(self, "_zip"):
@@ -404,3 +430,85 @@ class NpzArrays:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_KIND_WORDS = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans"}
+
+
+class ArraySpec(NamedTuple):
+    """What an array read back from a file noisysam wrote must be, declared once by its reader: numpy dtype
+    ``kinds`` ("iu": integers, "f": floats, "b": booleans), ``shape`` (a length per axis, None: any), values in
+    ``[low, high)`` (None: unbounded), ``unique`` values, ``finite`` floats. A row index is
+    ``ArraySpec("iu", (None,), 0, n, unique=True)``: integral (so no fractions), in range, no repeats."""
+
+    kinds: str
+    shape: tuple[Optional[int], ...] = (None,)
+    low: Optional[float] = None
+    high: Optional[float] = None
+    unique: bool = False
+    finite: bool = False
+
+    def layout_problem(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Optional[str]:
+        """What is wrong with an array's dtype and ``shape`` (checkable from an .npy header alone), or None."""
+        fits = len(shape) == len(self.shape) and all(want in (None, got) for want, got in zip(self.shape, shape))
+        if dtype.kind in self.kinds and fits:
+            return None
+        words = " or ".join(dict.fromkeys(_KIND_WORDS[k] for k in self.kinds))
+        wanted = (f"a {len(self.shape)}-D array of {words}" if all(s is None for s in self.shape)
+                  else f"{words} of shape {tuple(s if s is not None else 'any' for s in self.shape)}")
+        return f"{name} must be {wanted}, got {dtype} {tuple(shape)}"
+
+    def value_problem(self, name: str, a: np.ndarray) -> Optional[str]:
+        """What is wrong with the values of ``a`` (whose layout fits), naming the first offending position, or None."""
+        flat = a.reshape(-1)
+        where = lambda i: tuple(map(int, np.unravel_index(int(i), a.shape))) if a.ndim > 1 else int(i)
+        if self.finite and a.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(flat))
+            if bad.size:
+                return f"{name} holds {flat[bad[0]]} at position {where(bad[0])}; it must be finite"
+        if self.low is not None or self.high is not None:
+            outside = np.zeros(flat.shape, dtype=bool)
+            if self.low is not None:
+                outside |= flat < self.low
+            if self.high is not None:
+                outside |= flat >= self.high
+            bad = np.flatnonzero(outside)
+            if bad.size:
+                low = "-inf" if self.low is None else self.low
+                high = "inf" if self.high is None else self.high
+                return f"{name} holds {flat[bad[0]]} at position {where(bad[0])}, outside [{low}, {high})"
+        if self.unique and flat.size:
+            order = np.argsort(flat, kind="stable")
+            repeated = np.flatnonzero(flat[order][1:] == flat[order][:-1])
+            if repeated.size:
+                first, second = sorted(order[repeated[0]:repeated[0] + 2])
+                return f"{name} holds {flat[first]} twice (positions {where(first)} and {where(second)}); it must not repeat"
+        return None
+
+    def problem(self, name: str, a: np.ndarray) -> Optional[str]:
+        return self.layout_problem(name, a.shape, a.dtype) or self.value_problem(name, a)
+
+
+#: The dtype a JSON column of each type becomes in :func:`read_table`.
+_COLUMN_DTYPES = {int: np.int64, bool: np.bool_, float: np.float64}
+
+
+def read_table(path: PathLike, columns: Mapping[str, Any], what: str = "JSON table") -> dict[str, np.ndarray]:
+    """A JSON list of objects, one per row (e.g. a detection's issues.json), as one array per column of ``columns``
+    (name -> type as in :func:`schema_problem`: int, bool, or ``(int, float)`` for a number). Every row must hold
+    every column with its type, and int columns fit in 64 bits; :class:`FileFormatError` names the first bad row."""
+    rows = read_json(path, None, what)
+    if not isinstance(rows, list):
+        raise FileFormatError(path, f"expected a list of rows (objects), got {type(rows).__name__}", what)
+    for number, row in enumerate(rows, 1):
+        problem = schema_problem(row, columns)
+        if problem:
+            raise FileFormatError(path, f"row {number}: {problem}", what)
+    out = {}
+    for name, types in columns.items():
+        dtype = _COLUMN_DTYPES[types if isinstance(types, type) else float]
+        try:
+            out[name] = np.array([row[name] for row in rows], dtype=dtype)
+        except OverflowError:
+            raise FileFormatError(path, f"{name!r} holds an integer beyond 64 bits", what) from None
+    return out

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods import METHODS, get_method, takes_param
-from noisysam.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name, run_grid,
-                            settings)
+from noisysam.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name, read_tuning,
+                            run_grid, settings)
 from noisysam.train import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig, config_diff, saved_config
 
 SWEEP_FILES = ("sweep.json", "sweep.md")
@@ -298,6 +298,4 @@ def record_tuning(root: Union[str, Path], used: Mapping[str, dict]) -> None:
     """Write ``root``/params_from.json: per tuned method the sweep directory and the parameters taken at each rate
     (``used`` from :func:`tuned`), merged into what an earlier run recorded for other methods. A cell's config.json
     holds the values (its rho, method_params) but has no field for their origin; the table records it here."""
-    path = Path(root) / PARAMS_FROM
-    recorded = read_json(path, None, "tuning record") if path.is_file() else {}
-    write_json(path, {**(recorded if isinstance(recorded, dict) else {}), **used})
+    write_json(Path(root) / PARAMS_FROM, {**read_tuning(root), **used})

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from noisysam.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
-from noisysam.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, run_lock, write_json
+from noisysam.files import (RESULT_SCHEMA, FileFormatError, atomic_write, check_not_a_run, read_json, run_lock,
+                            schema_problem, write_json)
 from noisysam.methods import takes_param
 from noisysam.models import get_model
 from noisysam.noise import RATED_KINDS, label as noise_label
@@ -72,6 +73,10 @@ TABLE_FILES = ("table.json", "table.csv", "table.md")
 
 #: Where a table trained with swept parameters records their origin (written by noisysam.sweep.record_tuning).
 PARAMS_FROM = "params_from.json"
+
+#: What params_from.json holds per tuned method: the sweep directory and, per noise rate (a number as text), the
+#: parameters taken.
+TUNING_SCHEMA: dict[str, Any] = {"sweep": str, "choices": dict}
 
 
 def paper_value(method: str, rate: float) -> Optional[float]:
@@ -126,10 +131,12 @@ def cell_dir(root: Union[str, Path], method: str, rate: float, seed: int,
 def grid(root: Union[str, Path], methods: Sequence[str] = PAPER_METHODS, rates: Sequence[float] = PAPER_RATES,
          seeds: Sequence[int] = (0, 1), combos: Sequence[Mapping[str, Any]] = ({},)) -> list[Cell]:
     """The cells of methods x combos x rates x seeds in running order (method, then combo, then rate, then
-    seed); ``combos``: parameter combinations (dicts), each named in its cells' directories (:func:`cell_dir`)."""
+    seed); ``combos``: parameter combinations (dicts), each named in its cells' directories (:func:`cell_dir`).
+    A ``root`` that is a run directory is refused (ValueError): its cells would be written among the run's files."""
     for name, values in (("methods", methods), ("rates", rates), ("seeds", seeds), ("combos", combos)):
         if not values:
             raise ValueError(f"{name} must not be empty")
+    check_not_a_run(root, "a grid of runs")
     methods, rates, seeds = (list(dict.fromkeys(v)) for v in (methods, [float(r) for r in rates], [int(s) for s in seeds]))
     combos = list(dict.fromkeys(tuple(c.items()) for c in combos))
     return [Cell(m, r, s, cell_dir(root, m, r, s, p), p) for m in methods for p in combos for r in rates for s in seeds]
@@ -258,6 +265,27 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     if failures:
         raise CellsFailed(failures, len(cells))
     return [summaries[cell] for cell in cells]
+
+
+def read_tuning(root: Union[str, Path]) -> dict:
+    """The table directory's params_from.json ({} where there is none), checked as :data:`TUNING_SCHEMA` says:
+    FileFormatError naming the file otherwise. The table reads it before any cell trains, so that a damaged record
+    is refused before anything is written rather than after the grid has trained."""
+    path, what = Path(root) / PARAMS_FROM, "tuning record"
+    if not path.is_file():
+        return {}
+    record = read_json(path, None, what)
+    if not isinstance(record, dict):
+        raise FileFormatError(path, f"expected an object of methods, got {type(record).__name__}", what)
+    for method, entry in record.items():
+        problem = schema_problem(entry, TUNING_SCHEMA)
+        if problem is None:
+            bad = next((rate for rate, params in entry["choices"].items()
+                        if _parse_rate(f"rate{rate}") is None or not isinstance(params, dict)), None)
+            problem = None if bad is None else f"choice {bad!r} must be a noise rate mapped to an object of parameters"
+        if problem:
+            raise FileFormatError(path, f"method {method!r}: {problem}", what)
+    return record
 
 
 def _parse_rate(name: str) -> Optional[float]:
@@ -516,7 +544,7 @@ def write_table(root: Union[str, Path], cells: Optional[list[dict]] = None) -> d
                  paper="Foret et al. 2021 (arXiv 2010.01412), Table 4", settings=info, rows=rows,
                  literature={k: dict(zip(map(str, PAPER_RATES), v)) for k, v in LITERATURE_TABLE4.items()},
                  skipped=skipped)
-    tuning = read_json(root / PARAMS_FROM, None, "tuning record") if (root / PARAMS_FROM).is_file() else None
+    tuning = read_tuning(root)
     if tuning:
         table["params_from"] = tuning
     write_json(root / "table.json", table)

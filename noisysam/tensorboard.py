@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from noisysam.files import read_json
+from noisysam.files import RESULT_SCHEMA, read_json, read_jsonl
 from noisysam.train import TrainConfig, comparable_config, saved_config
 
 #: The tag of each per-epoch field of metrics.jsonl, grouped by the data it is measured on (memorisation,
@@ -195,9 +195,10 @@ def log_finished_run(run_dir: Union[str, Path]) -> Path:
         config = TrainConfig(**saved_config(run_dir))
     except TypeError as e:
         raise ValueError(f"cannot log {str(run_dir)!r}: its config.json is from another version ({e})") from None
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
+    result = read_json(run_dir / "result.json", RESULT_SCHEMA, "run result")  # both read before the log is written
     log_dir = run_dir / LOG_DIR
     with TensorBoardLogger(log_dir) as logger:
         logger("start", dict(config=config, epochs=config.epochs, history=history))
-        logger("end", read_json(run_dir / "result.json"))
+        logger("end", result)
     return log_dir

@@ -38,7 +38,7 @@ from torch import nn
 
 from noisysam import __version__
 from noisysam import distributed
-from noisysam.data import DEVICE, ImageDataset, Loader, load_dataset
+from noisysam.data import DEVICE, ImageDataset, Loader, check_device, load_dataset
 from noisysam.learner import EpochInfo, Learner, LearnerMethod
 from noisysam.files import (CONFIG_SCHEMA, LOCK_NAME, RESULT_SCHEMA, atomic_write, load_checkpoint, read_json,
                             run_lock, save_checkpoint, write_json, write_jsonl)
@@ -238,8 +238,8 @@ def _validate(c: TrainConfig) -> None:
     _check(c.sam_sync == "none" or c.method_params.get("m") is None,
            f"sam_sync 'grad' is plain SAM over the global batch and takes no m-sharpness chunks, got m="
            f"{c.method_params.get('m')}")
-    if c.device.startswith("cuda"):
-        _check(torch.cuda.is_available(), f"device {c.device!r} asked for, but CUDA is not available here")
+    if c.device != "auto":
+        check_device(c.device)
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -637,6 +637,9 @@ def _prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[dict],
     if not (out / "config.json").exists():
         _check(not ckpt.exists(), f"cannot resume {str(out)!r}: it has a checkpoint.pt but no config.json, so what "
                                   "the checkpoint was trained with is unknown; start a new run in another out")
+        other = next((p.name for p in sorted(out.iterdir()) if p.name != LOCK_NAME and not p.name.startswith(".")), None)
+        _check(other is None, f"cannot resume {str(out)!r}: it holds no config.json but {other!r}, so it is not a run "
+                              "directory (a table, sweep or detection?); choose another out")
         return None, None
     saved = read_json(out / "config.json", CONFIG_SCHEMA, "run config")
     version = saved.get("noisysam_version")

@@ -55,6 +55,7 @@ def lock_holder():
 
 @pytest.fixture
 def snapshot():
-    """``snapshot(path)``: every file under ``path`` with its bytes and modification time (to show nothing changed)."""
-    return lambda path: {str(f.relative_to(path)): (f.read_bytes(), f.stat().st_mtime_ns)
-                         for f in sorted(path.rglob("*")) if f.is_file()}
+    """``snapshot(path)``: every file under ``path`` with its bytes and modification time, and every folder (None),
+    to show that a refused command changed, created and removed nothing."""
+    return lambda path: {str(f.relative_to(path)): (f.read_bytes(), f.stat().st_mtime_ns) if f.is_file() else None
+                         for f in sorted(path.rglob("*"))}

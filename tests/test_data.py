@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from noisysam import noise
-from noisysam.data import ImageDataset, Loader, NoisyDataset, find_data_file, load_dataset
+from noisysam.data import ImageDataset, Loader, NoisyDataset, check_device, find_data_file, load_dataset
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -176,6 +176,29 @@ def test_folder_loader(tmp_path):
     write_png(tmp_path / "test" / "dog" / "e.png", pics[3][:4])
     with pytest.raises(ValueError, match="one size"):
         load_dataset(tmp_path)
+
+
+def test_check_device_names_a_device_this_machine_or_torch_lacks(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    check_device("cuda")
+    with pytest.raises(ValueError, match=r"^device 'cuda:2' asked for, but this machine has 2 CUDA device\(s\), "
+                                         r"cuda:0 to cuda:1$"):
+        check_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device 'cuda:0' asked for, but CUDA is not available here$"):
+        check_device("cuda:0")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for built, where in ((False, "this build of torch lacks MPS"), (True, "this machine has no MPS device")):
+        monkeypatch.setattr(torch.backends.mps, "is_built", lambda: built)
+        with pytest.raises(ValueError, match=f"^device 'mps' asked for, but {where}; use cpu or cuda$"):
+            check_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_device("mps")
+    with pytest.raises(ValueError, match="MPS has one device, mps:0"):
+        check_device("mps:1")
+    check_device("cpu")
 
 
 def test_folder_loader_needs_train_and_test(tmp_path):

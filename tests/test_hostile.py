@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from noisysam import noise
 from noisysam.cli import cli
@@ -45,11 +46,6 @@ def memory_cap(extra=HEADROOM):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-def snapshot(root):
-    """Every file's bytes and every folder under ``root``: what a refused command must not change."""
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
 # ------------------------------------------------------------------------------------- shared material
@@ -241,8 +237,27 @@ def option(*args, command="train"):
     return make
 
 
-def case(name, make, message):
-    return pytest.param(make, message, id=name)
+def image_folder(damage):
+    """An ImageFolder dataset (2 classes, 8x8 PNGs) whose train/b/1.png is replaced by ``damage(its bytes)``."""
+    def make(w):
+        root = w["dir"] / "images"
+        rng = np.random.default_rng(0)
+        for split in ("train", "test"):
+            for c in ("a", "b"):
+                (root / split / c).mkdir(parents=True)
+                for i in range(3):
+                    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+        path = root / "train" / "b" / "1.png"
+        path.write_bytes(damage(path.read_bytes()))
+        return COMMANDS["dataset"](w, root), path
+    return make
+
+
+def case(name, make, message, marks=()):
+    return pytest.param(make, message, id=name, marks=marks)
+
+
+NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
 
 
 DEEP = b"[" * 200_000 + b"]" * 200_000
@@ -268,6 +283,8 @@ CASES = [
     case("dataset-train-index-length", dataset(train_index=np.arange(3)), "train_index must be 200 integers"),
     case("dataset-forged-header", forged, "truncated or forged"),
     case("dataset-zip-bomb", bomb, "x_train must be uint8"),
+    case("folder-image-not-png", image_folder(lambda data: b"not a png at all"), "damaged or not an image"),
+    case("folder-image-truncated", image_folder(lambda data: data[:len(data) // 2]), "damaged or not an image"),
     # labels files (--noise FILE, noise --inspect FILE)
     case("labels-garbage", hostile_bytes("labels", b"PK\x03\x04 garbage"), "not an .npz (zip) file"),
     case("labels-empty", hostile_bytes("labels", b""), "not an .npz (zip) file"),
@@ -330,6 +347,8 @@ CASES = [
     case("seed-negative", option("--seed", "-1"), "'--seed'"),
     case("val-fraction-1", option("--val-fraction", "1"), "'--val-fraction'"),
     case("device-tpu", option("--device", "tpu"), "device must be"),
+    case("device-mps-absent", option("--device", "mps"), "device 'mps' asked for, but", NO_MPS),
+    case("device-cuda-9-absent", option("--device", "cuda:9"), "device 'cuda:9' asked for, but"),
     case("amp-fp8", option("--amp", "fp8"), "'--amp'"),
     case("rho-inf", option("--rho", "inf"), "rho must be a finite float > 0 or None, got inf (float)"),
     case("unknown-method-param", option("--method-param", "nope=1"), "accepts parameters"),
@@ -348,8 +367,8 @@ CASES = [
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the memory cap reads /proc")
 @pytest.mark.parametrize("make, message", CASES)
-def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tiny_npz, tmp_path, monkeypatch, make,
-                                                                 message):
+def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tiny_npz, tmp_path, monkeypatch, snapshot,
+                                                                 make, message):
     w = dict(dir=tmp_path, data=tmp_path / "data.npz", arrays=material["arrays"], labels=material["labels"],
              bomb=material["bomb"], run=tmp_path / "run", partial=tmp_path / "partial", trained_on=tiny_npz)
     shutil.copy(tiny_npz, w["data"])
@@ -394,6 +413,41 @@ def test_readers_raise_one_error_naming_the_file(tmp_path):
     assert read_jsonl(write(tmp_path / "ok.jsonl", b'{"a": 1}\n\n{"a": 2}\n')) == [{"a": 1}, {"a": 2}]
     with pytest.raises(FileNotFoundError):  # a missing file stays what it is
         read_json(tmp_path / "absent.json")
+
+
+def test_array_specs_and_json_tables_by_hand(tmp_path):
+    from noisysam.files import ArraySpec, FileFormatError, read_table
+
+    rows = ArraySpec("iu", (None,), low=0, high=5, unique=True)
+    assert rows.problem("rows", np.array([4, 0, 2])) is None
+    assert rows.problem("rows", np.array([4, 0, 4, 2])) == "rows holds 4 twice (positions 0 and 2); it must not repeat"
+    assert rows.problem("rows", np.array([1, 5])) == "rows holds 5 at position 1, outside [0, 5)"
+    assert rows.problem("rows", np.array([-1], np.int8)) == "rows holds -1 at position 0, outside [0, 5)"
+    assert rows.problem("rows", np.array([1.0])) == "rows must be a 1-D array of integers, got float64 (1,)"
+    assert rows.problem("rows", np.zeros((2, 1), int)) == "rows must be a 1-D array of integers, got int64 (2, 1)"
+    margin = ArraySpec("f", (3,), finite=True)
+    assert margin.problem("m", np.array([0.0, np.inf, 1.0])) == "m holds inf at position 1; it must be finite"
+    assert margin.problem("m", np.zeros(2)) == "m must be floats of shape (3,), got float64 (2,)"
+    assert ArraySpec("iu", (2, None), high=3).problem("p", np.array([[0, 1], [3, 0]])) == \
+        "p holds 3 at position (1, 0), outside [-inf, 3)"
+    path = tmp_path / "table.json"
+    columns = {"i": int, "s": (int, float), "f": bool}
+    path.write_text('[{"i": 1, "s": 0.5, "f": true}, {"i": 2, "s": 1, "f": false, "extra": null}]')
+    table = read_table(path, columns)
+    assert {k: (v.dtype, v.tolist()) for k, v in table.items()} == {
+        "i": (np.int64, [1, 2]), "s": (np.float64, [0.5, 1.0]), "f": (np.bool_, [True, False])}
+    path.write_text("[]")
+    assert {k: (v.dtype, v.shape) for k, v in read_table(path, columns).items()} == {
+        "i": (np.int64, (0,)), "s": (np.float64, (0,)), "f": (np.bool_, (0,))}
+    for text, problem in (('{"i": 1}', "expected a list of rows (objects), got dict"),
+                          ('[{"i": 1, "s": 1, "f": true}, {"s": 1, "f": true}]', "row 2: lacks 'i'"),
+                          ('[{"i": 1e3, "s": 1, "f": true}]', "row 1: 'i' must be int, got float"),
+                          ('[{"i": 1, "s": true, "f": true}]', "row 1: 's' must be int or float, got bool"),
+                          ('[{"i": 18446744073709551616, "s": 1, "f": true}]', "'i' holds an integer beyond 64 bits")):
+        path.write_text(text)
+        with pytest.raises(FileFormatError) as e:
+            read_table(path, columns, "table")
+        assert str(e.value) == f"cannot read table {path}: {problem}"
 
 
 def write(path, content):
