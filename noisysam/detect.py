@@ -8,10 +8,17 @@ Two sources of scores, each ranked "higher = more likely wrong":
   given label over epochs. A sample is flagged when its mean margin is negative (the model, on average over
   training, prefers another class); the suggested label is the class it predicted most often in the epochs
   where it did not predict the given one (the last epoch's prediction would echo a memorised label).
+- Threshold samples (Pleiss et al., arXiv 2001.10528, Sec. 3): the run's settings are trained once more with
+  N/(c+1) of its training rows relabelled to an extra, fake class c; a row is flagged when its AUM is below the
+  99th percentile of the threshold samples' AUMs. The threshold samples themselves are left out of the table
+  (the paper's second run with disjoint threshold samples would score them; noisysam trains once more, not twice).
 - Confident learning (Northcutt et al., arXiv 1911.00068) on out-of-fold predicted probabilities: K-fold
   training with :func:`noisysam.train.train` (each fold a resumable run directory), handed to cleanlab
   (``cleanlab.filter.find_label_issues`` flags, ``cleanlab.rank.get_label_quality_scores`` ranks with
   score = 1 - self-confidence, ``cleanlab.count.estimate_joint`` estimates the noise).
+
+Each detection names the estimator of its noise rate (:data:`ESTIMATORS`): the threshold samples, the cut at 0
+or cleanlab's joint; the numbers of different estimators are never mixed in one field.
 
 The estimated transition matrix follows :class:`noisysam.noise.NoisyLabels`: ``T[i, j] = P(given = j | true = i)``.
 """
@@ -32,11 +39,13 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import FileFormatError, NpzArrays, atomic_write, read_json, run_lock, write_json
+from noisysam.files import (CONFIG_SCHEMA, FileFormatError, NpzArrays, atomic_write, read_json, run_lock,
+                            write_json)
 from noisysam.metrics import noise_auroc
 from noisysam.noise import NoisyLabels, make as make_noise
 from noisysam.plot import plot_scores
-from noisysam.train import DYNAMICS_DIR, Callback, TrainConfig, dynamics_path, fingerprints, train
+from noisysam.train import (DYNAMICS_DIR, Callback, TrainConfig, derive_seed, dynamics_path, fingerprints,
+                            labels_rate, train)
 
 #: Scores from a run's dynamics; "cleanlab" is the K-fold source.
 DYNAMICS_SCORES = ("aum", "loss")
@@ -44,6 +53,19 @@ SCORES = DYNAMICS_SCORES + ("cleanlab",)
 OUTPUT_FILES = ("issues.csv", "issues.json", "summary.json", "labels.npz")
 #: How :func:`cleaned` acts on the flagged labels.
 CLEAN_MODES = ("drop", "relabel")
+#: The noise-rate estimators, by the name every output gives (summary.json ``estimator``, the CLI), and what each is.
+ESTIMATORS = {
+    "threshold samples": "share of the scored rows whose AUM is below the 99th percentile of the threshold "
+                         "samples' AUMs (Pleiss et al., arXiv 2001.10528, Sec. 3)",
+    "cut at 0": "share of the scored rows whose AUM (mean margin) is below 0",
+    "cleanlab": "1 - trace of cleanlab.count.estimate_joint on out-of-fold probabilities",
+}
+#: The percentile of the threshold samples' AUMs below which a row is flagged (Pleiss et al., Sec. 3).
+THRESHOLD_PERCENTILE = 99.0
+#: The threshold run's directory inside its detection directory, and the name of its fake class.
+THRESHOLD_RUN = "threshold_run"
+FAKE_CLASS = "threshold samples (fake class)"
+_THRESHOLD_SEED = 100  # a derive_seed purpose of its own (train's are 0-4): which rows become threshold samples
 
 
 def _check(ok: bool, message: str) -> None:
@@ -57,7 +79,9 @@ class Detection:
 
     ``given``/``suggested``: labels; ``score``: higher = more likely wrong; ``flagged``: the detector's own
     verdict; ``estimated_rate``/``estimated_transition``: its noise estimate; ``is_noisy``: the truth where
-    known (the labels' clean labels differ from the given ones somewhere), else None; ``source``: provenance."""
+    known (the labels' clean labels differ from the given ones somewhere), else None; ``source``: provenance;
+    ``estimator``: which estimate ``estimated_rate`` is (a key of :data:`ESTIMATORS`), ``estimator_detail`` its
+    parameters (e.g. the threshold value)."""
 
     score_name: str
     index: np.ndarray
@@ -69,6 +93,8 @@ class Detection:
     estimated_transition: np.ndarray
     labels: NoisyLabels
     source: dict
+    estimator: str
+    estimator_detail: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_noisy(self) -> Optional[np.ndarray]:
@@ -99,8 +125,9 @@ class Detection:
     def summary(self) -> dict:
         return dict(score=self.score_name, source=self.source, n=int(self.index.size),
                     num_classes=self.labels.num_classes, flagged=int(self.flagged.sum()),
-                    estimated_rate=self.estimated_rate, estimated_transition=self.estimated_transition.tolist(),
-                    truth=self.evaluation())
+                    estimator=self.estimator, estimator_means=ESTIMATORS[self.estimator],
+                    estimator_detail=self.estimator_detail, estimated_rate=self.estimated_rate,
+                    estimated_transition=self.estimated_transition.tolist(), truth=self.evaluation())
 
     def save(self, out: Union[str, Path]) -> None:
         """issues.csv, issues.json (the ranked table), summary.json, labels.npz (the labels scored), scores.png
@@ -165,15 +192,19 @@ def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.nda
 
 def _most_predicted_other(pred: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
     """Per row, the class other than ``given`` predicted in most epochs (``pred``: epochs x rows; ties to the
-    lower class). A row with negative mean margin was predicted as another class in at least one epoch."""
+    lower class). A row with negative mean margin was predicted as another class in at least one epoch. A
+    prediction of a class >= ``k`` (a threshold run's fake class) is no vote."""
     n = given.size
-    votes = np.bincount((np.arange(n) * k + pred).ravel(), minlength=n * k).reshape(n, k)
+    real = pred < k
+    votes = np.bincount((np.arange(n) * k + np.where(real, pred, 0)).ravel(), weights=real.ravel(),
+                        minlength=n * k).reshape(n, k)
     votes[np.arange(n), given] = -1
     return votes.argmax(axis=1)
 
 
 def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
-    """Scores from a run's dynamics (see the module docstring): ``aum`` = -mean margin, ``loss`` = mean loss."""
+    """Scores from a run's dynamics (see the module docstring): ``aum`` = -mean margin, ``loss`` = mean loss;
+    flagged (and so the estimated rate): the cut at 0, a mean margin below 0."""
     _check(score in DYNAMICS_SCORES, f"score must be one of {list(DYNAMICS_SCORES)} for a run's dynamics, got {score!r}")
     run_dir = Path(run_dir)
     _check(run_dir.is_dir(), f"run directory {str(run_dir)!r} does not exist")
@@ -181,14 +212,100 @@ def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
     rows = dyn["rows"]
     _check(rows.size and rows.max() < len(labels), f"run directory {str(run_dir)!r}: dynamics rows exceed its labels")
-    aum = dyn["margin"].mean(axis=0)
-    values = -aum if score == "aum" else dyn["loss"].mean(axis=0)
+    keep = np.ones(rows.size, dtype=bool)
+    return _dynamics_detection(score, dyn, labels, keep, dyn["margin"].mean(axis=0) < 0,
+                               dict(kind="dynamics", run_dir=str(run_dir), epochs=int(dyn["margin"].shape[0])),
+                               "cut at 0", dict(cut=0.0))
+
+
+def _dynamics_detection(score: str, dyn: dict[str, np.ndarray], labels: NoisyLabels, keep: np.ndarray,
+                        flagged: np.ndarray, source: dict, estimator: str, detail: dict) -> Detection:
+    """The detection of the rows ``keep`` (a mask over ``dyn["rows"]``) of dynamics ``dyn`` with the verdict
+    ``flagged`` (over the kept rows); their given labels are ``labels.noisy``."""
+    rows = dyn["rows"][keep]
+    values = -dyn["margin"][:, keep].mean(axis=0) if score == "aum" else dyn["loss"][:, keep].mean(axis=0)
     given = labels.noisy[rows]
-    flagged = aum < 0
-    suggested = np.where(flagged, _most_predicted_other(dyn["pred"], given, labels.num_classes), given)
+    k = labels.num_classes
+    suggested = np.where(flagged, _most_predicted_other(dyn["pred"][:, keep], given, k), given)
     return Detection(score, rows, given, suggested, values.astype(np.float64), flagged, float(flagged.mean()),
-                     _transition(suggested, given, labels.num_classes), labels,
-                     dict(kind="dynamics", run_dir=str(run_dir), epochs=int(dyn["margin"].shape[0])))
+                     _transition(suggested, given, k), labels, source, estimator, detail)
+
+
+# ------------------------------------------------------------------------------------- threshold samples
+
+def threshold_sample_rows(rows: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """The threshold samples of a run: ``len(rows) // (num_classes + 1)`` of its training ``rows`` (as many as one
+    more class of the average size would hold, Pleiss et al., arXiv 2001.10528, Sec. 3), drawn without
+    replacement from ``derive_seed(seed, purpose)``, sorted."""
+    rng = np.random.default_rng(derive_seed(seed, _THRESHOLD_SEED))
+    return np.sort(rng.choice(np.asarray(rows), size=len(rows) // (num_classes + 1), replace=False))
+
+
+def threshold_flags(aum: np.ndarray, threshold_aum: np.ndarray,
+                    percentile: float = THRESHOLD_PERCENTILE) -> tuple[np.ndarray, float]:
+    """``aum < t`` and ``t``, the ``percentile`` of the threshold samples' AUMs ``threshold_aum`` (numpy's linear
+    interpolation): a row whose margin stays below that of nearly all samples of a class that does not exist is
+    as likely as they are to be mislabelled (Pleiss et al., arXiv 2001.10528, Sec. 3)."""
+    _check(threshold_aum.size > 0, "no threshold samples: the run has fewer training rows than classes + 1")
+    t = float(np.percentile(threshold_aum, percentile))
+    return aum < t, t
+
+
+def _run_inputs(run_dir: Path, dataset: Optional[ImageDataset]) -> tuple[TrainConfig, ImageDataset, NoisyLabels]:
+    """A run directory's config, dataset (reloaded by name, or ``dataset`` for one given as an object) and noisy
+    labels, checked against the fingerprints its config.json recorded."""
+    _check(run_dir.is_dir(), f"run directory {str(run_dir)!r} does not exist")
+    _check((run_dir / "config.json").is_file(), f"run directory {str(run_dir)!r} has no config.json")
+    saved = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved["config"].items() if k in names})
+    _check(not cfg.model.startswith("custom:"), f"run directory {str(run_dir)!r} trained a model passed as an object "
+                                                f"({cfg.model}); threshold samples need a model noisysam can build")
+    if dataset is None:
+        _check(not cfg.dataset.startswith("custom:"), f"run directory {str(run_dir)!r} trained on a dataset passed as "
+                                                      f"an object ({cfg.dataset}): pass that dataset")
+        dataset = load_dataset(cfg.dataset, root=cfg.data_root)
+    labels = NoisyLabels.load(run_dir / "noisy_labels.npz", num_classes=dataset.num_classes, n=len(dataset.y_train))
+    _check(fingerprints(dataset, labels) == saved.get("inputs"),
+           f"run directory {str(run_dir)!r}: its dataset or labels differ from the ones it was trained on "
+           "(config.json's fingerprints)")
+    return cfg, dataset, labels
+
+
+def threshold_scores(run_dir: Union[str, Path], out: Union[str, Path], dataset: Optional[ImageDataset] = None,
+                     callback: Optional[Callback] = None) -> Detection:
+    """The paper's procedure on run ``run_dir``: train its settings once more through :func:`noisysam.train.train`
+    with its threshold samples (:func:`threshold_sample_rows`) relabelled to a fake class c, in the run directory
+    ``out/threshold_run`` (resumed if it is there; its noisy_labels.npz and config.json record the relabelled rows),
+    and flag every other training row whose AUM in that run is below the 99th percentile of the threshold samples'
+    AUMs (:func:`threshold_flags`). The scores are that run's -AUM; the given labels those of ``run_dir``."""
+    run_dir, out = Path(run_dir), Path(out)
+    cfg, data, labels = _run_inputs(run_dir, dataset)
+    with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
+        rows = npz.read("rows").astype(np.int64)
+    k = labels.num_classes
+    chosen = threshold_sample_rows(rows, k, cfg.seed)
+    _check(chosen.size > 0, f"run directory {str(run_dir)!r} has {rows.size} training rows: too few for threshold "
+                            f"samples (at least {k + 1})")
+    fake = ImageDataset(f"{data.name}+threshold-samples", data.x_train, data.y_train, data.x_test, data.y_test,
+                        [*data.classes, FAKE_CLASS])
+    noisy = labels.noisy.copy()
+    noisy[chosen] = k
+    provenance = {key: v for key, v in labels.provenance.items() if key != "clean_sha256"}
+    provenance.update(kind="aum-threshold-samples", nominal_rate=labels_rate(labels)[0], base_run=str(run_dir),
+                      base_kind=labels.provenance.get("kind"), fake_class=k, threshold_rows=chosen.tolist())
+    marked = NoisyLabels(noisy, labels.clean, k + 1, provenance)  # the radius follows the run's own rate
+    result = train(cfg, dataset=fake, noise=marked, out=str(out / THRESHOLD_RUN), resume=True, callback=callback)
+    dyn = read_dynamics(result.run_dir)
+    _check(np.array_equal(dyn["rows"], rows), f"{str(out / THRESHOLD_RUN)!r} trained on other rows than "
+                                               f"{str(run_dir)!r}")
+    aum = dyn["margin"].mean(axis=0)
+    is_threshold = np.isin(rows, chosen)
+    flagged, t = threshold_flags(aum[~is_threshold], aum[is_threshold])
+    source = dict(kind="threshold samples", run_dir=str(run_dir), threshold_run=str(result.run_dir),
+                  epochs=int(dyn["margin"].shape[0]))
+    detail = dict(percentile=THRESHOLD_PERCENTILE, threshold=t, threshold_samples=int(chosen.size), fake_class=k)
+    return _dynamics_detection("aum", dyn, labels, ~is_threshold, flagged, source, "threshold samples", detail)
 
 
 # ------------------------------------------------------------------------------------- confident learning
@@ -262,29 +379,46 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
     k = probs.shape[1]
     transition = np.where(true_mass.T > 0, (joint / np.maximum(true_mass, 1e-300)).T, np.eye(k))
     return Detection("cleanlab", np.arange(len(labels)), given, probs.argmax(1), 1.0 - quality, np.asarray(flagged),
-                     float(1.0 - np.trace(joint)), transition, labels, source)
+                     float(1.0 - np.trace(joint)), transition, labels, source, "cleanlab")
 
 
 # ------------------------------------------------------------------------------------- entry point
 
+def default_out(run_dir: Union[str, Path], score: str, threshold_samples: bool = False) -> Path:
+    """Where a detection from run ``run_dir`` is written unless told: ``run_dir/detect-<score>``, or
+    ``run_dir/detect-aum-threshold-samples``."""
+    return Path(run_dir) / ("detect-aum-threshold-samples" if threshold_samples else f"detect-{score}")
+
+
 def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional[int] = None,
-                      score: Optional[str] = None, config: Optional[TrainConfig] = None,
+                      score: Optional[str] = None, threshold_samples: bool = False, config: Optional[TrainConfig] = None,
                       dataset: Union[str, ImageDataset, None] = None, noise: Union[str, NoisyLabels, None] = None,
                       out: Union[str, Path, None] = None, callback: Optional[Callback] = None,
                       **overrides: Any) -> Detection:
     """Rank the training labels by how likely they are wrong and estimate the noise.
 
     Either ``run_dir`` (a finished or running run directory: scores from its dynamics, ``score`` "aum"
-    (default) or "loss"), or ``kfold`` K: K-fold training with ``config`` (``overrides`` of its fields; SAM by
-    default), ``dataset``/``noise`` as :func:`noisysam.train.train` takes them, out-of-fold probabilities to
-    cleanlab; fold run directories go under ``out`` (required for K-fold). The table, summary and plot are
-    written to ``out`` (for a run: default ``run_dir/detect-<score>``). ``callback``: see
-    :func:`kfold_probabilities`. Raises ValueError for bad input before writing anything."""
+    (default) or "loss"; with ``threshold_samples``, :func:`threshold_scores`, which trains once more, ``dataset``
+    being the run's own where it was passed as an object), or ``kfold`` K: K-fold training with ``config``
+    (``overrides`` of its fields; SAM by default), ``dataset``/``noise`` as :func:`noisysam.train.train` takes them,
+    out-of-fold probabilities to cleanlab; fold run directories go under ``out`` (required for K-fold). The table,
+    summary and plot are written to ``out`` (for a run: default :func:`default_out`). ``callback``: training events,
+    see :func:`kfold_probabilities`. Raises ValueError for bad input before writing anything."""
     _check((run_dir is None) != (kfold is None), "pass either run_dir (dynamics) or kfold (cleanlab), not both "
                                                  "or neither")
+    _check(not threshold_samples or run_dir is not None, "threshold samples need run_dir (the run to train again)")
+    if threshold_samples:
+        _check(score in (None, "aum"), f"threshold samples flag by AUM: score must be 'aum', got {score!r}")
+        _check(dataset is None or isinstance(dataset, ImageDataset),
+               f"dataset must be the run's ImageDataset or None (its own, by name), got {dataset!r}")
+        target = default_out(run_dir, "aum", True) if out is None else Path(out)
+        with run_lock(target):
+            detection = threshold_scores(run_dir, target, dataset, callback)
+            detection.save(target)
+        return detection
     if run_dir is not None:
         detection = dynamics_scores(run_dir, "aum" if score is None else score)
-        target = Path(run_dir) / f"detect-{detection.score_name}" if out is None else Path(out)
+        target = default_out(run_dir, detection.score_name) if out is None else Path(out)
         with run_lock(target):
             detection.save(target)
         return detection

@@ -16,7 +16,8 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
-from noisysam.detect import _most_predicted_other, cleaned, find_label_issues
+from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, find_label_issues, threshold_flags,
+                             threshold_sample_rows)
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -95,6 +96,8 @@ def test_the_suggestion_is_the_most_predicted_other_class_not_the_memorised_last
     # epochs x rows; row 0 (given 1) was predicted 2 early and memorised late; row 1 (given 0) ties 1 and 3.
     pred = np.array([[2, 3, 2], [2, 1, 2], [1, 1, 2], [1, 3, 2]])
     assert _most_predicted_other(pred, np.array([1, 0, 2]), 4).tolist()[:2] == [2, 1]
+    # A threshold run's fake class (4 here) is no vote: row 0 was predicted 4 three times and 3 once.
+    assert _most_predicted_other(np.array([[4], [4], [3], [4]]), np.array([1]), 4).tolist() == [3]
 
 
 def test_aum_and_loss_scores_and_the_table_by_hand(run):
@@ -318,6 +321,10 @@ def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_pat
     (["--from-run", "{tmp}"], "has no training dynamics"),
     (["--from-run", "{tmp}", "--kfold", 2], "give either --from-run RUN_DIR"),
     (["--from-run", "{tmp}", "--score", "cleanlab"], "Invalid value for '--score'"),
+    (["--aum-threshold-samples"], "--aum-threshold-samples needs --from-run RUN_DIR"),
+    (["--aum-threshold-samples", "--kfold", 2, "--out", "{tmp}/d"], "--aum-threshold-samples needs --from-run"),
+    (["--aum-threshold-samples", "--from-run", "{tmp}", "--score", "loss"], "takes no --score but aum"),
+    (["--aum-threshold-samples", "--from-run", "{tmp}"], "has no config.json"),
 ])
 def test_cli_detect_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["detect", "--dataset", tiny_npz, *[str(a).format(tmp=tmp_path) for a in args]])
@@ -342,3 +349,91 @@ def test_cli_labels_from_refuses_noise_options_and_a_non_detection_directory(tin
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
         assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------- threshold samples
+
+def test_threshold_samples_are_n_over_c_plus_1_distinct_training_rows_seeded():
+    rows = np.arange(0, 370, 10)  # 37 training rows, 3 classes: 37 // 4 = 9 threshold samples
+    chosen = threshold_sample_rows(rows, 3, seed=0)
+    assert chosen.size == 9 and len(set(chosen.tolist())) == 9 and set(chosen.tolist()) <= set(rows.tolist())
+    assert chosen.tolist() == sorted(chosen.tolist())
+    assert np.array_equal(chosen, threshold_sample_rows(rows, 3, seed=0))
+    assert not np.array_equal(chosen, threshold_sample_rows(rows, 3, seed=1))
+    assert threshold_sample_rows(rows[:3], 3, seed=0).size == 0  # fewer rows than classes + 1
+
+
+def test_threshold_flags_cut_at_the_99th_percentile_of_the_threshold_samples_aums():
+    # 101 threshold AUMs 0, 1, ..., 100: the 99th percentile is the value at rank 0.99 * 100 = 99, i.e. 99.
+    flagged, t = threshold_flags(np.array([98.9, 99.0, 99.1, -5.0]), np.arange(101.0))
+    assert t == 99.0 and flagged.tolist() == [True, False, False, True]
+    # Two threshold AUMs -1 and 3: linear interpolation at rank 0.99 * 1 gives -1 + 0.99 * 4 = 2.96.
+    flagged, t = threshold_flags(np.array([2.95, 2.97]), np.array([3.0, -1.0]))
+    assert t == pytest.approx(2.96) and flagged.tolist() == [True, False]
+    with pytest.raises(ValueError, match="no threshold samples"):
+        threshold_flags(np.array([0.0]), np.array([]))
+
+
+@pytest.fixture(scope="module")
+def named_run(tiny_npz, tmp_path_factory, one_thread_module):
+    """The run of ``run`` on the dataset by its path (a run to train again must name its dataset)."""
+    return train(dataset=tiny_npz, method="sgd", out=str(tmp_path_factory.mktemp("named") / "run"), **RUN)
+
+
+@pytest.fixture(scope="module")
+def threshold(named_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("threshold") / "detect"
+    result = CliRunner().invoke(cli, ["detect", "--from-run", str(named_run.run_dir), "--aum-threshold-samples",
+                                      "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_threshold_run_relabels_its_samples_to_a_fake_class_and_flags_by_their_99th_percentile(named_run, threshold):
+    run = named_run
+    out, printed = threshold
+    rows = np.load(run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    given = run.noisy_labels.noisy
+    marked = NoisyLabels.load(out / THRESHOLD_RUN / "noisy_labels.npz")
+    chosen = np.flatnonzero(marked.noisy == 10)  # the fake class: one past the 10 real ones
+    assert marked.num_classes == 11 and chosen.size == rows.size // 11 and set(chosen) <= set(rows.tolist())
+    assert marked.provenance["threshold_rows"] == chosen.tolist() and marked.provenance["fake_class"] == 10
+    others = np.setdiff1d(np.arange(N_TRAIN), chosen)
+    assert np.array_equal(marked.noisy[others], given[others]) and np.array_equal(marked.clean, run.noisy_labels.clean)
+    config = json.loads((out / THRESHOLD_RUN / "config.json").read_text())
+    assert config["noise"]["threshold_rows"] == chosen.tolist()  # config.json records them too
+    # The flags by hand from the threshold run's margins: sorted threshold AUMs, the 99th percentile interpolated.
+    aum = np.mean([e["margin"].astype(np.float64) for e in epochs_of(out / THRESHOLD_RUN)], axis=0)
+    is_threshold = np.isin(rows, chosen)
+    ranked = sorted(aum[is_threshold])
+    position = 0.99 * (len(ranked) - 1)
+    low = int(position)
+    t = ranked[low] + (position - low) * (ranked[min(low + 1, len(ranked) - 1)] - ranked[low])
+    table = json.loads((out / "issues.json").read_text())
+    assert sorted(r["index"] for r in table) == rows[~is_threshold].tolist()
+    by_row = dict(zip(rows.tolist(), aum.tolist()))
+    assert all(r["flagged"] == (by_row[r["index"]] < t) for r in table)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["estimator"] == "threshold samples" and summary["estimator_detail"]["threshold"] == pytest.approx(t)
+    assert summary["estimated_rate"] == pytest.approx(np.mean([r["flagged"] for r in table]))
+    assert f"{summary['estimated_rate']:.1%} by threshold samples" in printed
+    assert find_label_issues(run.run_dir, out=out.parent / "cut").summary()["estimator"] == "cut at 0"
+
+
+def test_killed_threshold_detection_resumes_to_the_same_result(named_run, threshold, tmp_path):
+    run, out = named_run, tmp_path / "detect"
+
+    def kill(event, info):
+        if event == "batch" and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        find_label_issues(run.run_dir, threshold_samples=True, out=out, callback=kill)
+    assert not (out / "issues.json").exists() and (out / THRESHOLD_RUN / "checkpoint.pt").exists()
+    trained = []
+    find_label_issues(run.run_dir, threshold_samples=True, out=out,
+                      callback=lambda e, i: trained.append(i["epoch"]) if e == "batch" else None)
+    assert set(trained) == {2, 3}  # epoch 1 was finished: resumed, not retrained
+    reference, _ = threshold
+    assert (out / "issues.json").read_text() == (reference / "issues.json").read_text()
+    assert (out / THRESHOLD_RUN / "result.json").exists()
