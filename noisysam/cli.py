@@ -943,6 +943,10 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
                    "fake class (threshold samples, Pleiss et al. 2020, Sec. 3; run directory OUT/threshold_run, "
                    "resumed by the same command) and flag a row whose AUM is below the 99th percentile of theirs; "
                    "the noise rate is then estimated this way.")
+@click.option("--annotators", is_flag=True,
+              help="With --from-run on CIFAR-10 images (cifar10-mini, cifar10): the consensus of CIFAR-10N's three "
+                   "annotators (random1/2/3) by cleanlab.multiannotator (CROWDLAB, with the run's model), each "
+                   "annotator's quality, and the given labels that differ from the consensus.")
 @click.option("--kfold", type=int, help="Train K models, each on all folds but one (the training options below), "
                                         "and hand their out-of-fold probabilities to cleanlab (confident learning).")
 @_options("method", "noise_rate", "seed", *_TRAINING)
@@ -953,7 +957,8 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
 @_threads_option
 @click.pass_context
 def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[str], threshold_samples: bool,
-                   kfold: Optional[int], out: Optional[str], as_json: bool, threads: Optional[int], **_: Any) -> None:
+                   annotators: bool, kfold: Optional[int], out: Optional[str], as_json: bool, threads: Optional[int],
+                   **_: Any) -> None:
     """Rank the training labels by how likely they are wrong (issues.csv/json, higher score = more likely wrong),
     estimate the noise rate and transition matrix (summary.json, beside the realised ones where the clean labels
     are known), and plot the scores (scores.png)."""
@@ -961,12 +966,16 @@ def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[
     if threshold_samples and (from_run is None or score not in (None, "aum")):
         raise click.UsageError("--aum-threshold-samples needs --from-run RUN_DIR (the run whose settings it trains "
                                "again) and takes no --score but aum")
+    if annotators and (from_run is None or score is not None or threshold_samples):
+        raise click.UsageError("--annotators needs --from-run RUN_DIR (the run whose labels and model it reads) and "
+                               "takes no --score or --aum-threshold-samples")
     if (from_run is None) == (kfold is None):
         raise click.UsageError("give either --from-run RUN_DIR (training dynamics) or --kfold K (cleanlab)")
     if kfold is not None and (score is not None or out is None):
         raise click.UsageError("--kfold needs --out DIR and takes no --score (its score is cleanlab's)")
     console = Console(stderr=as_json)
-    target = Path(out) if out else from_run and default_out(from_run, score or "aum", threshold_samples)
+    name = "aum-threshold-samples" if threshold_samples else "annotators" if annotators else score or "aum"
+    target = Path(out) if out else from_run and default_out(from_run, name)
     hint = ("interrupted; continue with the same command (the finished folds in {} are kept)" if kfold else
             "interrupted; continue with the same command (the threshold run in {} resumes)" if threshold_samples
             else "interrupted").format(target)
@@ -975,7 +984,7 @@ def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[
             with RunProgress(console) as progress:
                 detection = find_label_issues(from_run, threshold_samples=True, out=out, callback=progress)
         elif from_run is not None:
-            detection = find_label_issues(from_run, score=score, out=out)
+            detection = find_label_issues(from_run, score=score, annotators=annotators, out=out)
         else:
             config = dataclasses.replace(_DEFAULT, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING))
             with RunProgress(console) as progress:
@@ -994,8 +1003,12 @@ def _detection_table(detection: Any) -> Table:
     t = Table(title=f"label issues ({s['score']}, {s['n']} labels)", show_header=False, box=box.SIMPLE)
     t.add_row("flagged", f"{s['flagged']} ({_pct(s['flagged'] / s['n'])})")
     t.add_row("estimated noise rate", f"{_pct(s['estimated_rate'])} by {s['estimator']}")
-    detail = "".join(f"; {k} {v:.4g}" if isinstance(v, float) else f"; {k} {v}" for k, v in s["estimator_detail"].items())
-    t.add_row(f"  {s['estimator']}", escape(s["estimator_means"] + detail))
+    detail = {k: v for k, v in s["estimator_detail"].items() if k != "annotators"}
+    t.add_row(f"  {s['estimator']}", escape(s["estimator_means"] + "".join(
+        f"; {k} {v:.4g}" if isinstance(v, float) else f"; {k} {v}" for k, v in detail.items())))
+    for a in s["estimator_detail"].get("annotators", []):
+        t.add_row(f"  annotator {a['name']}", f"quality {a['quality']:.3f}, agrees with the consensus "
+                                               f"{_pct(a['agreement_with_consensus'])}, accuracy {_pct(a['accuracy'])}")
     truth = s["truth"]
     if truth is None:
         t.add_row("realised noise rate", "unknown (no clean labels)")

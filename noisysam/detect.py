@@ -31,6 +31,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -39,17 +40,19 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
 from noisysam.data import ImageDataset, Loader, load_dataset
-from noisysam.files import (CONFIG_SCHEMA, FileFormatError, NpzArrays, atomic_write, read_json, run_lock,
-                            write_json)
+from noisysam.files import (CONFIG_SCHEMA, FileFormatError, NpzArrays, atomic_write, load_checkpoint, read_json,
+                            run_lock, write_json)
 from noisysam.metrics import noise_auroc
-from noisysam.noise import NoisyLabels, make as make_noise
+from noisysam.models import get_model
+from noisysam.noise import (CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module,
+                            make as make_noise)
 from noisysam.plot import plot_scores
 from noisysam.train import (DYNAMICS_DIR, Callback, TrainConfig, derive_seed, dynamics_path, fingerprints,
                             labels_rate, train)
 
-#: Scores from a run's dynamics; "cleanlab" is the K-fold source.
+#: Scores from a run's dynamics; "cleanlab" is the K-fold source, "annotators" CIFAR-10N's three annotators.
 DYNAMICS_SCORES = ("aum", "loss")
-SCORES = DYNAMICS_SCORES + ("cleanlab",)
+SCORES = DYNAMICS_SCORES + ("cleanlab", "annotators")
 OUTPUT_FILES = ("issues.csv", "issues.json", "summary.json", "labels.npz")
 #: How :func:`cleaned` acts on the flagged labels.
 CLEAN_MODES = ("drop", "relabel")
@@ -59,6 +62,8 @@ ESTIMATORS = {
                          "samples' AUMs (Pleiss et al., arXiv 2001.10528, Sec. 3)",
     "cut at 0": "share of the scored rows whose AUM (mean margin) is below 0",
     "cleanlab": "1 - trace of cleanlab.count.estimate_joint on out-of-fold probabilities",
+    "annotator consensus": "share of the scored rows whose given label differs from the consensus of CIFAR-10N's "
+                           "three annotators (cleanlab.multiannotator, CROWDLAB, arXiv 2210.06812)",
 }
 #: The percentile of the threshold samples' AUMs below which a row is flagged (Pleiss et al., Sec. 3).
 THRESHOLD_PERCENTILE = 99.0
@@ -260,7 +265,7 @@ def _run_inputs(run_dir: Path, dataset: Optional[ImageDataset]) -> tuple[TrainCo
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in saved["config"].items() if k in names})
     _check(not cfg.model.startswith("custom:"), f"run directory {str(run_dir)!r} trained a model passed as an object "
-                                                f"({cfg.model}); threshold samples need a model noisysam can build")
+                                                f"({cfg.model}); this detection needs a model noisysam can build")
     if dataset is None:
         _check(not cfg.dataset.startswith("custom:"), f"run directory {str(run_dir)!r} trained on a dataset passed as "
                                                       f"an object ({cfg.dataset}): pass that dataset")
@@ -308,16 +313,46 @@ def threshold_scores(run_dir: Union[str, Path], out: Union[str, Path], dataset: 
     return _dynamics_detection("aum", dyn, labels, ~is_threshold, flagged, source, "threshold samples", detail)
 
 
+# ------------------------------------------------------------------------------------- several annotators
+
+def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] = None) -> Detection:
+    """CIFAR-10N's three annotators (:data:`noisysam.noise.CIFAR10N_ANNOTATORS`) against the given labels of run
+    ``run_dir``, on every training-set row. CROWDLAB (``cleanlab.multiannotator.get_label_quality_multiannotator``,
+    Goh et al., arXiv 2210.06812), with the probabilities of the run's final model (in-sample on its training
+    split), gives each image a consensus label (the majority vote, ties to the model) with a quality q in [0, 1], and
+    each annotator a quality. A given label other than the consensus is flagged (the estimated rate is their share)
+    and the consensus suggested; score: q where flagged, 1 - q where not (higher = more likely wrong).
+    ``estimator_detail`` holds each annotator's quality and agreement with the consensus beside its accuracy
+    against the dataset's own labels, and the consensus's accuracy."""
+    cl = _cleanlab()
+    run_dir = Path(run_dir)
+    cfg, data, labels = _run_inputs(run_dir, dataset)
+    annotations = cifar10n_annotators(data)
+    with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
+        rows = npz.read("rows")
+    model = get_model(cfg.model, data.num_classes, in_channels=data.x_train.shape[-1], **cfg.model_params)
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    probs = predict_probabilities(model, data.x_train[rows], data.x_train, cfg)
+    result = cl.multiannotator.get_label_quality_multiannotator(annotations, probs, verbose=False)
+    agreed = result["label_quality"]["consensus_label"].to_numpy(np.int64)
+    quality = result["label_quality"]["consensus_quality_score"].to_numpy(np.float64)
+    stats = result["annotator_stats"].sort_index()  # one row per annotator column, by its position
+    given, clean = labels.noisy, labels.clean
+    flagged = given != agreed
+    detail = dict(consensus_accuracy=float(np.mean(agreed == clean)), annotators=[
+        dict(name=name, quality=float(stats["annotator_quality"].iloc[i]),
+             agreement_with_consensus=float(stats["agreement_with_consensus"].iloc[i]),
+             accuracy=float(np.mean(annotations[:, i] == clean))) for i, name in enumerate(CIFAR10N_ANNOTATORS)])
+    return Detection("annotators", np.arange(len(labels)), given, agreed, np.where(flagged, quality, 1.0 - quality),
+                     flagged, float(flagged.mean()), _transition(agreed, given, labels.num_classes), labels,
+                     dict(kind="annotators", run_dir=str(run_dir)), "annotator consensus", detail)
+
+
 # ------------------------------------------------------------------------------------- confident learning
 
 def _cleanlab() -> Any:
-    try:
-        import cleanlab.count
-        import cleanlab.filter
-        import cleanlab.rank
-    except ImportError:
-        raise ValueError("cleanlab is not installed: pip install 'noisysam[cleanlab]'") from None
-    return cleanlab
+    """The cleanlab modules detection uses (cleanlab is an optional extra: one line when it is missing)."""
+    return SimpleNamespace(**{name: cleanlab_module(name) for name in ("count", "filter", "rank", "multiannotator")})
 
 
 def check_kfold(k: Any, given: np.ndarray, num_classes: int) -> None:
@@ -384,36 +419,42 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
 
 # ------------------------------------------------------------------------------------- entry point
 
-def default_out(run_dir: Union[str, Path], score: str, threshold_samples: bool = False) -> Path:
-    """Where a detection from run ``run_dir`` is written unless told: ``run_dir/detect-<score>``, or
-    ``run_dir/detect-aum-threshold-samples``."""
-    return Path(run_dir) / ("detect-aum-threshold-samples" if threshold_samples else f"detect-{score}")
+def default_out(run_dir: Union[str, Path], name: str) -> Path:
+    """Where a detection from run ``run_dir`` is written unless told: ``run_dir/detect-<name>``, ``name`` its score,
+    ``aum-threshold-samples`` or ``annotators``."""
+    return Path(run_dir) / f"detect-{name}"
 
 
 def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional[int] = None,
-                      score: Optional[str] = None, threshold_samples: bool = False, config: Optional[TrainConfig] = None,
-                      dataset: Union[str, ImageDataset, None] = None, noise: Union[str, NoisyLabels, None] = None,
-                      out: Union[str, Path, None] = None, callback: Optional[Callback] = None,
-                      **overrides: Any) -> Detection:
+                      score: Optional[str] = None, threshold_samples: bool = False, annotators: bool = False,
+                      config: Optional[TrainConfig] = None, dataset: Union[str, ImageDataset, None] = None,
+                      noise: Union[str, NoisyLabels, None] = None, out: Union[str, Path, None] = None,
+                      callback: Optional[Callback] = None, **overrides: Any) -> Detection:
     """Rank the training labels by how likely they are wrong and estimate the noise.
 
     Either ``run_dir`` (a finished or running run directory: scores from its dynamics, ``score`` "aum"
-    (default) or "loss"; with ``threshold_samples``, :func:`threshold_scores`, which trains once more, ``dataset``
-    being the run's own where it was passed as an object), or ``kfold`` K: K-fold training with ``config``
-    (``overrides`` of its fields; SAM by default), ``dataset``/``noise`` as :func:`noisysam.train.train` takes them,
-    out-of-fold probabilities to cleanlab; fold run directories go under ``out`` (required for K-fold). The table,
-    summary and plot are written to ``out`` (for a run: default :func:`default_out`). ``callback``: training events,
-    see :func:`kfold_probabilities`. Raises ValueError for bad input before writing anything."""
+    (default) or "loss"; with ``threshold_samples``, :func:`threshold_scores`, which trains once more; with
+    ``annotators``, :func:`annotator_scores`; for these two ``dataset`` is the run's own where it was passed as an
+    object), or ``kfold`` K: K-fold training with ``config`` (``overrides`` of its fields; SAM by default),
+    ``dataset``/``noise`` as :func:`noisysam.train.train` takes them, out-of-fold probabilities to cleanlab; fold run
+    directories go under ``out`` (required for K-fold). The table, summary and plot are written to ``out`` (for a
+    run: default :func:`default_out`). ``callback``: training events, see :func:`kfold_probabilities`. Raises
+    ValueError for bad input before writing anything."""
     _check((run_dir is None) != (kfold is None), "pass either run_dir (dynamics) or kfold (cleanlab), not both "
                                                  "or neither")
-    _check(not threshold_samples or run_dir is not None, "threshold samples need run_dir (the run to train again)")
-    if threshold_samples:
-        _check(score in (None, "aum"), f"threshold samples flag by AUM: score must be 'aum', got {score!r}")
+    _check(not (threshold_samples and annotators), "pass threshold_samples or annotators, not both")
+    if threshold_samples or annotators:
+        name = "threshold samples" if threshold_samples else "annotators"
+        _check(run_dir is not None, f"{name} need run_dir (the run to read)")
+        _check(score in (None, "aum") if threshold_samples else score is None,
+               f"{name} take no score but their own, got {score!r}")
         _check(dataset is None or isinstance(dataset, ImageDataset),
                f"dataset must be the run's ImageDataset or None (its own, by name), got {dataset!r}")
-        target = default_out(run_dir, "aum", True) if out is None else Path(out)
+        target = default_out(run_dir, "aum-threshold-samples" if threshold_samples else "annotators") \
+            if out is None else Path(out)
         with run_lock(target):
-            detection = threshold_scores(run_dir, target, dataset, callback)
+            detection = (threshold_scores(run_dir, target, dataset, callback) if threshold_samples
+                         else annotator_scores(run_dir, dataset))
             detection.save(target)
         return detection
     if run_dir is not None:

@@ -325,6 +325,9 @@ def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_pat
     (["--aum-threshold-samples", "--kfold", 2, "--out", "{tmp}/d"], "--aum-threshold-samples needs --from-run"),
     (["--aum-threshold-samples", "--from-run", "{tmp}", "--score", "loss"], "takes no --score but aum"),
     (["--aum-threshold-samples", "--from-run", "{tmp}"], "has no config.json"),
+    (["--annotators"], "--annotators needs --from-run RUN_DIR"),
+    (["--annotators", "--from-run", "{tmp}", "--score", "aum"], "--annotators needs --from-run RUN_DIR"),
+    (["--annotators", "--from-run", "{tmp}"], "has no config.json"),
 ])
 def test_cli_detect_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["detect", "--dataset", tiny_npz, *[str(a).format(tmp=tmp_path) for a in args]])
@@ -437,3 +440,61 @@ def test_killed_threshold_detection_resumes_to_the_same_result(named_run, thresh
     reference, _ = threshold
     assert (out / "issues.json").read_text() == (reference / "issues.json").read_text()
     assert (out / THRESHOLD_RUN / "result.json").exists()
+
+
+# ------------------------------------------------------------------------------------- CIFAR-10N's annotators
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory, one_thread_module):
+    """A 1-epoch run on the first 300 embedded CIFAR-10 images (with their train_index) and CIFAR-10N worse labels."""
+    mini = noisysam.load_dataset("cifar10-mini")
+    path = tmp_path_factory.mktemp("cifar") / "sub.npz"
+    np.savez(path, x_train=mini.x_train[:300], y_train=mini.y_train[:300], x_test=mini.x_test[:50],
+             y_test=mini.y_test[:50], classes=np.array(mini.classes), train_index=mini.train_index[:300])
+    return train(dataset=str(path), method="sgd", noise="cifar10n-worse",
+                 out=str(tmp_path_factory.mktemp("cifar") / "run"), **{**RUN, "epochs": 1})
+
+
+def test_annotator_detection_flags_labels_off_the_consensus_and_rates_each_annotator(cifar_run, tmp_path):
+    multiannotator = pytest.importorskip("cleanlab.multiannotator")
+    result = cli_run("detect", "--from-run", cifar_run.run_dir, "--annotators", "--out", tmp_path / "d", "--threads", 1)
+    assert result.exit_code == 0, result.output
+    assert "by annotator consensus" in result.output and "annotator random3" in result.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    table = {r["index"]: r for r in json.loads((tmp_path / "d" / "issues.json").read_text())}
+    data = noisysam.load_dataset(json.loads((cifar_run.run_dir / "config.json").read_text())["config"]["dataset"])
+    with np.load(noisysam.data.find_data_file("cifar10n.npz")) as f:
+        votes = np.stack([f[k][data.train_index] for k in ("random1", "random2", "random3")], 1).astype(np.int64)
+    given, clean = cifar_run.noisy_labels.noisy, data.y_train
+    consensus = np.array([table[i]["suggested"] for i in range(300)])
+    counts = np.stack([np.bincount(v, minlength=10) for v in votes])
+    majority = counts.max(axis=1) >= 2
+    assert np.array_equal(consensus[majority], counts[majority].argmax(axis=1))  # the majority where there is one
+    flagged = np.array([table[i]["flagged"] for i in range(300)])
+    assert np.array_equal(flagged, given != consensus)
+    assert summary["estimator"] == "annotator consensus" and summary["estimated_rate"] == pytest.approx(flagged.mean())
+    detail = summary["estimator_detail"]
+    assert detail["consensus_accuracy"] == pytest.approx(np.mean(consensus == clean))
+    assert [a["name"] for a in detail["annotators"]] == ["random1", "random2", "random3"]
+    for a, column in zip(detail["annotators"], votes.T):
+        assert a["accuracy"] == pytest.approx(np.mean(column == clean))
+        assert a["agreement_with_consensus"] == pytest.approx(np.mean(column == consensus))
+    # Scores: CROWDLAB's consensus quality q on the run model's probabilities (recomputed apart from the Loader).
+    rows = np.load(cifar_run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    state = torch.load(cifar_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    logits = logits_of(state, data.x_train[rows], data.x_train)
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    reference = multiannotator.get_label_quality_multiannotator(votes, soft / soft.sum(1, keepdims=True), verbose=False)
+    q = reference["label_quality"]["consensus_quality_score"].to_numpy()
+    scores = np.array([table[i]["score"] for i in range(300)])
+    assert np.allclose(scores, np.where(flagged, q, 1 - q), atol=1e-4)
+    quality = reference["annotator_stats"].sort_index()["annotator_quality"].to_numpy()
+    assert np.allclose([a["quality"] for a in detail["annotators"]], quality, atol=1e-4)
+
+
+def test_annotators_on_images_without_cifar10_positions_exit_2_and_change_nothing(named_run, snapshot):
+    before = snapshot(named_run.run_dir)
+    result = CliRunner().invoke(cli, ["detect", "--from-run", str(named_run.run_dir), "--annotators"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "train_index is None" in lines[0], result.output
+    assert snapshot(named_run.run_dir) == before
