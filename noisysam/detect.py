@@ -62,6 +62,9 @@ ESTIMATORS = {
                          "samples' AUMs (Pleiss et al., arXiv 2001.10528, Sec. 3)",
     "cut at 0": "share of the scored rows whose AUM (mean margin) is below 0",
     "cleanlab": "1 - trace of cleanlab.count.estimate_joint on out-of-fold probabilities",
+    "validation": "(A - V) / (A - (1 - A) / (K - 1)), A the model's clean-test accuracy and V its accuracy against the "
+                  "noisy labels of the held-out validation split, both as mean probabilities; assumes symmetric noise "
+                  "(Chen et al., arXiv 1905.05040, Sec. 3)",
     "annotator consensus": "share of the scored rows whose given label differs from the consensus of CIFAR-10N's "
                            "three annotators (cleanlab.multiannotator, CROWDLAB, arXiv 2210.06812)",
 }
@@ -86,7 +89,8 @@ class Detection:
     verdict; ``estimated_rate``/``estimated_transition``: its noise estimate; ``is_noisy``: the truth where
     known (the labels' clean labels differ from the given ones somewhere), else None; ``source``: provenance;
     ``estimator``: which estimate ``estimated_rate`` is (a key of :data:`ESTIMATORS`), ``estimator_detail`` its
-    parameters (e.g. the threshold value)."""
+    parameters (e.g. the threshold value); ``other_estimates``: the rates of other estimators of the same labels
+    that need no training, by estimator name (each a dict with ``rate`` and its inputs, or the reason it has none)."""
 
     score_name: str
     index: np.ndarray
@@ -100,6 +104,7 @@ class Detection:
     source: dict
     estimator: str
     estimator_detail: dict = dataclasses.field(default_factory=dict)
+    other_estimates: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_noisy(self) -> Optional[np.ndarray]:
@@ -132,7 +137,8 @@ class Detection:
                     num_classes=self.labels.num_classes, flagged=int(self.flagged.sum()),
                     estimator=self.estimator, estimator_means=ESTIMATORS[self.estimator],
                     estimator_detail=self.estimator_detail, estimated_rate=self.estimated_rate,
-                    estimated_transition=self.estimated_transition.tolist(), truth=self.evaluation())
+                    estimated_transition=self.estimated_transition.tolist(), other_estimates=self.other_estimates,
+                    truth=self.evaluation())
 
     def save(self, out: Union[str, Path]) -> None:
         """issues.csv, issues.json (the ranked table), summary.json, labels.npz (the labels scored), scores.png
@@ -313,6 +319,53 @@ def threshold_scores(run_dir: Union[str, Path], out: Union[str, Path], dataset: 
     return _dynamics_detection("aum", dyn, labels, ~is_threshold, flagged, source, "threshold samples", detail)
 
 
+def _run_model(run_dir: Path, cfg: TrainConfig, data: ImageDataset) -> tuple[np.ndarray, torch.nn.Module]:
+    """A run's training rows and its model as its checkpoint.pt holds it (the last finished epoch), on the CPU."""
+    with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
+        rows = npz.read("rows").astype(np.int64)
+    model = get_model(cfg.model, data.num_classes, in_channels=data.x_train.shape[-1], **cfg.model_params)
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    return rows, model
+
+
+def symmetric_rate(clean_accuracy: float, noisy_accuracy: float, num_classes: int) -> Optional[float]:
+    """The symmetric noise rate r at which a model of accuracy A = ``clean_accuracy`` against the clean labels scores
+    V = ``noisy_accuracy`` against noisy labels it never trained on: V = A (1 - r) + (1 - A) r / (K - 1) (Chen et al.,
+    arXiv 1905.05040, Sec. 3), so r = (A - V) / (A - (1 - A) / (K - 1)), clipped to [0, 1]; None for a model no
+    better than chance (A <= 1/K), whose noisy accuracy says nothing of r."""
+    a, v, k = clean_accuracy, noisy_accuracy, num_classes
+    slope = a - (1.0 - a) / (k - 1)
+    return None if slope <= 0 else float(np.clip((a - v) / slope, 0.0, 1.0))
+
+
+def validation_estimate(run_dir: Union[str, Path], dataset: Optional[ImageDataset] = None) -> dict:
+    """The noise rate of a run's labels without training: :func:`symmetric_rate` of its final model's mean
+    probability of the clean label on the test split (A; noisysam's test labels are clean) and of the given label on
+    the validation split the run held out (V; never trained on). Mean probabilities, not argmax accuracies: the
+    same relation holds for them in expectation, with less variance. Raises ValueError where the run has no
+    validation split or its inputs cannot be reloaded."""
+    run_dir = Path(run_dir)
+    cfg, data, labels = _run_inputs(run_dir, dataset)
+    rows, model = _run_model(run_dir, cfg, data)
+    val = np.setdiff1d(np.arange(len(labels)), rows)
+    _check(val.size > 0, f"run directory {str(run_dir)!r} holds out no validation split (val_fraction 0)")
+    val_probs = predict_probabilities(model, data.x_train[rows], data.x_train[val], cfg)
+    test_probs = predict_probabilities(model, data.x_train[rows], data.x_test, cfg)
+    v = float(val_probs[np.arange(val.size), labels.noisy[val]].mean())
+    a = float(test_probs[np.arange(len(data.y_test)), data.y_test].mean())
+    return dict(rate=symmetric_rate(a, v, labels.num_classes), clean_test_accuracy=a, noisy_validation_accuracy=v,
+                validation_rows=int(val.size), test_rows=int(len(data.y_test)))
+
+
+def _other_estimates(run_dir: Union[str, Path], dataset: Optional[ImageDataset]) -> dict:
+    """The estimates of a run's noise that need no training beside a detection's own: :func:`validation_estimate`,
+    or why it has none."""
+    try:
+        return {"validation": validation_estimate(run_dir, dataset)}
+    except (ValueError, OSError) as e:  # no validation split or checkpoint, a dataset passed as an object, ...
+        return {"validation": dict(rate=None, unavailable=str(e))}
+
+
 # ------------------------------------------------------------------------------------- several annotators
 
 def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] = None) -> Detection:
@@ -328,10 +381,7 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     run_dir = Path(run_dir)
     cfg, data, labels = _run_inputs(run_dir, dataset)
     annotations = cifar10n_annotators(data)
-    with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
-        rows = npz.read("rows")
-    model = get_model(cfg.model, data.num_classes, in_channels=data.x_train.shape[-1], **cfg.model_params)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    rows, model = _run_model(run_dir, cfg, data)
     probs = predict_probabilities(model, data.x_train[rows], data.x_train, cfg)
     result = cl.multiannotator.get_label_quality_multiannotator(annotations, probs, verbose=False)
     agreed = result["label_quality"]["consensus_label"].to_numpy(np.int64)
@@ -455,10 +505,12 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
         with run_lock(target):
             detection = (threshold_scores(run_dir, target, dataset, callback) if threshold_samples
                          else annotator_scores(run_dir, dataset))
+            detection.other_estimates = _other_estimates(run_dir, dataset)
             detection.save(target)
         return detection
     if run_dir is not None:
         detection = dynamics_scores(run_dir, "aum" if score is None else score)
+        detection.other_estimates = _other_estimates(run_dir, dataset if isinstance(dataset, ImageDataset) else None)
         target = default_out(run_dir, detection.score_name) if out is None else Path(out)
         with run_lock(target):
             detection.save(target)

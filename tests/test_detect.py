@@ -16,8 +16,8 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
-from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, find_label_issues, threshold_flags,
-                             threshold_sample_rows)
+from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, find_label_issues, symmetric_rate,
+                             threshold_flags, threshold_sample_rows)
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -498,3 +498,40 @@ def test_annotators_on_images_without_cifar10_positions_exit_2_and_change_nothin
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "train_index is None" in lines[0], result.output
     assert snapshot(named_run.run_dir) == before
+
+
+
+# ------------------------------------------------------------------------------------- the validation estimate
+
+def test_symmetric_rate_inverts_the_noisy_accuracy_of_a_model_by_hand():
+    # A model right on half the clean labels, labels 40% symmetric over 10 classes: it matches a noisy label when it
+    # is right and the label kept (0.5 * 0.6) or it is wrong and the label moved to its class (0.5 * 0.4 / 9).
+    assert symmetric_rate(0.5, 0.5 * 0.6 + 0.5 * 0.4 / 9, 10) == pytest.approx(0.4)
+    assert symmetric_rate(0.9, 0.9, 10) == 0.0 and symmetric_rate(0.9, 0.95, 10) == 0.0  # clipped at 0
+    assert symmetric_rate(0.1, 0.05, 10) is None  # chance: the noisy accuracy says nothing of the rate
+
+
+def test_validation_estimate_from_the_held_out_split_and_the_clean_test_split(named_run, tiny, tmp_path):
+    summary = find_label_issues(named_run.run_dir, out=tmp_path / "d").summary()
+    got = summary["other_estimates"]["validation"]
+    rows = np.load(named_run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    val = np.setdiff1d(np.arange(N_TRAIN), rows)
+    state = torch.load(named_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+    def mean_probability(x, y):
+        logits = logits_of(state, tiny.x_train[rows], x)
+        soft = np.exp(logits - logits.max(1, keepdims=True))
+        return (soft / soft.sum(1, keepdims=True))[np.arange(len(y)), y].mean()
+
+    a = mean_probability(tiny.x_test, tiny.y_test)
+    v = mean_probability(tiny.x_train[val], named_run.noisy_labels.noisy[val])
+    assert got["validation_rows"] == val.size == 20 and got["test_rows"] == 100
+    assert got["clean_test_accuracy"] == pytest.approx(a, abs=1e-5)
+    assert got["noisy_validation_accuracy"] == pytest.approx(v, abs=1e-5)
+    slope = a - (1 - a) / 9
+    assert got["rate"] == (None if slope <= 0 else pytest.approx(min(max((a - v) / slope, 0), 1), abs=1e-4))
+
+
+def test_validation_estimate_names_why_it_has_none(run, tmp_path):
+    got = find_label_issues(run.run_dir, out=tmp_path / "d").summary()["other_estimates"]["validation"]
+    assert got["rate"] is None and "trained on a dataset passed as an object" in got["unavailable"]
