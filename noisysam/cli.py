@@ -952,7 +952,8 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
 @_options("method", "noise_rate", "seed", *_TRAINING)
 @click.option("--out", type=click.Path(file_okay=False),
               help="Detection directory [--from-run: RUN_DIR/detect-<score>, with --aum-threshold-samples "
-                   "RUN_DIR/detect-aum-threshold-samples; --kfold: required].")
+                   "RUN_DIR/detect-aum-threshold-samples, with --annotators RUN_DIR/detect-annotators; --kfold: "
+                   "required].")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout and nothing else.")
 @_threads_option
 @click.pass_context

@@ -226,7 +226,7 @@ def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     keep = np.ones(rows.size, dtype=bool)
     return _dynamics_detection(score, dyn, labels, keep, dyn["margin"].mean(axis=0) < 0,
                                dict(kind="dynamics", run_dir=str(run_dir), epochs=int(dyn["margin"].shape[0])),
-                               "cut at 0", dict(cut=0.0))
+                               "cut at 0", {})
 
 
 def _dynamics_detection(score: str, dyn: dict[str, np.ndarray], labels: NoisyLabels, keep: np.ndarray,
