@@ -377,16 +377,12 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     and the consensus suggested; score: q where flagged, 1 - q where not (higher = more likely wrong).
     ``estimator_detail`` holds each annotator's quality and agreement with the consensus beside its accuracy
     against the dataset's own labels, and the consensus's accuracy."""
-    cl = _cleanlab()
+    _cleanlab()  # before the model is loaded
     run_dir = Path(run_dir)
     cfg, data, labels = _run_inputs(run_dir, dataset)
     annotations = cifar10n_annotators(data)
     rows, model = _run_model(run_dir, cfg, data)
-    probs = predict_probabilities(model, data.x_train[rows], data.x_train, cfg)
-    result = cl.multiannotator.get_label_quality_multiannotator(annotations, probs, verbose=False)
-    agreed = result["label_quality"]["consensus_label"].to_numpy(np.int64)
-    quality = result["label_quality"]["consensus_quality_score"].to_numpy(np.float64)
-    stats = result["annotator_stats"].sort_index()  # one row per annotator column, by its position
+    agreed, quality, stats = crowdlab(annotations, predict_probabilities(model, data.x_train[rows], data.x_train, cfg))
     given, clean = labels.noisy, labels.clean
     flagged = given != agreed
     detail = dict(consensus_accuracy=float(np.mean(agreed == clean)), annotators=[
@@ -396,6 +392,20 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     return Detection("annotators", np.arange(len(labels)), given, agreed, np.where(flagged, quality, 1.0 - quality),
                      flagged, float(flagged.mean()), _transition(agreed, given, labels.num_classes), labels,
                      dict(kind="annotators", run_dir=str(run_dir)), "annotator consensus", detail)
+
+
+def crowdlab(annotations: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """CROWDLAB (Goh et al., arXiv 2210.06812) by ``cleanlab.multiannotator.get_label_quality_multiannotator`` on
+    ``annotations`` (n x M) and a model's ``probs`` (n x K): the consensus labels, their quality scores and the
+    annotators' statistics (a DataFrame, one row per annotator column, in column order). The consensus is the
+    majority vote (ties to the model), not cleanlab's default best_quality: that follows the model, and a model
+    that memorised the given labels drags the consensus to them (measured: 62% right against 89% on CIFAR-10N
+    worse with an SGD run's model)."""
+    result = _cleanlab().multiannotator.get_label_quality_multiannotator(
+        annotations, probs, consensus_method="majority_vote", verbose=False)
+    quality = result["label_quality"]
+    return (quality["consensus_label"].to_numpy(np.int64), quality["consensus_quality_score"].to_numpy(np.float64),
+            result["annotator_stats"].sort_index())
 
 
 # ------------------------------------------------------------------------------------- confident learning

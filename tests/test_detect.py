@@ -16,8 +16,8 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
-from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, find_label_issues, symmetric_rate,
-                             threshold_flags, threshold_sample_rows)
+from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
+                             symmetric_rate, threshold_flags, threshold_sample_rows)
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -484,12 +484,25 @@ def test_annotator_detection_flags_labels_off_the_consensus_and_rates_each_annot
     state = torch.load(cifar_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
     logits = logits_of(state, data.x_train[rows], data.x_train)
     soft = np.exp(logits - logits.max(1, keepdims=True))
-    reference = multiannotator.get_label_quality_multiannotator(votes, soft / soft.sum(1, keepdims=True), verbose=False)
+    probs = soft / soft.sum(1, keepdims=True)
+    reference = multiannotator.get_label_quality_multiannotator(votes, probs, consensus_method="majority_vote",
+                                                                verbose=False)
+    assert np.array_equal(consensus, multiannotator.get_majority_vote_label(votes, probs, verbose=False))
     q = reference["label_quality"]["consensus_quality_score"].to_numpy()
     scores = np.array([table[i]["score"] for i in range(300)])
     assert np.allclose(scores, np.where(flagged, q, 1 - q), atol=1e-4)
     quality = reference["annotator_stats"].sort_index()["annotator_quality"].to_numpy()
     assert np.allclose([a["quality"] for a in detail["annotators"]], quality, atol=1e-4)
+
+
+def test_the_consensus_is_the_majority_even_where_a_confident_model_says_otherwise():
+    pytest.importorskip("cleanlab")
+    annotations = np.array([[0, 0, 1], [1, 1, 0], [2, 2, 2], [0, 1, 2]] * 5)
+    probs = np.full((20, 3), 0.005)
+    probs[np.arange(20), [1, 0, 2, 2] * 5] = 0.99  # the model backs the minority in rows 0 and 1, and class 2 in the tie
+    agreed, quality, stats = crowdlab(annotations, probs)
+    assert agreed.tolist() == [0, 1, 2, 2] * 5  # majorities stand; the three-way tie goes to the model
+    assert quality.shape == (20,) and len(stats) == 3
 
 
 def test_annotators_on_images_without_cifar10_positions_exit_2_and_change_nothing(named_run, snapshot):
