@@ -17,8 +17,13 @@ Two sources of scores, each ranked "higher = more likely wrong":
   (``cleanlab.filter.find_label_issues`` flags, ``cleanlab.rank.get_label_quality_scores`` ranks with
   score = 1 - self-confidence, ``cleanlab.count.estimate_joint`` estimates the noise).
 
-Each detection names the estimator of its noise rate (:data:`ESTIMATORS`): the threshold samples, the cut at 0
-or cleanlab's joint; the numbers of different estimators are never mixed in one field.
+- CIFAR-10N's three annotators (CIFAR-10 images only): their consensus by ``cleanlab.multiannotator`` (CROWDLAB,
+  Goh et al., arXiv 2210.06812) against the given labels, and each annotator's quality.
+
+Each detection names the estimator of its noise rate (:data:`ESTIMATORS`): the threshold samples, the cut at 0,
+cleanlab's joint or the annotators' consensus; a run-based detection adds, under ``other_estimates``, the rate
+estimated without training from the run's held-out validation split (:func:`validation_estimate`, Chen et al.,
+arXiv 1905.05040). The numbers of different estimators are never mixed in one field.
 
 The estimated transition matrix follows :class:`noisysam.noise.NoisyLabels`: ``T[i, j] = P(given = j | true = i)``.
 """
