@@ -11,7 +11,8 @@ codebases (see :mod:`noisysam`'s "Conventions"); which one was used is recorded 
 - pairflip: class i -> i+1 mod K (Han et al. 2018, Co-teaching).
 - from_transition: any row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)``.
 - cifar10n: real human labels, CIFAR-10N (Wei et al. 2022, "Learning with Noisy Labels Revisited: A
-  Study Using Real-World Human Annotations", ICLR 2022; CC BY-NC 4.0).
+  Study Using Real-World Human Annotations", ICLR 2022; CC BY-NC 4.0), and the consensus of its three annotators
+  by cleanlab's multi-annotator majority vote (:func:`consensus`; cleanlab is an optional extra).
 
 Randomness: every function takes an explicit ``seed`` (int or ``numpy.random.Generator``) and uses only
 ``Generator.random`` / ``integers`` / ``permutation`` of numpy's default PCG64 generator, whose streams
