@@ -1008,7 +1008,8 @@ def _detection_table(detection: Any) -> Table:
     t.add_row(f"  {s['estimator']}", escape(s["estimator_means"] + "".join(
         f"; {k} {v:.4g}" if isinstance(v, float) else f"; {k} {v}" for k, v in detail.items())))
     for name, other in s["other_estimates"].items():
-        t.add_row(f"  also by {name}", _pct(other["rate"]) if other["rate"] is not None else
+        t.add_row(f"  also by {name}", f"{_pct(other['rate'])} ± {_pct(other['standard_error'])} (standard error)"
+                  if other["rate"] is not None else
                   escape(f"none: {other.get('unavailable', 'a model no better than chance')}"))
     for a in s["estimator_detail"].get("annotators", []):
         t.add_row(f"  annotator {a['name']}", f"quality {a['quality']:.3f}, agrees with the consensus "

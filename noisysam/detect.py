@@ -343,12 +343,27 @@ def symmetric_rate(clean_accuracy: float, noisy_accuracy: float, num_classes: in
     return None if slope <= 0 else float(np.clip((a - v) / slope, 0.0, 1.0))
 
 
+def symmetric_rate_error(clean_accuracy: float, noisy_accuracy: float, clean_se: float, noisy_se: float,
+                         num_classes: int) -> Optional[float]:
+    """The standard error of :func:`symmetric_rate` by the delta method, from the standard errors of its two
+    accuracies (measured on disjoint rows, so independent): with s = A - (1 - A)/(K - 1), dr/dV = -1/s and
+    dr/dA = (1 - r K/(K - 1))/s; None where the rate is."""
+    rate = symmetric_rate(clean_accuracy, noisy_accuracy, num_classes)
+    if rate is None:
+        return None
+    k = num_classes
+    slope = clean_accuracy - (1.0 - clean_accuracy) / (k - 1)
+    d_clean = (1.0 - (clean_accuracy - noisy_accuracy) / slope * k / (k - 1)) / slope
+    return float(np.hypot(noisy_se / slope, d_clean * clean_se))
+
+
 def validation_estimate(run_dir: Union[str, Path], dataset: Optional[ImageDataset] = None) -> dict:
     """The noise rate of a run's labels without training: :func:`symmetric_rate` of its final model's mean
     probability of the clean label on the test split (A; noisysam's test labels are clean) and of the given label on
     the validation split the run held out (V; never trained on). Mean probabilities, not argmax accuracies: the
-    same relation holds for them in expectation, with less variance. Raises ValueError where the run has no
-    validation split or its inputs cannot be reloaded."""
+    same relation holds for them in expectation, with less variance. ``standard_error``: its spread over the rows
+    (:func:`symmetric_rate_error`); the correction magnifies the accuracies' noise by 1/(A - (1 - A)/(K - 1)).
+    Raises ValueError where the run has no validation split or its inputs cannot be reloaded."""
     run_dir = Path(run_dir)
     cfg, data, labels = _run_inputs(run_dir, dataset)
     rows, model = _run_model(run_dir, cfg, data)
@@ -356,10 +371,12 @@ def validation_estimate(run_dir: Union[str, Path], dataset: Optional[ImageDatase
     _check(val.size > 0, f"run directory {str(run_dir)!r} holds out no validation split (val_fraction 0)")
     val_probs = predict_probabilities(model, data.x_train[rows], data.x_train[val], cfg)
     test_probs = predict_probabilities(model, data.x_train[rows], data.x_test, cfg)
-    v = float(val_probs[np.arange(val.size), labels.noisy[val]].mean())
-    a = float(test_probs[np.arange(len(data.y_test)), data.y_test].mean())
-    return dict(rate=symmetric_rate(a, v, labels.num_classes), clean_test_accuracy=a, noisy_validation_accuracy=v,
-                validation_rows=int(val.size), test_rows=int(len(data.y_test)))
+    noisy, clean = val_probs[np.arange(val.size), labels.noisy[val]], test_probs[np.arange(len(data.y_test)), data.y_test]
+    v, a, k = float(noisy.mean()), float(clean.mean()), labels.num_classes
+    se_v, se_a = (float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0 for x in (noisy, clean))
+    return dict(rate=symmetric_rate(a, v, k), standard_error=symmetric_rate_error(a, v, se_a, se_v, k),
+                clean_test_accuracy=a, noisy_validation_accuracy=v, validation_rows=int(val.size),
+                test_rows=int(len(data.y_test)))
 
 
 def _other_estimates(run_dir: Union[str, Path], dataset: Optional[ImageDataset]) -> dict:

@@ -17,7 +17,7 @@ import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
 from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
-                             symmetric_rate, threshold_flags, threshold_sample_rows)
+                             symmetric_rate, symmetric_rate_error, threshold_flags, threshold_sample_rows)
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -524,6 +524,14 @@ def test_symmetric_rate_inverts_the_noisy_accuracy_of_a_model_by_hand():
     assert symmetric_rate(0.1, 0.05, 10) is None  # chance: the noisy accuracy says nothing of the rate
 
 
+def test_the_rate_error_is_the_delta_method_with_numerical_derivatives():
+    a, v, se_a, se_v, h = 0.45, 0.21, 0.012, 0.02, 1e-6
+    d_a = (symmetric_rate(a + h, v, 10) - symmetric_rate(a - h, v, 10)) / (2 * h)
+    d_v = (symmetric_rate(a, v + h, 10) - symmetric_rate(a, v - h, 10)) / (2 * h)
+    assert symmetric_rate_error(a, v, se_a, se_v, 10) == pytest.approx(np.sqrt((d_a * se_a) ** 2 + (d_v * se_v) ** 2))
+    assert symmetric_rate_error(0.1, 0.05, se_a, se_v, 10) is None
+
+
 def test_validation_estimate_from_the_held_out_split_and_the_clean_test_split(named_run, tiny, tmp_path):
     summary = find_label_issues(named_run.run_dir, out=tmp_path / "d").summary()
     got = summary["other_estimates"]["validation"]
@@ -531,13 +539,16 @@ def test_validation_estimate_from_the_held_out_split_and_the_clean_test_split(na
     val = np.setdiff1d(np.arange(N_TRAIN), rows)
     state = torch.load(named_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
 
-    def mean_probability(x, y):
+    def probability(x, y):
         logits = logits_of(state, tiny.x_train[rows], x)
         soft = np.exp(logits - logits.max(1, keepdims=True))
-        return (soft / soft.sum(1, keepdims=True))[np.arange(len(y)), y].mean()
+        return (soft / soft.sum(1, keepdims=True))[np.arange(len(y)), y]
 
-    a = mean_probability(tiny.x_test, tiny.y_test)
-    v = mean_probability(tiny.x_train[val], named_run.noisy_labels.noisy[val])
+    clean, noisy = probability(tiny.x_test, tiny.y_test), probability(tiny.x_train[val], named_run.noisy_labels.noisy[val])
+    a, v = clean.mean(), noisy.mean()
+    se_a, se_v = clean.std(ddof=1) / np.sqrt(clean.size), noisy.std(ddof=1) / np.sqrt(noisy.size)
+    error = symmetric_rate_error(a, v, se_a, se_v, 10)
+    assert got["standard_error"] == (None if error is None else pytest.approx(error, abs=1e-4))
     assert got["validation_rows"] == val.size == 20 and got["test_rows"] == 100
     assert got["clean_test_accuracy"] == pytest.approx(a, abs=1e-5)
     assert got["noisy_validation_accuracy"] == pytest.approx(v, abs=1e-5)
