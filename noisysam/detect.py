@@ -49,7 +49,7 @@ from noisysam.files import (CONFIG_SCHEMA, FileFormatError, NpzArrays, atomic_wr
                             run_lock, write_json)
 from noisysam.metrics import noise_auroc
 from noisysam.models import get_model
-from noisysam.noise import (CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module,
+from noisysam.noise import (CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module, consensus,
                             make as make_noise)
 from noisysam.plot import plot_scores
 from noisysam.train import (DYNAMICS_DIR, Callback, TrainConfig, derive_seed, dynamics_path, fingerprints,
@@ -70,8 +70,8 @@ ESTIMATORS = {
     "validation": "(A - V) / (A - (1 - A) / (K - 1)), A the model's clean-test accuracy and V its accuracy against the "
                   "noisy labels of the held-out validation split, both as mean probabilities; assumes symmetric noise "
                   "(Chen et al., arXiv 1905.05040, Sec. 3)",
-    "annotator consensus": "share of the scored rows whose given label differs from the consensus of CIFAR-10N's "
-                           "three annotators (cleanlab.multiannotator, CROWDLAB, arXiv 2210.06812)",
+    "annotator consensus": "share of the scored rows whose given label differs from the majority vote of CIFAR-10N's "
+                           "three annotators (cleanlab.multiannotator; qualities by CROWDLAB, arXiv 2210.06812)",
 }
 #: The percentile of the threshold samples' AUMs below which a row is flagged (Pleiss et al., Sec. 3).
 THRESHOLD_PERCENTILE = 99.0
@@ -394,8 +394,8 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     """CIFAR-10N's three annotators (:data:`noisysam.noise.CIFAR10N_ANNOTATORS`) against the given labels of run
     ``run_dir``, on every training-set row. CROWDLAB (``cleanlab.multiannotator.get_label_quality_multiannotator``,
     Goh et al., arXiv 2210.06812), with the probabilities of the run's final model (in-sample on its training
-    split), gives each image a consensus label (the majority vote, ties to the model) with a quality q in [0, 1], and
-    each annotator a quality. A given label other than the consensus is flagged (the estimated rate is their share)
+    split), gives each image's consensus label (:func:`crowdlab`: the annotators' majority vote) a quality q in
+    [0, 1], and each annotator a quality. A given label other than the consensus is flagged (the estimated rate is their share)
     and the consensus suggested; score: q where flagged, 1 - q where not (higher = more likely wrong).
     ``estimator_detail`` holds each annotator's quality and agreement with the consensus beside its accuracy
     against the dataset's own labels, and the consensus's accuracy."""
@@ -409,7 +409,7 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     flagged = given != agreed
     detail = dict(consensus_accuracy=float(np.mean(agreed == clean)), annotators=[
         dict(name=name, quality=float(stats["annotator_quality"].iloc[i]),
-             agreement_with_consensus=float(stats["agreement_with_consensus"].iloc[i]),
+             agreement_with_consensus=float(np.mean(annotations[:, i] == agreed)),
              accuracy=float(np.mean(annotations[:, i] == clean))) for i, name in enumerate(CIFAR10N_ANNOTATORS)])
     return Detection("annotators", np.arange(len(labels)), given, agreed, np.where(flagged, quality, 1.0 - quality),
                      flagged, float(flagged.mean()), _transition(agreed, given, labels.num_classes), labels,
@@ -418,16 +418,18 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
 
 def crowdlab(annotations: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
     """CROWDLAB (Goh et al., arXiv 2210.06812) by ``cleanlab.multiannotator.get_label_quality_multiannotator`` on
-    ``annotations`` (n x M) and a model's ``probs`` (n x K): the consensus labels, their quality scores and the
-    annotators' statistics (a DataFrame, one row per annotator column, in column order). The consensus is the
-    majority vote (ties to the model), not cleanlab's default best_quality: that follows the model, and a model
-    that memorised the given labels drags the consensus to them (measured: 62% right against 89% on CIFAR-10N
-    worse with an SGD run's model)."""
+    ``annotations`` (n x M) and a model's ``probs`` (n x K): the consensus labels, their quality q and the annotators'
+    statistics (a DataFrame, one row per annotator column, in column order). The consensus is the annotators'
+    majority vote without the model (:func:`noisysam.noise.consensus`, the ``cifar10n-consensus`` labels): a model
+    trained on the given labels has memorised them, and cleanlab's default consensus (best_quality) follows it
+    (62% right on CIFAR-10N worse with an SGD run's model), its majority vote breaks ties by it (89%, against 91%
+    without). q is CROWDLAB's quality of that label, as it scores the label of an annotator who gave it."""
+    agreed = consensus(annotations, probs.shape[1])
     result = _cleanlab().multiannotator.get_label_quality_multiannotator(
         annotations, probs, consensus_method="majority_vote", verbose=False)
-    quality = result["label_quality"]
-    return (quality["consensus_label"].to_numpy(np.int64), quality["consensus_quality_score"].to_numpy(np.float64),
-            result["annotator_stats"].sort_index())
+    detailed = result["detailed_label_quality"].to_numpy(np.float64)
+    quality = np.where(annotations == agreed[:, None], detailed, -np.inf).max(axis=1)
+    return agreed, quality, result["annotator_stats"].sort_index()
 
 
 # ------------------------------------------------------------------------------------- confident learning
