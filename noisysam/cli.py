@@ -944,9 +944,9 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
                    "resumed by the same command) and flag a row whose AUM is below the 99th percentile of theirs; "
                    "the noise rate is then estimated this way.")
 @click.option("--annotators", is_flag=True,
-              help="With --from-run on CIFAR-10 images (cifar10-mini, cifar10): the consensus of CIFAR-10N's three "
-                   "annotators (random1/2/3) by cleanlab.multiannotator (CROWDLAB, with the run's model), each "
-                   "annotator's quality, and the given labels that differ from the consensus.")
+              help="With --from-run on CIFAR-10 images (cifar10-mini, cifar10): the majority vote of CIFAR-10N's three "
+                   "annotators (random1/2/3) by cleanlab.multiannotator, its and each annotator's quality by CROWDLAB "
+                   "with the run's model, and the given labels that differ from it.")
 @click.option("--kfold", type=int, help="Train K models, each on all folds but one (the training options below), "
                                         "and hand their out-of-fold probabilities to cleanlab (confident learning).")
 @_options("method", "noise_rate", "seed", *_TRAINING)
