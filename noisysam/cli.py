@@ -34,7 +34,7 @@ from noisysam import __version__, config_file, distributed, executors
 from noisysam import sweep as sweeps
 from noisysam import table as grid
 from noisysam.data import find_data_file, load_dataset
-from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, find_label_issues
+from noisysam.detect import CLEAN_MODES, DYNAMICS_SCORES, cleaned, default_out, find_label_issues
 from noisysam.files import to_jsonable
 from noisysam.learner import LearnerMethod
 from noisysam.methods import METHODS, SAM_RADIUS_METHODS, default_param
@@ -946,29 +946,54 @@ def _show_labels(console: Console, labels: NoisyLabels, classes: Optional[list],
 @click.option("--score", type=click.Choice(DYNAMICS_SCORES),
               help="With --from-run: aum (minus the area under the margin, Pleiss et al. 2020) or loss (mean "
                    "training loss) [default: aum].")
+@click.option("--aum-threshold-samples", "threshold_samples", is_flag=True,
+              help="With --from-run: train the run's settings once more with N/(c+1) training rows relabelled to a "
+                   "fake class (threshold samples, Pleiss et al. 2020, Sec. 3; run directory OUT/threshold_run, "
+                   "resumed by the same command) and flag a row whose AUM is below the 99th percentile of theirs; "
+                   "the noise rate is then estimated this way.")
+@click.option("--annotators", is_flag=True,
+              help="With --from-run on CIFAR-10 images (cifar10-mini, cifar10): the majority vote of CIFAR-10N's three "
+                   "annotators (random1/2/3) by cleanlab.multiannotator, its and each annotator's quality by CROWDLAB "
+                   "with the run's model, and the given labels that differ from it.")
 @click.option("--kfold", type=int, help="Train K models, each on all folds but one (the training options below), "
                                         "and hand their out-of-fold probabilities to cleanlab (confident learning).")
 @_options("method", "noise_rate", "seed", *_TRAINING)
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Detection directory [--from-run: RUN_DIR/detect-<score>; --kfold: required].")
+              help="Detection directory [--from-run: RUN_DIR/detect-<score>, with --aum-threshold-samples "
+                   "RUN_DIR/detect-aum-threshold-samples, with --annotators RUN_DIR/detect-annotators; --kfold: "
+                   "required].")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout and nothing else.")
 @_threads_option
 @click.pass_context
-def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[str], kfold: Optional[int],
-                   out: Optional[str], as_json: bool, threads: Optional[int], **_: Any) -> None:
+def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[str], threshold_samples: bool,
+                   annotators: bool, kfold: Optional[int], out: Optional[str], as_json: bool, threads: Optional[int],
+                   **_: Any) -> None:
     """Rank the training labels by how likely they are wrong (issues.csv/json, higher score = more likely wrong),
     estimate the noise rate and transition matrix (summary.json, beside the realised ones where the clean labels
     are known), and plot the scores (scores.png)."""
     _set_threads(threads)
+    if threshold_samples and (from_run is None or score not in (None, "aum")):
+        raise click.UsageError("--aum-threshold-samples needs --from-run RUN_DIR (the run whose settings it trains "
+                               "again) and takes no --score but aum")
+    if annotators and (from_run is None or score is not None or threshold_samples):
+        raise click.UsageError("--annotators needs --from-run RUN_DIR (the run whose labels and model it reads) and "
+                               "takes no --score or --aum-threshold-samples")
     if (from_run is None) == (kfold is None):
         raise click.UsageError("give either --from-run RUN_DIR (training dynamics) or --kfold K (cleanlab)")
     if kfold is not None and (score is not None or out is None):
         raise click.UsageError("--kfold needs --out DIR and takes no --score (its score is cleanlab's)")
     console = Console(stderr=as_json)
-    hint = f"interrupted; continue with the same command (the finished folds in {out} are kept)" if kfold else "interrupted"
+    name = "aum-threshold-samples" if threshold_samples else "annotators" if annotators else score or "aum"
+    target = Path(out) if out else from_run and default_out(from_run, name)
+    hint = ("interrupted; continue with the same command (the finished folds in {} are kept)" if kfold else
+            "interrupted; continue with the same command (the threshold run in {} resumes)" if threshold_samples
+            else "interrupted").format(target)
     with _user_errors(hint):
-        if from_run is not None:
-            detection = find_label_issues(from_run, score=score, out=out)
+        if threshold_samples:
+            with RunProgress(console) as progress:
+                detection = find_label_issues(from_run, threshold_samples=True, out=out, callback=progress)
+        elif from_run is not None:
+            detection = find_label_issues(from_run, score=score, annotators=annotators, out=out)
         else:
             config = dataclasses.replace(_DEFAULT, **_given(ctx, ("method", "noise_rate", "seed") + _TRAINING))
             with RunProgress(console) as progress:
@@ -978,7 +1003,6 @@ def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[
         click.echo(json.dumps(to_jsonable(summary), indent=2))
         return
     console.print(_detection_table(detection))
-    target = out or Path(from_run) / f"detect-{detection.score_name}"
     console.print(escape(f"ranked table: {Path(target) / 'issues.csv'}; summary: {Path(target) / 'summary.json'}"),
                   soft_wrap=True)
 
@@ -987,7 +1011,17 @@ def _detection_table(detection: Any) -> Table:
     s = detection.summary()
     t = Table(title=f"label issues ({s['score']}, {s['n']} labels)", show_header=False, box=box.SIMPLE)
     t.add_row("flagged", f"{s['flagged']} ({_pct(s['flagged'] / s['n'])})")
-    t.add_row("estimated noise rate", _pct(s["estimated_rate"]))
+    t.add_row("estimated noise rate", f"{_pct(s['estimated_rate'])} by {s['estimator']}")
+    detail = {k: v for k, v in s["estimator_detail"].items() if k != "annotators"}
+    t.add_row(f"  {s['estimator']}", escape(s["estimator_means"] + "".join(
+        f"; {k} {v:.4g}" if isinstance(v, float) else f"; {k} {v}" for k, v in detail.items())))
+    for name, other in s["other_estimates"].items():
+        t.add_row(f"  also by {name}", f"{_pct(other['rate'])} ± {_pct(other['standard_error'])} (standard error)"
+                  if other["rate"] is not None else
+                  escape(f"none: {other.get('unavailable', 'a model no better than chance')}"))
+    for a in s["estimator_detail"].get("annotators", []):
+        t.add_row(f"  annotator {a['name']}", f"quality {a['quality']:.3f}, agrees with the consensus "
+                                               f"{_pct(a['agreement_with_consensus'])}, accuracy {_pct(a['accuracy'])}")
     truth = s["truth"]
     if truth is None:
         t.add_row("realised noise rate", "unknown (no clean labels)")

@@ -11,7 +11,8 @@ codebases (see :mod:`noisysam`'s "Conventions"); which one was used is recorded 
 - pairflip: class i -> i+1 mod K (Han et al. 2018, Co-teaching).
 - from_transition: any row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)``.
 - cifar10n: real human labels, CIFAR-10N (Wei et al. 2022, "Learning with Noisy Labels Revisited: A
-  Study Using Real-World Human Annotations", ICLR 2022; CC BY-NC 4.0).
+  Study Using Real-World Human Annotations", ICLR 2022; CC BY-NC 4.0), and the consensus of its three annotators
+  by cleanlab's multi-annotator majority vote (:func:`consensus`; cleanlab is an optional extra).
 
 Randomness: every function takes an explicit ``seed`` (int or ``numpy.random.Generator``) and uses only
 ``Generator.random`` / ``integers`` / ``permutation`` of numpy's default PCG64 generator, whose streams
@@ -21,6 +22,7 @@ are integer arithmetic or exact 53-bit doubles and therefore identical on every 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, field
 from os import PathLike
@@ -37,6 +39,7 @@ from noisysam.params import (ArrayLike, Boolean, HasAttrs, InstanceOf, Interval,
 
 __all__ = [
     "CIFAR10_ASYMMETRIC",
+    "CIFAR10N_ANNOTATORS",
     "CIFAR10N_KINDS",
     "KINDS",
     "MAX_CLASSES",
@@ -44,6 +47,9 @@ __all__ = [
     "NoisyLabels",
     "asymmetric",
     "cifar10n",
+    "cifar10n_annotators",
+    "cleanlab_module",
+    "consensus",
     "from_transition",
     "label",
     "make",
@@ -57,10 +63,13 @@ Seed = Union[int, np.random.Generator]
 #: deer->horse, cat<->dog (Patrini et al. 2017, "Making Deep Neural Networks Robust to Label Noise").
 CIFAR10_ASYMMETRIC: Mapping[int, int] = MappingProxyType({9: 1, 2: 0, 4: 7, 3: 5, 5: 3})  # read-only
 
-#: The five CIFAR-10N label sets, with the fraction of wrong labels on all 50,000 training images.
+#: The five CIFAR-10N label sets and the consensus of its three annotators (:func:`consensus`), with the fraction
+#: of wrong labels on all 50,000 training images (``aggre`` is the dataset's own majority vote, ties broken at random).
 CIFAR10N_KINDS: dict[str, float] = {
-    "aggre": 0.0901, "random1": 0.1723, "random2": 0.1812, "random3": 0.1764, "worse": 0.4021,
+    "aggre": 0.0901, "random1": 0.1723, "random2": 0.1812, "random3": 0.1764, "worse": 0.4021, "consensus": 0.0811,
 }
+#: CIFAR-10N's three independent annotators, by the names of their label sets in data/cifar10n.npz.
+CIFAR10N_ANNOTATORS: tuple[str, ...] = ("random1", "random2", "random3")
 
 #: Names accepted by :func:`make` (the trainer's and CLI's ``noise`` option).
 KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple(
@@ -372,18 +381,16 @@ def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
                                             seed=_seed_record(seed), T=T.tolist()))
 
 
-@validate_params(dict(dataset=_DATASET, kind=Options(CIFAR10N_KINDS)))
-def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
-    """CIFAR-10N human labels (Wei et al. 2022) for ``dataset.y_train``, looked up by ``dataset.train_index``
-    (each image's position in torchvision's CIFAR-10 training set). ``kind``: aggre, random1, random2,
-    random3 or worse. Raises ValueError if the dataset's labels are not CIFAR-10's clean labels there."""
+def _cifar10n_columns(dataset: Any, columns: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``dataset.y_train`` (checked to be CIFAR-10's clean labels at ``dataset.train_index``) and the CIFAR-10N
+    label sets ``columns`` at those positions, each int64 of the dataset's length."""
     from .data import find_data_file  # data.py imports this module; import here to avoid a cycle
 
     index = getattr(dataset, "train_index", None)
     if index is None:
         raise ValueError("dataset.train_index is None: CIFAR-10N needs each image's position in CIFAR-10's training set")
     with np.load(find_data_file("cifar10n.npz"), allow_pickle=False) as f:
-        table_clean, table_noisy = f["clean"].astype(np.int64), f[kind].astype(np.int64)
+        table_clean, tables = f["clean"].astype(np.int64), [f[c].astype(np.int64) for c in columns]
     index = np.asarray(index)
     if index.size == 0:
         raise ValueError("dataset.train_index is empty: CIFAR-10N needs at least one training image")
@@ -397,9 +404,51 @@ def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
     if wrong:
         raise ValueError(f"dataset.y_train disagrees with CIFAR-10's labels at {wrong} of {clean.size} "
                          "train_index positions: not a CIFAR-10 training subset in torchvision order")
-    return NoisyLabels(table_noisy[index], clean, 10, dict(kind=f"cifar10n-{kind}", nominal_rate=None, mode=None,
-                                                          seed=None,
-                                                          source="CIFAR-10N, Wei et al. 2022 (CC BY-NC 4.0)"))
+    return clean, [t[index] for t in tables]
+
+
+@validate_params(dict(dataset=_DATASET))
+def cifar10n_annotators(dataset: Any) -> np.ndarray:
+    """The three independent human labels CIFAR-10N has for each image of ``dataset`` (Wei et al. 2022, its
+    ``random_label1/2/3``), as an (n, 3) int64 array, one column per annotator (:data:`CIFAR10N_ANNOTATORS`)."""
+    return np.stack(_cifar10n_columns(dataset, CIFAR10N_ANNOTATORS)[1], axis=1)
+
+
+def cleanlab_module(name: str) -> Any:
+    """``cleanlab.<name>``, imported; cleanlab is an optional extra, so its absence is one line (ValueError)."""
+    try:
+        importlib.import_module("cleanlab")  # first: a cached submodule would hide a package that is gone
+        return importlib.import_module(f"cleanlab.{name}")
+    except ImportError:
+        raise ValueError("cleanlab is not installed: pip install 'noisysam[cleanlab]'") from None
+
+
+def consensus(annotations: Any, num_classes: int | None = None) -> np.ndarray:
+    """The majority vote of ``annotations`` (n x M labels, one column per annotator) by
+    ``cleanlab.multiannotator.get_majority_vote_label`` (CROWDLAB's consensus, Goh et al., arXiv 2210.06812):
+    the label most annotators gave; a tie goes to the rarer class among all the annotations, then to the
+    annotator who agrees most with the untied votes."""
+    arr = np.asarray(annotations)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"annotations must be n x M labels with M >= 2 annotators, got shape {arr.shape}")
+    flat, _ = _check_labels(arr.reshape(-1), num_classes, "annotations")
+    multiannotator = cleanlab_module("multiannotator")
+    return multiannotator.get_majority_vote_label(flat.reshape(arr.shape), verbose=False).astype(np.int64)
+
+
+@validate_params(dict(dataset=_DATASET, kind=Options(CIFAR10N_KINDS)))
+def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
+    """CIFAR-10N human labels (Wei et al. 2022) for ``dataset.y_train``, looked up by ``dataset.train_index``
+    (each image's position in torchvision's CIFAR-10 training set). ``kind``: aggre, random1, random2,
+    random3, worse, or consensus (:func:`consensus` of the three annotators on this dataset's images; needs
+    cleanlab). Raises ValueError if the dataset's labels are not CIFAR-10's clean labels there."""
+    if kind == "consensus":
+        clean, columns = _cifar10n_columns(dataset, CIFAR10N_ANNOTATORS)
+        noisy = consensus(np.stack(columns, axis=1), 10)
+    else:
+        clean, (noisy,) = _cifar10n_columns(dataset, (kind,))
+    return NoisyLabels(noisy, clean, 10, dict(kind=f"cifar10n-{kind}", nominal_rate=None, mode=None,
+                                              seed=None, source="CIFAR-10N, Wei et al. 2022 (CC BY-NC 4.0)"))
 
 
 @validate_params(dict(kind=Options(KINDS), labels=[_LABELS, None], rate=_RATE, seed=[*_SEED, None], mode=_MODE,

@@ -16,7 +16,8 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli import cli
-from noisysam.detect import _most_predicted_other, cleaned, find_label_issues
+from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
+                             symmetric_rate, symmetric_rate_error, threshold_flags, threshold_sample_rows)
 from noisysam.models import get_model
 from noisysam.noise import NoisyLabels, symmetric
 from noisysam.train import DYNAMICS_DIR, _split
@@ -95,6 +96,8 @@ def test_the_suggestion_is_the_most_predicted_other_class_not_the_memorised_last
     # epochs x rows; row 0 (given 1) was predicted 2 early and memorised late; row 1 (given 0) ties 1 and 3.
     pred = np.array([[2, 3, 2], [2, 1, 2], [1, 1, 2], [1, 3, 2]])
     assert _most_predicted_other(pred, np.array([1, 0, 2]), 4).tolist()[:2] == [2, 1]
+    # A threshold run's fake class (4 here) is no vote: row 0 was predicted 4 three times and 3 once.
+    assert _most_predicted_other(np.array([[4], [4], [3], [4]]), np.array([1]), 4).tolist() == [3]
 
 
 def test_aum_and_loss_scores_and_the_table_by_hand(run):
@@ -318,6 +321,13 @@ def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_pat
     (["--from-run", "{tmp}"], "has no training dynamics"),
     (["--from-run", "{tmp}", "--kfold", 2], "give either --from-run RUN_DIR"),
     (["--from-run", "{tmp}", "--score", "cleanlab"], "Invalid value for '--score'"),
+    (["--aum-threshold-samples"], "--aum-threshold-samples needs --from-run RUN_DIR"),
+    (["--aum-threshold-samples", "--kfold", 2, "--out", "{tmp}/d"], "--aum-threshold-samples needs --from-run"),
+    (["--aum-threshold-samples", "--from-run", "{tmp}", "--score", "loss"], "takes no --score but aum"),
+    (["--aum-threshold-samples", "--from-run", "{tmp}"], "has no config.json"),
+    (["--annotators"], "--annotators needs --from-run RUN_DIR"),
+    (["--annotators", "--from-run", "{tmp}", "--score", "aum"], "--annotators needs --from-run RUN_DIR"),
+    (["--annotators", "--from-run", "{tmp}"], "has no config.json"),
 ])
 def test_cli_detect_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_npz, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["detect", "--dataset", tiny_npz, *[str(a).format(tmp=tmp_path) for a in args]])
@@ -342,3 +352,213 @@ def test_cli_labels_from_refuses_noise_options_and_a_non_detection_directory(tin
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
         assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------- threshold samples
+
+def test_threshold_samples_are_n_over_c_plus_1_distinct_training_rows_seeded():
+    rows = np.arange(0, 370, 10)  # 37 training rows, 3 classes: 37 // 4 = 9 threshold samples
+    chosen = threshold_sample_rows(rows, 3, seed=0)
+    assert chosen.size == 9 and len(set(chosen.tolist())) == 9 and set(chosen.tolist()) <= set(rows.tolist())
+    assert chosen.tolist() == sorted(chosen.tolist())
+    assert np.array_equal(chosen, threshold_sample_rows(rows, 3, seed=0))
+    assert not np.array_equal(chosen, threshold_sample_rows(rows, 3, seed=1))
+    assert threshold_sample_rows(rows[:3], 3, seed=0).size == 0  # fewer rows than classes + 1
+
+
+def test_threshold_flags_cut_at_the_99th_percentile_of_the_threshold_samples_aums():
+    # 101 threshold AUMs 0, 1, ..., 100: the 99th percentile is the value at rank 0.99 * 100 = 99, i.e. 99.
+    flagged, t = threshold_flags(np.array([98.9, 99.0, 99.1, -5.0]), np.arange(101.0))
+    assert t == 99.0 and flagged.tolist() == [True, False, False, True]
+    # Two threshold AUMs -1 and 3: linear interpolation at rank 0.99 * 1 gives -1 + 0.99 * 4 = 2.96.
+    flagged, t = threshold_flags(np.array([2.95, 2.97]), np.array([3.0, -1.0]))
+    assert t == pytest.approx(2.96) and flagged.tolist() == [True, False]
+    with pytest.raises(ValueError, match="no threshold samples"):
+        threshold_flags(np.array([0.0]), np.array([]))
+
+
+@pytest.fixture(scope="module")
+def named_run(tiny_npz, tmp_path_factory, one_thread_module):
+    """The run of ``run`` on the dataset by its path (a run to train again must name its dataset)."""
+    return train(dataset=tiny_npz, method="sgd", out=str(tmp_path_factory.mktemp("named") / "run"), **RUN)
+
+
+@pytest.fixture(scope="module")
+def threshold(named_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("threshold") / "detect"
+    result = CliRunner().invoke(cli, ["detect", "--from-run", str(named_run.run_dir), "--aum-threshold-samples",
+                                      "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_threshold_run_relabels_its_samples_to_a_fake_class_and_flags_by_their_99th_percentile(named_run, threshold):
+    run = named_run
+    out, printed = threshold
+    rows = np.load(run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    given = run.noisy_labels.noisy
+    marked = NoisyLabels.load(out / THRESHOLD_RUN / "noisy_labels.npz")
+    chosen = np.flatnonzero(marked.noisy == 10)  # the fake class: one past the 10 real ones
+    assert marked.num_classes == 11 and chosen.size == rows.size // 11 and set(chosen) <= set(rows.tolist())
+    assert marked.provenance["threshold_rows"] == chosen.tolist() and marked.provenance["fake_class"] == 10
+    others = np.setdiff1d(np.arange(N_TRAIN), chosen)
+    assert np.array_equal(marked.noisy[others], given[others]) and np.array_equal(marked.clean, run.noisy_labels.clean)
+    config = json.loads((out / THRESHOLD_RUN / "config.json").read_text())
+    assert config["noise"]["threshold_rows"] == chosen.tolist()  # config.json records them too
+    # The flags by hand from the threshold run's margins: sorted threshold AUMs, the 99th percentile interpolated.
+    aum = np.mean([e["margin"].astype(np.float64) for e in epochs_of(out / THRESHOLD_RUN)], axis=0)
+    is_threshold = np.isin(rows, chosen)
+    ranked = sorted(aum[is_threshold])
+    position = 0.99 * (len(ranked) - 1)
+    low = int(position)
+    t = ranked[low] + (position - low) * (ranked[min(low + 1, len(ranked) - 1)] - ranked[low])
+    table = json.loads((out / "issues.json").read_text())
+    assert sorted(r["index"] for r in table) == rows[~is_threshold].tolist()
+    by_row = dict(zip(rows.tolist(), aum.tolist()))
+    assert all(r["flagged"] == (by_row[r["index"]] < t) for r in table)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["estimator"] == "threshold samples" and summary["estimator_detail"]["threshold"] == pytest.approx(t)
+    assert summary["estimated_rate"] == pytest.approx(np.mean([r["flagged"] for r in table]))
+    assert f"{summary['estimated_rate']:.1%} by threshold samples" in printed
+    assert find_label_issues(run.run_dir, out=out.parent / "cut").summary()["estimator"] == "cut at 0"
+
+
+def test_killed_threshold_detection_resumes_to_the_same_result(named_run, threshold, tmp_path):
+    run, out = named_run, tmp_path / "detect"
+
+    def kill(event, info):
+        if event == "batch" and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        find_label_issues(run.run_dir, threshold_samples=True, out=out, callback=kill)
+    assert not (out / "issues.json").exists() and (out / THRESHOLD_RUN / "checkpoint.pt").exists()
+    trained = []
+    find_label_issues(run.run_dir, threshold_samples=True, out=out,
+                      callback=lambda e, i: trained.append(i["epoch"]) if e == "batch" else None)
+    assert set(trained) == {2, 3}  # epoch 1 was finished: resumed, not retrained
+    reference, _ = threshold
+    assert (out / "issues.json").read_text() == (reference / "issues.json").read_text()
+    assert (out / THRESHOLD_RUN / "result.json").exists()
+
+
+# ------------------------------------------------------------------------------------- CIFAR-10N's annotators
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory, one_thread_module):
+    """A 1-epoch run on the first 300 embedded CIFAR-10 images (with their train_index) and CIFAR-10N worse labels."""
+    mini = noisysam.load_dataset("cifar10-mini")
+    path = tmp_path_factory.mktemp("cifar") / "sub.npz"
+    np.savez(path, x_train=mini.x_train[:300], y_train=mini.y_train[:300], x_test=mini.x_test[:50],
+             y_test=mini.y_test[:50], classes=np.array(mini.classes), train_index=mini.train_index[:300])
+    return train(dataset=str(path), method="sgd", noise="cifar10n-worse",
+                 out=str(tmp_path_factory.mktemp("cifar") / "run"), **{**RUN, "epochs": 1})
+
+
+def test_annotator_detection_flags_labels_off_the_consensus_and_rates_each_annotator(cifar_run, tmp_path):
+    multiannotator = pytest.importorskip("cleanlab.multiannotator")
+    result = cli_run("detect", "--from-run", cifar_run.run_dir, "--annotators", "--out", tmp_path / "d", "--threads", 1)
+    assert result.exit_code == 0, result.output
+    assert "by annotator consensus" in result.output and "annotator random3" in result.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    table = {r["index"]: r for r in json.loads((tmp_path / "d" / "issues.json").read_text())}
+    data = noisysam.load_dataset(json.loads((cifar_run.run_dir / "config.json").read_text())["config"]["dataset"])
+    with np.load(noisysam.data.find_data_file("cifar10n.npz")) as f:
+        votes = np.stack([f[k][data.train_index] for k in ("random1", "random2", "random3")], 1).astype(np.int64)
+    given, clean = cifar_run.noisy_labels.noisy, data.y_train
+    consensus = np.array([table[i]["suggested"] for i in range(300)])
+    counts = np.stack([np.bincount(v, minlength=10) for v in votes])
+    majority = counts.max(axis=1) >= 2
+    assert np.array_equal(consensus[majority], counts[majority].argmax(axis=1))  # the majority where there is one
+    flagged = np.array([table[i]["flagged"] for i in range(300)])
+    assert np.array_equal(flagged, given != consensus)
+    assert summary["estimator"] == "annotator consensus" and summary["estimated_rate"] == pytest.approx(flagged.mean())
+    detail = summary["estimator_detail"]
+    assert detail["consensus_accuracy"] == pytest.approx(np.mean(consensus == clean))
+    assert [a["name"] for a in detail["annotators"]] == ["random1", "random2", "random3"]
+    for a, column in zip(detail["annotators"], votes.T):
+        assert a["accuracy"] == pytest.approx(np.mean(column == clean))
+        assert a["agreement_with_consensus"] == pytest.approx(np.mean(column == consensus))
+    # Scores: CROWDLAB's consensus quality q on the run model's probabilities (recomputed apart from the Loader).
+    rows = np.load(cifar_run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    state = torch.load(cifar_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    logits = logits_of(state, data.x_train[rows], data.x_train)
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    probs = soft / soft.sum(1, keepdims=True)
+    reference = multiannotator.get_label_quality_multiannotator(votes, probs, consensus_method="majority_vote",
+                                                                verbose=False)
+    assert np.array_equal(consensus, multiannotator.get_majority_vote_label(votes, verbose=False))  # no model
+    detailed = reference["detailed_label_quality"].to_numpy()
+    q = np.array([detailed[i, list(votes[i]).index(consensus[i])] for i in range(300)])  # an annotator who gave it
+    scores = np.array([table[i]["score"] for i in range(300)])
+    assert np.allclose(scores, np.where(flagged, q, 1 - q), atol=1e-4)
+    quality = reference["annotator_stats"].sort_index()["annotator_quality"].to_numpy()
+    assert np.allclose([a["quality"] for a in detail["annotators"]], quality, atol=1e-4)
+
+
+def test_the_consensus_is_the_annotators_majority_whatever_a_confident_model_says():
+    pytest.importorskip("cleanlab")
+    annotations = np.array([[0, 0, 1], [1, 1, 0], [2, 2, 1], [0, 1, 2], [0, 0, 0]] * 4)
+    probs = np.full((20, 3), 0.005)
+    probs[np.arange(20), [1, 0, 2, 0, 0] * 4] = 0.99  # the model backs the minority in rows 0 and 1, class 0 in the tie
+    agreed, quality, stats = crowdlab(annotations, probs)
+    # Majorities stand; the three-way tie in row 3 goes to the class rarest among all 60 annotations: class 0 was
+    # given 28 times, class 1 20 times, class 2 12 times, so class 2, not the model's class 0.
+    assert agreed.tolist() == [0, 1, 2, 2, 0] * 4
+    assert quality.shape == (20,) and np.all((quality >= 0) & (quality <= 1)) and len(stats) == 3
+
+
+def test_annotators_on_images_without_cifar10_positions_exit_2_and_change_nothing(named_run, snapshot):
+    before = snapshot(named_run.run_dir)
+    result = CliRunner().invoke(cli, ["detect", "--from-run", str(named_run.run_dir), "--annotators"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "train_index is None" in lines[0], result.output
+    assert snapshot(named_run.run_dir) == before
+
+
+
+# ------------------------------------------------------------------------------------- the validation estimate
+
+def test_symmetric_rate_inverts_the_noisy_accuracy_of_a_model_by_hand():
+    # A model right on half the clean labels, labels 40% symmetric over 10 classes: it matches a noisy label when it
+    # is right and the label kept (0.5 * 0.6) or it is wrong and the label moved to its class (0.5 * 0.4 / 9).
+    assert symmetric_rate(0.5, 0.5 * 0.6 + 0.5 * 0.4 / 9, 10) == pytest.approx(0.4)
+    assert symmetric_rate(0.9, 0.9, 10) == 0.0 and symmetric_rate(0.9, 0.95, 10) == 0.0  # clipped at 0
+    assert symmetric_rate(0.1, 0.05, 10) is None  # chance: the noisy accuracy says nothing of the rate
+
+
+def test_the_rate_error_is_the_delta_method_with_numerical_derivatives():
+    a, v, se_a, se_v, h = 0.45, 0.21, 0.012, 0.02, 1e-6
+    d_a = (symmetric_rate(a + h, v, 10) - symmetric_rate(a - h, v, 10)) / (2 * h)
+    d_v = (symmetric_rate(a, v + h, 10) - symmetric_rate(a, v - h, 10)) / (2 * h)
+    assert symmetric_rate_error(a, v, se_a, se_v, 10) == pytest.approx(np.sqrt((d_a * se_a) ** 2 + (d_v * se_v) ** 2))
+    assert symmetric_rate_error(0.1, 0.05, se_a, se_v, 10) is None
+
+
+def test_validation_estimate_from_the_held_out_split_and_the_clean_test_split(named_run, tiny, tmp_path):
+    summary = find_label_issues(named_run.run_dir, out=tmp_path / "d").summary()
+    got = summary["other_estimates"]["validation"]
+    rows = np.load(named_run.run_dir / DYNAMICS_DIR / "rows.npz")["rows"]
+    val = np.setdiff1d(np.arange(N_TRAIN), rows)
+    state = torch.load(named_run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+    def probability(x, y):
+        logits = logits_of(state, tiny.x_train[rows], x)
+        soft = np.exp(logits - logits.max(1, keepdims=True))
+        return (soft / soft.sum(1, keepdims=True))[np.arange(len(y)), y]
+
+    clean, noisy = probability(tiny.x_test, tiny.y_test), probability(tiny.x_train[val], named_run.noisy_labels.noisy[val])
+    a, v = clean.mean(), noisy.mean()
+    se_a, se_v = clean.std(ddof=1) / np.sqrt(clean.size), noisy.std(ddof=1) / np.sqrt(noisy.size)
+    error = symmetric_rate_error(a, v, se_a, se_v, 10)
+    assert got["standard_error"] == (None if error is None else pytest.approx(error, abs=1e-4))
+    assert got["validation_rows"] == val.size == 20 and got["test_rows"] == 100
+    assert got["clean_test_accuracy"] == pytest.approx(a, abs=1e-5)
+    assert got["noisy_validation_accuracy"] == pytest.approx(v, abs=1e-5)
+    slope = a - (1 - a) / 9
+    assert got["rate"] == (None if slope <= 0 else pytest.approx(min(max((a - v) / slope, 0), 1), abs=1e-4))
+
+
+def test_validation_estimate_names_why_it_has_none(run, tmp_path):
+    got = find_label_issues(run.run_dir, out=tmp_path / "d").summary()["other_estimates"]["validation"]
+    assert got["rate"] is None and "trained on a dataset passed as an object" in got["unavailable"]

@@ -89,6 +89,7 @@ CALLS = {
     "noisysam.noise.from_transition": lambda **kw: noise.from_transition(**{
         "labels": LABELS, "T": [[0.8, 0.2], [0.3, 0.7]], "seed": 0, **kw}),
     "noisysam.noise.cifar10n": lambda **kw: noise.cifar10n(**{"dataset": mini(), "kind": "aggre", **kw}),
+    "noisysam.noise.cifar10n_annotators": lambda **kw: noise.cifar10n_annotators(**{"dataset": mini(), **kw}),
     "noisysam.noise.make": lambda **kw: noise.make(**{"kind": "none", "labels": LABELS, "rate": 0.3, "seed": 0,
                                                      **kw}),
     "noisysam.data.Loader": lambda **kw: data.Loader(**{
