@@ -103,7 +103,7 @@ class DivideMix(LearnerMethod):
     warmup: int = 10
     lambda_u: float = 25.0
     temperature: float = 0.5
-    alpha: float = 4.0
+    mixup: Any = None  # the mixup input rule whose draw (lam, permutation) the MixMatch step uses
     threshold: float = 0.5
     params: dict = field(default_factory=dict)
 
@@ -167,10 +167,8 @@ class DivideMix(LearnerMethod):
         inputs = torch.cat(views)
         targets = torch.cat([target_x, target_x, target_u, target_u])
         is_labelled = torch.arange(inputs.shape[0], device=x.device) < 2 * nl
-        lam = float(np.random.default_rng(int(torch.randint(0, 2**63 - 1, (), generator=generator))).beta(
-            self.alpha, self.alpha))
-        lam = max(lam, 1 - lam)
-        perm = torch.randperm(inputs.shape[0], generator=generator).to(x.device)
+        lam, perm = self.mixup.draw(inputs.shape[0], generator)
+        lam, perm = max(lam, 1 - lam), perm.to(x.device)
         mixed_x = lam * inputs + (1 - lam) * inputs[perm]
         mixed_t = lam * targets + (1 - lam) * targets[perm]
 

@@ -572,7 +572,7 @@ def _co_teaching_sam(tau: float | None = None, tk: int = 10, rho: float | None =
 def _dividemix(warmup: int = 10, lambda_u: float = 25.0, temperature: float = 0.5, alpha: float = 4.0,
                threshold: float = 0.5) -> DivideMix:
     params = dict(warmup=warmup, lambda_u=lambda_u, temperature=temperature, alpha=alpha, threshold=threshold)
-    return DivideMix("dividemix", SGDUpdate(), params=params, **params)
+    return DivideMix("dividemix", SGDUpdate(), warmup, lambda_u, temperature, MixupInputs(alpha), threshold, params)
 
 
 @_checked
@@ -580,7 +580,8 @@ def _dividemix_sam(warmup: int = 10, lambda_u: float = 25.0, temperature: float 
                    threshold: float = 0.5, rho: float | None = None, update: str = "sam") -> DivideMix:
     params = dict(warmup=warmup, lambda_u=lambda_u, temperature=temperature, alpha=alpha, threshold=threshold)
     rule = _sam_update(update, rho)
-    return DivideMix("dividemix-sam", rule, params={**params, **_sam_params(rule, update)}, **params)
+    return DivideMix("dividemix-sam", rule, warmup, lambda_u, temperature, MixupInputs(alpha), threshold,
+                     {**params, **_sam_params(rule, update)})
 
 
 MethodFactory = Callable[..., AnyMethod]
