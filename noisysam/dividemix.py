@@ -149,7 +149,7 @@ class DivideMix(LearnerMethod):
         """One MixMatch update of network ``k`` on the division of the other network."""
         net, other = learner.nets[k], learner.nets[1 - k]
         w = learner.state["clean_prob"][1 - k, idx]
-        labelled = w > self.threshold
+        labelled = w > self.threshold  # the split's sizes are data: boolean indexing syncs once per update
         xl, yl, wl, xu = x[labelled], y[labelled], w[labelled, None], x[~labelled]
         views = [random_crop_flip(part, generator) for part in (xl, xl, xu, xu)]
         nl, nu = xl.shape[0], xu.shape[0]

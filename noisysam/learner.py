@@ -28,12 +28,11 @@ __all__ = ["Learner", "LearnerMethod", "EpochInfo"]
 
 @dataclass(frozen=True)
 class EpochInfo:
-    """What an epoch hook may use: the epoch (0-based) of ``epochs``, its ``steps``, a ``generator`` (the epoch's
+    """What an epoch hook may use: the ``epoch`` (0-based), its ``steps``, a ``generator`` (the epoch's
     CPU generator, drawn before the steps), and ``sample_losses(model)``: each training-split sample's
     cross-entropy against its given label under ``model`` in eval mode, without augmentation, in row order."""
 
     epoch: int
-    epochs: int
     steps: int
     generator: torch.Generator
     sample_losses: Callable[[nn.Module], Tensor]

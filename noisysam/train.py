@@ -509,7 +509,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         with PassCounter(*learner.models) as passes:
             passes.batch = cfg.batch_size  # an epoch hook's passes (DivideMix's co-divide) count in batches
-            learner.begin_epoch(EpochInfo(epoch, cfg.epochs, steps, generator, self.sample_losses))
+            learner.begin_epoch(EpochInfo(epoch, steps, generator, self.sample_losses))
             learner.train()
             for b, batch in enumerate(self.loader):
                 x, y, idx = self.dist.shard(*batch, m=cfg.method_params.get("m"))

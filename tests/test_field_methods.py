@@ -39,7 +39,7 @@ def learner_of(method, models, n, k=3):
 
 
 def begin(learner, epoch, steps=1, generator=None, sample_losses=None):
-    learner.begin_epoch(EpochInfo(epoch, 10, steps, generator or torch.Generator().manual_seed(0), sample_losses))
+    learner.begin_epoch(EpochInfo(epoch, steps, generator or torch.Generator().manual_seed(0), sample_losses))
 
 
 def params_of(model):
