@@ -194,7 +194,7 @@ class SimpleCNN(nn.Module):
 
     Input 32x32 -> 32 (w) -> 16 (2w) -> 8 (4w) -> 4 (8w) -> global ``pool`` ("max", Nakkiran et al.'s, or
     "avg") -> linear. Under the max pool the classifier sees large features, its weights take most of the
-    gradient's norm and SAM's perturbation (the CPU profile uses "avg": README, "CPU profile").
+    gradient's norm and SAM's perturbation (the CPU profile uses "avg": docs/cpu-profile.md).
     """
 
     def __init__(self, num_classes: int = 10, width: int = 32, pool: str = "max", in_channels: int = 3) -> None:

@@ -50,7 +50,7 @@ from noisysam.noise import KINDS, NoisyLabels, make as make_noise
 from noisysam.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
 
 # Profiles fill the fields left as None. "cpu": the embedded data on 2 cores in minutes, tuned so that SGD
-# memorises the wrong labels and SAM's advantage shows (README, "CPU profile"). "paper": the paper's ResNet-32
+# memorises the wrong labels and SAM's advantage shows (docs/cpu-profile.md). "paper": the paper's ResNet-32
 # protocol; what it leaves unstated follows ASAM's public CIFAR code. A profile's rho is plain SAM's radius
 # (for noisysam.methods.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the paper does
 # (0.1 -> 0.05), see profile_rho and method_radius.

@@ -242,7 +242,7 @@ class LookSAMUpdate:
     Norms and inner products are global over all parameters (the paper's LookSAM, not its layer-wise
     Look-LayerSAM). The step count and g_v are in the optimizer's state_dict. ``k=5`` is the paper's;
     ``alpha=0.1``, not its 0.7: under 60% noise at batch 64, 0.7 never leaves chance accuracy, and
-    ``noisysam sweep`` over {0.1, 0.3, 0.7} chose 0.1 (README, "Measured").
+    ``noisysam sweep`` over {0.1, 0.3, 0.7} chose 0.1 (docs/cheap-sam-measured.md).
     """
 
     rho: float = 0.05

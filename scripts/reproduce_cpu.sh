@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU protocol: the whole five-method x four-rate noise table on the embedded CIFAR-10 subset
 # (cifar10-mini) with the "cpu" profile (small CNN, settings in noisysam.train.PROFILES), seed 0: about an
-# hour on 2 CPU cores (README, "Reproducing the paper's table"). More seeds: add e.g. `--seeds 0,1,2`
+# hour on 2 CPU cores (docs/paper-reproduction.md). More seeds: add e.g. `--seeds 0,1,2`
 # (the last --seeds given wins). On a machine shared with other jobs pass --threads 1: torch's threads
 # spin-wait for each other and can run many times slower than one thread.
 # Safe to interrupt: re-running the same command skips finished runs and resumes the current one.
