@@ -21,17 +21,20 @@ Conventions (they differ between codebases; noisysam makes each an option and re
 - ResNet-32 is He et al.'s CIFAR variant with option-A shortcuts (464,154 parameters).
 """
 
-__version__ = "0.2.0"
+from noisysam import _compat
+from noisysam.core.version import __version__
 
-from noisysam.sam import SAM, disable_running_stats, sam_step
-from noisysam.noise import (CIFAR10_ASYMMETRIC, NoisyLabels, asymmetric, cifar10n, from_transition, pairflip,
-                            symmetric)
-from noisysam.data import ImageDataset, Loader, NoisyDataset, load_dataset
-from noisysam.models import MODELS, get_model
-from noisysam.methods import METHODS, get_method, register_method
-from noisysam.train import TrainConfig, TrainResult, TrainingDiverged, train
-from noisysam.files import RunDirectoryBusy
-from noisysam.detect import Detection, find_label_issues
+from noisysam.optim.sam import SAM, disable_running_stats, sam_step
+from noisysam.noise.labels import (CIFAR10_ASYMMETRIC, NoisyLabels, asymmetric, cifar10n, from_transition,
+                                   pairflip, symmetric)
+from noisysam.data.datasets import ImageDataset, NoisyDataset, load_dataset
+from noisysam.data.loader import Loader
+from noisysam.models.networks import MODELS, get_model
+from noisysam.methods.registry import METHODS, get_method, register_method
+from noisysam.run.config import TrainConfig
+from noisysam.run.loop import TrainResult, TrainingDiverged, train
+from noisysam.core.files import RunDirectoryBusy
+from noisysam.detect.detection import Detection, find_label_issues
 
 __all__ = [
     "SAM", "disable_running_stats", "sam_step",
@@ -42,3 +45,10 @@ __all__ = [
     "RunDirectoryBusy",
     "Detection", "find_label_issues",
 ]
+
+_compat.install()
+
+
+def __getattr__(name: str):
+    """``noisysam.sam`` and the other module paths of noisysam 0.2, as deprecated aliases (noisysam._compat)."""
+    return _compat.old_module(name)

@@ -1,6 +1,6 @@
 """Benchmarks of issue 5, each a ratio measured side by side in one run (interleaved repeats, median).
 
-(a) SAM step time / SGD step time, ResNet-32, same batch, through noisysam.methods' ``train_step``
+(a) SAM step time / SGD step time, ResNet-32, same batch, through noisysam.methods.registry' ``train_step``
     (fp32 and bf16 autocast). Two forward/backward passes are the floor: target <= 2.05.
 (b) Training-epoch throughput (images/s) of noisysam's on-device Loader + the trainer's step vs the
     same model and step fed by a torchvision DataLoader with per-image PIL transforms (RandomCrop(32,
@@ -8,7 +8,7 @@
 (c) Cost of m-sharpness (Foret et al. 2021, Section 2/Figure 3), m in {B, 32, 8}, relative to plain SAM.
 (d) bf16 autocast vs fp32 training throughput of the CPU-profile CNN under SAM (the issue's reference: 2.0x).
 (e) Issue 12: wall time of the paper's 20-cell CPU-profile grid (seed 0) run as ``--jobs 2 --threads 1`` vs
-    ``--jobs 1 --threads 2`` (noisysam.executors), each in a fresh directory; over an hour per variant, so
+    ``--jobs 1 --threads 2`` (noisysam.grid.executors), each in a fresh directory; over an hour per variant, so
     only with ``--sections e``; ``--grid-epochs N`` runs the same 20 cells at N epochs each (every cell
     shortened alike, for slower machines); ``--quick`` times a 2 x 2 grid of 2 epochs instead (a smoke test).
 
@@ -30,11 +30,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from noisysam import executors, table
-from noisysam.data import Loader, load_dataset
-from noisysam.methods import get_method
-from noisysam.models import get_model
-from noisysam.train import TrainConfig, resolve_amp, resolve_device
+from noisysam.grid import executors, table
+from noisysam.data.loader import Loader
+from noisysam.data.datasets import load_dataset
+from noisysam.methods.registry import get_method
+from noisysam.models.networks import get_model
+from noisysam.run.config import TrainConfig, resolve_amp, resolve_device
 
 Step = Callable[[], None]
 

@@ -28,9 +28,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from noisysam.data import Loader, load_dataset
-from noisysam.models import get_model
-from noisysam.methods import get_method
+from noisysam.data.loader import Loader
+from noisysam.data.datasets import load_dataset
+from noisysam.models.networks import get_model
+from noisysam.methods.registry import get_method
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -28,7 +28,7 @@ def tiny_npz(tmp_path_factory):
     return str(path)
 
 
-_HOLD_LOCK = ("import sys\nfrom noisysam.files import run_lock\nwith run_lock(sys.argv[1]):\n"
+_HOLD_LOCK = ("import sys\nfrom noisysam.core.files import run_lock\nwith run_lock(sys.argv[1]):\n"
               "    print('locked', flush=True)\n    sys.stdin.read()\n")
 
 

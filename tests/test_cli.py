@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from noisysam import cli as cli_module
-from noisysam.cli import cli
-from noisysam.noise import NoisyLabels
-from noisysam.train import PROFILES, RUN_FILES
+from noisysam.cli import commands as cli_module
+from noisysam.report import console as console_module
+from noisysam.cli.commands import cli
+from noisysam.noise.labels import NoisyLabels
+from noisysam.run.config import PROFILES
+from noisysam.run.rundir import RUN_FILES
 
 TINY = ["--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none"]
 
@@ -63,7 +65,7 @@ def test_train_summary_and_curves_plot(tiny_npz, tmp_path):
     from matplotlib.colors import to_rgb
     from PIL import Image
 
-    from noisysam.plot import run_figure
+    from noisysam.report.plots import run_figure
 
     out = tmp_path / "run"
     r = run("train", "--dataset", tiny_npz, "--method", "bootstrap-sam", "--out", out, *TINY)
@@ -168,7 +170,7 @@ def test_existing_run_directory_without_resume_is_left_untouched(tiny_npz, tmp_p
 
 
 def test_interrupt_and_divergence_exit_codes(tiny_npz, tmp_path, monkeypatch):
-    from noisysam.train import TrainingDiverged
+    from noisysam.run.loop import TrainingDiverged
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -191,7 +193,7 @@ def test_ctrl_c_leaves_a_resumable_run(tiny_npz, tmp_path, monkeypatch):
     --resume then finishes the run on top of the saved first epoch."""
     out = tmp_path / "run"
 
-    class CtrlC(cli_module.RunProgress):
+    class CtrlC(console_module.RunProgress):
         def __call__(self, event, info):
             super().__call__(event, info)
             if event == "batch" and info["epoch"] == 2:
@@ -214,10 +216,10 @@ def test_ctrl_c_leaves_a_resumable_run(tiny_npz, tmp_path, monkeypatch):
 
 def test_plots_are_optional_without_matplotlib(tiny_npz, tmp_path, monkeypatch):
     """The core never imports matplotlib; without it a run finishes normally with a one-line note."""
-    code = "import sys, noisysam.cli, noisysam.table; assert 'matplotlib' not in sys.modules"
+    code = "import sys, noisysam.cli.commands, noisysam.grid.table; assert 'matplotlib' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    monkeypatch.setattr(cli_module, "_no_matplotlib_noted", False)
+    monkeypatch.setattr(console_module, "_no_matplotlib_noted", False)
     out = tmp_path / "run"
     r = run("train", "--dataset", tiny_npz, "--out", out, *TINY)
     assert r.exit_code == 0, r.output
@@ -230,3 +232,32 @@ def test_info_lists_versions_data_methods_and_models():
     assert r.exit_code == 0, r.output
     for word in ("torch", "numpy", "scikit-learn", "cifar10-mini.npz", "bootstrap-sam", "resnet32"):
         assert word in r.stdout
+
+
+def test_compare_trains_sgd_and_sam_at_once_on_the_same_labels_and_draws_both(tiny_npz, tmp_path):
+    """`noisysam compare`: both runs as `train` would make them (same seed: same labels), both summaries printed,
+    and compare.png's lines are each run's metrics.jsonl in %."""
+    pytest.importorskip("matplotlib")
+    from noisysam.report.plots import compare_figure
+
+    out = tmp_path / "cmp"
+    r = run("compare", "--dataset", tiny_npz, "--noise-rate", "0.6", "--out", out, "--threads", "1", *TINY)
+    assert r.exit_code == 0, r.output
+    dirs = [out / m / "rate0.6" / "seed0" for m in ("sgd", "sam")]
+    results = [json.loads((d / "result.json").read_text()) for d in dirs]
+    assert [res["method"] for res in results] == ["sgd", "sam"]
+    assert r.stdout.count("clean test accuracy, last epoch") == 2
+    assert all(f"{res['test_accuracy']['last']:.1%}" in r.stdout for res in results)
+    configs = [json.loads((d / "config.json").read_text()) for d in dirs]
+    assert configs[0]["inputs"]["labels_sha256"] == configs[1]["inputs"]["labels_sha256"]  # the same noisy labels
+    alone = tmp_path / "alone"
+    assert run("train", "--dataset", tiny_npz, "--method", "sam", "--noise-rate", "0.6", "--out", alone, "--no-plot",
+               "--threads", "1", *TINY).exit_code == 0
+    assert json.loads((alone / "result.json").read_text())["test_accuracy"] == results[1]["test_accuracy"]
+    assert (out / "compare.png").stat().st_size > 0
+    acc_ax, mem_ax = compare_figure(dirs).axes
+    for ax, key in ((acc_ax, "test_accuracy"), (mem_ax, "memorisation")):
+        for line, d in zip(ax.get_lines(), dirs):
+            records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            assert list(line.get_ydata()) == [100 * rec[key] for rec in records]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd", "sam"]

@@ -11,10 +11,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from noisysam import cli as cli_module
-from noisysam.cli import cli
-from noisysam.config_file import dumps
-from noisysam.train import TrainConfig
+from noisysam.cli import commands as cli_module
+from noisysam.cli.commands import cli
+from noisysam.cli.config_file import dumps
+from noisysam.run.config import TrainConfig
 
 tomllib = pytest.importorskip("tomllib")
 

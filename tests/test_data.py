@@ -2,7 +2,7 @@
 batched augmentation checked against crops and flips made by hand in numpy."""
 
 import hashlib
-import importlib.metadata
+from pathlib import Path
 import pickle
 import urllib.error
 import warnings
@@ -13,8 +13,11 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10
 
-from noisysam import noise
-from noisysam.data import ImageDataset, Loader, NoisyDataset, check_device, find_data_file, load_dataset
+import noisysam
+from noisysam.noise import labels as noise
+from noisysam.data.datasets import ImageDataset, NoisyDataset, load_dataset
+from noisysam.data.loader import Loader, check_device
+from noisysam.core.assets import find_data_file
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -30,31 +33,13 @@ def test_embedded_mini_dataset():
     assert d.train_index.shape == (4085,) and d.train_index.max() < 50_000
 
 
-def test_find_data_file_honours_env_and_reports_places(tmp_path, monkeypatch):
+def test_find_data_file_honours_env_then_reads_package_data(tmp_path, monkeypatch):
     (tmp_path / "extra.npz").write_bytes(b"x")
     monkeypatch.setenv("NOISYSAM_DATA", str(tmp_path))
     assert find_data_file("extra.npz") == tmp_path / "extra.npz"
-    assert find_data_file("cifar10n.npz").name == "cifar10n.npz"  # falls through to the repo's data/
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        find_data_file("nowhere.npz")
-
-
-def test_find_data_file_where_a_non_editable_install_put_it(tmp_path, monkeypatch):
-    # setup.cfg's data_files go to <prefix>/share/noisysam/data, and the wheel's RECORD lists them relative to
-    # site-packages; the prefix need not be sys.prefix (pip --prefix, Debian's /usr/local), so the RECORD decides.
-    site_packages = tmp_path / "prefix" / "lib" / "site-packages"
-    info = site_packages / "noisysam-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noisysam\nVersion: 0.1.0\n")
-    (info / "RECORD").write_text("noisysam/__init__.py,,\n../../share/noisysam/data/only-installed.npz,,\n")
-    data_dir = tmp_path / "prefix" / "share" / "noisysam" / "data"
-    data_dir.mkdir(parents=True)
-    (data_dir / "only-installed.npz").write_bytes(b"x")
-    monkeypatch.delenv("NOISYSAM_DATA", raising=False)
-    monkeypatch.setattr(importlib.metadata, "distribution",
-                        lambda name: importlib.metadata.PathDistribution(info) if name == "noisysam" else None)
-    assert find_data_file("only-installed.npz").resolve() == (data_dir / "only-installed.npz").resolve()
-    with pytest.raises(FileNotFoundError, match=str(data_dir)):  # the error lists the installed folder too
+    shipped = Path(noisysam.__file__).parent / "assets" / "cifar10n.npz"  # falls through to the package's own copy
+    assert find_data_file("cifar10n.npz") == shipped and shipped.is_file()
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*assets"):  # the error names both places
         find_data_file("nowhere.npz")
 
 

@@ -1,4 +1,4 @@
-"""Label-issue detection (noisysam.detect): dynamics recorded by train(), AUM and loss scores, K-fold
+"""Label-issue detection (noisysam.detect.detection): dynamics recorded by train(), AUM and loss scores, K-fold
 out-of-fold probabilities handed to cleanlab, the ranked table, the truth-based evaluation, resume, bad input.
 
 Tiny data (conftest's tiny_npz: 200 random 16x16 training images, 10 classes), a width-4 CNN, 3 epochs, K = 2."""
@@ -15,12 +15,13 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import noisysam
 from noisysam import ImageDataset, train
-from noisysam.cli import cli
-from noisysam.detect import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
+from noisysam.cli.commands import cli
+from noisysam.detect.detection import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
                              symmetric_rate, symmetric_rate_error, threshold_flags, threshold_sample_rows)
-from noisysam.models import get_model
-from noisysam.noise import NoisyLabels, symmetric
-from noisysam.train import DYNAMICS_DIR, _split
+from noisysam.models.networks import get_model
+from noisysam.noise.labels import NoisyLabels, symmetric
+from noisysam.run.rundir import DYNAMICS_DIR
+from noisysam.run.loop import _split
 
 N_TRAIN = 200
 RUN = dict(model="cnn", model_params={"width": 4}, epochs=3, batch_size=64, amp="none", noise_rate=0.4,
@@ -162,7 +163,7 @@ def test_kfold_probabilities_are_out_of_fold_and_go_to_cleanlab_unchanged(kfold,
     real = cleanlab.filter.find_label_issues
     monkeypatch.setattr(cleanlab.filter, "find_label_issues",
                         lambda labels, pred_probs, **kw: received.append((labels, pred_probs)) or real(labels, pred_probs, **kw))
-    from noisysam.detect import cleanlab_scores
+    from noisysam.detect.detection import cleanlab_scores
     again = cleanlab_scores(det.labels, probs, det.source)
     assert len(received) == 1 and np.array_equal(received[0][0], given) and np.array_equal(received[0][1], probs)
 
@@ -463,7 +464,7 @@ def test_annotator_detection_flags_labels_off_the_consensus_and_rates_each_annot
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     table = {r["index"]: r for r in json.loads((tmp_path / "d" / "issues.json").read_text())}
     data = noisysam.load_dataset(json.loads((cifar_run.run_dir / "config.json").read_text())["config"]["dataset"])
-    with np.load(noisysam.data.find_data_file("cifar10n.npz")) as f:
+    with np.load(noisysam.data.datasets.find_data_file("cifar10n.npz")) as f:
         votes = np.stack([f[k][data.train_index] for k in ("random1", "random2", "random3")], 1).astype(np.int64)
     given, clean = cifar_run.noisy_labels.noisy, data.y_train
     consensus = np.array([table[i]["suggested"] for i in range(300)])

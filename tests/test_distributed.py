@@ -1,4 +1,4 @@
-"""Data-parallel training (noisysam.distributed): 2 CPU processes on the gloo backend, compared with one process.
+"""Data-parallel training (noisysam.run.distributed): 2 CPU processes on the gloo backend, compared with one process.
 
 SAM steps under DDP are checked against single-process ``sam_step`` with the m-sharpness they stand for
 (sync none: m = the first rank's shard; m given: the same m on the whole batch; sync grad: plain SAM), SGD
@@ -23,13 +23,14 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 from torch import nn
 
-from noisysam.cli import cli
-from noisysam.data import load_dataset
-from noisysam.distributed import Distributed
-from noisysam.files import load_checkpoint
-from noisysam.methods import get_method
-from noisysam.sam import sam_step
-from noisysam.train import PROFILES, TrainConfig, _split, train
+from noisysam.cli.commands import cli
+from noisysam.data.datasets import load_dataset
+from noisysam.run.distributed import Distributed
+from noisysam.core.files import load_checkpoint
+from noisysam.methods.registry import get_method
+from noisysam.optim.sam import sam_step
+from noisysam.run.config import PROFILES, TrainConfig
+from noisysam.run.loop import _split, train
 
 # The 11-row batch splits over 2 processes into 6 + 5 rows; with m = 3 into chunks 3, 3 | 3, 2, and the 8-row
 # batches into 3, 3 | 2 (chunks 3, 3, 2): unequal shards and unequal numbers of chunks.

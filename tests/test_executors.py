@@ -20,10 +20,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from noisysam import executors, table
-from noisysam.cli import cli
-from noisysam.files import RunDirectoryBusy, run_lock
-from noisysam.train import TrainConfig, train
+from noisysam.grid import executors, table
+from noisysam.cli.commands import cli
+from noisysam.core.files import RunDirectoryBusy, run_lock
+from noisysam.run.config import TrainConfig
+from noisysam.run.loop import train
 
 CELLS = ["--methods", "sgd,sam", "--rates", "0.2,0.6", "--seeds", "0"]
 TINY = ["--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
@@ -146,7 +147,7 @@ def test_workers_of_a_killed_driver_stop_and_free_their_cells(tiny_npz, tmp_path
     parent is gone and exits, the kernel frees its run lock, and the cell can be taken up again."""
     root = tmp_path / "grid"
     cells = table.grid(root, ["sgd"], [0.2, 0.6], [0])
-    driver = subprocess.Popen([sys.executable, "-m", "noisysam.cli", "table", "--dataset", tiny_npz, "--methods", "sgd",
+    driver = subprocess.Popen([sys.executable, "-m", "noisysam.cli.commands", "table", "--dataset", tiny_npz, "--methods", "sgd",
                                "--rates", "0.2,0.6", "--seeds", "0", "--out", str(root), "--epochs", "5000", *TINY,
                                "--jobs", "2", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

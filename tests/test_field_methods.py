@@ -1,4 +1,4 @@
-"""ELR, Co-teaching and DivideMix (noisysam.elr, .coteaching, .dividemix) and the trainer's learner.
+"""ELR, Co-teaching and DivideMix (noisysam.methods.elr, .coteaching, .dividemix) and the trainer's learner.
 
 Each step is checked against a reference written here from the paper's equations another way (per-sample loops,
 hand-written SGD on a linear model), the co-divide against the posterior of the two clusters computed by hand,
@@ -16,13 +16,15 @@ from click.testing import CliRunner
 from torch import nn
 
 import noisysam
-from noisysam.cli import cli
-from noisysam.coteaching import kept_fraction
-from noisysam.data import ImageDataset, crop_flip, random_crop_flip
-from noisysam.dividemix import RAMPUP_EPOCHS, co_divide, mixmatch_loss, sharpen
-from noisysam.learner import EpochInfo, Learner
-from noisysam.methods import SGDUpdate, get_method
-from noisysam.train import build_method, TrainConfig, train
+from noisysam.cli.commands import cli
+from noisysam.methods.coteaching import kept_fraction
+from noisysam.data.datasets import ImageDataset
+from noisysam.data.loader import crop_flip, random_crop_flip
+from noisysam.methods.dividemix import RAMPUP_EPOCHS, co_divide, mixmatch_loss, sharpen
+from noisysam.methods.learner import EpochInfo, Learner
+from noisysam.methods.registry import get_method
+from noisysam.run.config import build_method, TrainConfig
+from noisysam.run.loop import train
 
 LR = 0.5
 

@@ -23,8 +23,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from noisysam import noise
-from noisysam.cli import cli
+from noisysam.noise import labels as noise
+from noisysam.cli.commands import cli
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 HEADROOM = 256 * 2**20  # the address space a case may add; the zip bomb below unpacks to more
@@ -391,7 +391,7 @@ def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tiny_
 # ------------------------------------------------------------------------------------ the API underneath
 
 def test_readers_raise_one_error_naming_the_file(tmp_path):
-    from noisysam.files import FileFormatError, load_checkpoint, read_json, read_jsonl
+    from noisysam.core.files import FileFormatError, load_checkpoint, read_json, read_jsonl
 
     cases = [
         (read_json, b'{"a": 1', "not valid JSON"),
@@ -416,7 +416,7 @@ def test_readers_raise_one_error_naming_the_file(tmp_path):
 
 
 def test_array_specs_and_json_tables_by_hand(tmp_path):
-    from noisysam.files import ArraySpec, FileFormatError, read_table
+    from noisysam.core.files import ArraySpec, FileFormatError, read_table
 
     rows = ArraySpec("iu", (None,), low=0, high=5, unique=True)
     assert rows.problem("rows", np.array([4, 0, 2])) is None
@@ -456,7 +456,7 @@ def write(path, content):
 
 
 def test_schema_problem_by_hand():
-    from noisysam.files import schema_problem
+    from noisysam.core.files import schema_problem
 
     schema = {"a": int, "b.c": (float, type(None)), "b.d": str}
     assert schema_problem({"a": 1, "b": {"c": None, "d": "x"}}, schema) is None
@@ -472,7 +472,7 @@ def test_schema_problem_by_hand():
 def test_npz_headers_come_without_decompressing(material, tmp_path):
     """The bomb's 384 MiB member is described from its header within a 256 MiB allowance; a header claiming
     more than its member stores is refused before any allocation."""
-    from noisysam.files import FileFormatError, NpzArrays
+    from noisysam.core.files import FileFormatError, NpzArrays
 
     with memory_cap(), NpzArrays(material["bomb"]) as npz:
         n = BOMB_BYTES // (16 * 16 * 3 * 8)
@@ -488,7 +488,7 @@ def test_npz_headers_come_without_decompressing(material, tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the memory cap reads /proc")
 def test_class_counts_are_bounded_before_anything_is_allocated():
-    from noisysam.data import ImageDataset
+    from noisysam.data.datasets import ImageDataset
 
     x = np.zeros((2, 4, 4, 3), np.uint8)
     with memory_cap():
@@ -503,8 +503,8 @@ def test_class_counts_are_bounded_before_anything_is_allocated():
 
 
 def test_train_refuses_labels_with_more_classes_than_the_data(tmp_path):
-    from noisysam.data import ImageDataset
-    from noisysam.train import train
+    from noisysam.data.datasets import ImageDataset
+    from noisysam.run.loop import train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)

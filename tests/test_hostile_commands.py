@@ -21,8 +21,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from noisysam.cli import cli
-from noisysam.executors import ray_available
+from noisysam.cli.commands import cli
+from noisysam.grid.executors import ray_available
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 SWEEP = ["--method", "sam", "--param", "rho=0.05", "--rates", "0.4", "--seeds", "0"]
@@ -382,8 +382,8 @@ def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tmp_p
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
 from pathlib import Path
-from noisysam import files
-from noisysam.cli import cli
+from noisysam.core import files
+from noisysam.cli.commands import cli
 
 real, written = files.atomic_write, []
 

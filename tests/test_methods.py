@@ -11,8 +11,8 @@ from torch import nn
 from torch.func import functional_call
 
 from noisysam import methods
-from noisysam.learner import Learner, LearnerMethod
-from noisysam.methods import METHODS, get_method, register_method
+from noisysam.methods.learner import Learner, LearnerMethod
+from noisysam.methods.registry import METHODS, get_method, register_method
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 K = 4  # classes
@@ -475,7 +475,7 @@ def test_register_method(monkeypatch):
     assert_weights(model, expected)
     with pytest.raises(ValueError, match="already registered"):
         register_method("focal", focal_ish)
-    register_method("focal", methods._sgd, overwrite=True)
+    register_method("focal", methods.registry._sgd, overwrite=True)
     assert methods.get_method("focal").name == "sgd"
     with pytest.raises(ValueError, match="callable"):
         register_method("x", 3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from noisysam.metrics import accuracy, memorisation_recovery, noise_auroc
+from noisysam.run.metrics import accuracy, memorisation_recovery, noise_auroc
 
 
 def test_accuracy_hand_example_numpy_and_torch():

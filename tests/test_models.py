@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from noisysam.models import MODELS, get_model
+from noisysam.models.networks import MODELS, get_model
 
 
 def n_params(model: nn.Module) -> int:

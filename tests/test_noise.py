@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from noisysam import noise
-from noisysam.data import find_data_file, load_dataset
-from noisysam.noise import NoisyLabels
+from noisysam.noise import labels as noise
+from noisysam.core.assets import find_data_file
+from noisysam.data.datasets import load_dataset
+from noisysam.noise.labels import NoisyLabels
 
 K = 10
 N = 20_000

@@ -1,4 +1,4 @@
-"""Properties of the noise models (noisysam.noise) over random label vectors, class counts, rates, modes and
+"""Properties of the noise models (noisysam.noise.labels) over random label vectors, class counts, rates, modes and
 seeds, with hypothesis.
 
 Bounds on realised counts are exact binomial quantiles at a two-sided tail of ALPHA = 1e-9: a correct
@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from noisysam import noise
-from noisysam.noise import NoisyLabels
+from noisysam.noise import labels as noise
+from noisysam.noise.labels import NoisyLabels
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""The input contract (noisysam.params): every declared parameter of every public entry point refuses values
+"""The input contract (noisysam.core.params): every declared parameter of every public entry point refuses values
 outside its table with one InvalidParameterError naming it, and accepts the table's boundary values.
 
 Invalid values are generated from the table (as scikit-learn's ``generate_invalid_param_val`` does): wrong
@@ -19,12 +19,17 @@ from click.testing import CliRunner
 from torch import nn
 
 import noisysam
-from noisysam import data, methods, models, noise, variants
-from noisysam.cli import cli
-from noisysam.params import (NONE, TABLES, ArrayLike, Boolean, HasAttrs, InstanceOf, Interval, InvalidParameterError,
-                             Options, ParamTable, PathLike, SubclassOf, Text, validate_params)
-from noisysam.sam import SAM, sam_step
-from noisysam.train import CONFIG_PARAMS, TrainConfig
+from noisysam import data
+from noisysam import methods
+from noisysam.models import networks as models
+from noisysam.noise import labels as noise
+from noisysam.optim import variants
+from noisysam.cli.commands import cli
+from noisysam.core.params import (NONE, TABLES, ArrayLike, Boolean, HasAttrs, InstanceOf, Interval,
+                                  InvalidParameterError, Options, ParamTable, PathLike, SubclassOf, Text,
+                                  validate_params)
+from noisysam.optim.sam import SAM, sam_step
+from noisysam.run.config import CONFIG_PARAMS, TrainConfig
 
 LABELS = np.arange(20) % 2
 
@@ -53,7 +58,7 @@ def one_sam_step(**kw):
 
 def register_and_forget(**kw):
     """register_method without leaving the registration behind."""
-    kw = {"name": "params-test", "factory": methods._sgd, **kw}
+    kw = {"name": "params-test", "factory": methods.registry._sgd, **kw}
     try:
         methods.register_method(**kw)
     finally:
@@ -63,41 +68,41 @@ def register_and_forget(**kw):
 
 # How to call each entry point with valid arguments, overridden by the test's one parameter.
 CALLS = {
-    "noisysam.sam.SAM": sam_optimizer,
-    "noisysam.sam.sam_step": one_sam_step,
-    "noisysam.methods.LabelSmoothing": methods.LabelSmoothing,
-    "noisysam.methods.BootstrapLoss": lambda **kw: methods.BootstrapLoss(**{"beta": 0.8, **kw}),
-    "noisysam.methods.GeneralizedCrossEntropy": methods.GeneralizedCrossEntropy,
-    "noisysam.methods.MixupInputs": methods.MixupInputs,
-    "noisysam.methods.SAMUpdate": methods.SAMUpdate,
-    **{f"noisysam.variants.{c.__name__}": c for c in (
+    "noisysam.optim.sam.SAM": sam_optimizer,
+    "noisysam.optim.sam.sam_step": one_sam_step,
+    "noisysam.methods.rules.LabelSmoothing": methods.LabelSmoothing,
+    "noisysam.methods.rules.BootstrapLoss": lambda **kw: methods.BootstrapLoss(**{"beta": 0.8, **kw}),
+    "noisysam.methods.rules.GeneralizedCrossEntropy": methods.GeneralizedCrossEntropy,
+    "noisysam.methods.rules.MixupInputs": methods.MixupInputs,
+    "noisysam.methods.rules.SAMUpdate": methods.SAMUpdate,
+    **{f"noisysam.optim.variants.{c.__name__}": c for c in (
         variants.LookSAMUpdate, variants.RandomSAMUpdate, variants.AESAMUpdate, variants.MomentumSAMUpdate,
         variants.SAMOnUpdate, variants.NormPenaltyUpdate)},
-    "noisysam.methods.register_method": register_and_forget,
+    "noisysam.methods.registry.register_method": register_and_forget,
     **{f"{f.__module__}.{f.__qualname__}": functools.partial(methods.get_method, name)
        for name, f in methods.METHODS.items()},
-    **{f"noisysam.models.{f.__name__}": (lambda f: lambda **kw: on_meta(lambda: f(**kw)))(f)
+    **{f"noisysam.models.networks.{f.__name__}": (lambda f: lambda **kw: on_meta(lambda: f(**kw)))(f)
        for f in (models.ResNet32, models.PreActResNet18, models.WideResNet, models.SimpleCNN, models.wrn28_10)},
-    "noisysam.models.get_model": lambda **kw: on_meta(lambda: models.get_model(**{"name": "cnn", **kw})),
-    "noisysam.train.TrainConfig": lambda **kw: TrainConfig(**kw).resolved(),
-    "noisysam.noise.NoisyLabels": lambda **kw: noise.NoisyLabels(**{
+    "noisysam.models.networks.get_model": lambda **kw: on_meta(lambda: models.get_model(**{"name": "cnn", **kw})),
+    "noisysam.run.config.TrainConfig": lambda **kw: TrainConfig(**kw).resolved(),
+    "noisysam.noise.labels.NoisyLabels": lambda **kw: noise.NoisyLabels(**{
         "noisy": [0, 1, 1, 0], "clean": [0, 1, 0, 0], "num_classes": 2, **kw}),
-    "noisysam.noise.symmetric": lambda **kw: noise.symmetric(**{"labels": LABELS, "rate": 0.3, "seed": 0, **kw}),
-    "noisysam.noise.asymmetric": lambda **kw: noise.asymmetric(**{
+    "noisysam.noise.labels.symmetric": lambda **kw: noise.symmetric(**{"labels": LABELS, "rate": 0.3, "seed": 0, **kw}),
+    "noisysam.noise.labels.asymmetric": lambda **kw: noise.asymmetric(**{
         "labels": LABELS, "rate": 0.3, "seed": 0, "mapping": {0: 1}, **kw}),
-    "noisysam.noise.pairflip": lambda **kw: noise.pairflip(**{"labels": LABELS, "rate": 0.3, "seed": 0, **kw}),
-    "noisysam.noise.from_transition": lambda **kw: noise.from_transition(**{
+    "noisysam.noise.labels.pairflip": lambda **kw: noise.pairflip(**{"labels": LABELS, "rate": 0.3, "seed": 0, **kw}),
+    "noisysam.noise.labels.from_transition": lambda **kw: noise.from_transition(**{
         "labels": LABELS, "T": [[0.8, 0.2], [0.3, 0.7]], "seed": 0, **kw}),
-    "noisysam.noise.cifar10n": lambda **kw: noise.cifar10n(**{"dataset": mini(), "kind": "aggre", **kw}),
-    "noisysam.noise.cifar10n_annotators": lambda **kw: noise.cifar10n_annotators(**{"dataset": mini(), **kw}),
-    "noisysam.noise.make": lambda **kw: noise.make(**{"kind": "none", "labels": LABELS, "rate": 0.3, "seed": 0,
+    "noisysam.noise.labels.cifar10n": lambda **kw: noise.cifar10n(**{"dataset": mini(), "kind": "aggre", **kw}),
+    "noisysam.noise.labels.cifar10n_annotators": lambda **kw: noise.cifar10n_annotators(**{"dataset": mini(), **kw}),
+    "noisysam.noise.labels.make": lambda **kw: noise.make(**{"kind": "none", "labels": LABELS, "rate": 0.3, "seed": 0,
                                                      **kw}),
-    "noisysam.data.Loader": lambda **kw: data.Loader(**{
+    "noisysam.data.loader.Loader": lambda **kw: data.Loader(**{
         "images": np.zeros((4, 6, 6, 3), np.uint8), "labels": [0, 1, 0, 1], "batch_size": 2, **kw}),
-    "noisysam.data.ImageDataset": lambda **kw: data.ImageDataset(**{
+    "noisysam.data.datasets.ImageDataset": lambda **kw: data.ImageDataset(**{
         "name": "t", "x_train": np.zeros((4, 2, 2, 3), np.uint8), "y_train": [0, 1, 0, 1],
         "x_test": np.zeros((2, 2, 2, 3), np.uint8), "y_test": [0, 1], "classes": ["a", "b"], **kw}),
-    "noisysam.data.load_dataset": lambda **kw: data.load_dataset(**{"name_or_path": "cifar10-mini", **kw}),
+    "noisysam.data.datasets.load_dataset": lambda **kw: data.load_dataset(**{"name_or_path": "cifar10-mini", **kw}),
 }
 
 

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from noisysam import __version__
-from noisysam.cli import cli
-from noisysam.files import LOCK_NAME, read_json, write_json
-from noisysam.train import DYNAMICS_DIR, RUN_FILES, train
+from noisysam.cli.commands import cli
+from noisysam.core.files import LOCK_NAME, read_json, write_json
+from noisysam.run.rundir import DYNAMICS_DIR, RUN_FILES
+from noisysam.run.loop import train
 
 TINY = ["--method", "sgd", "--epochs", "2", "--model-param", "width=4", "--batch-size", "32", "--amp", "none",
         "--no-plot"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisysam.sam import SAM, disable_running_stats, sam_step
+from noisysam.optim.sam import SAM, disable_running_stats, sam_step
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 

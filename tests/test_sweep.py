@@ -7,10 +7,10 @@ import statistics
 import pytest
 from click.testing import CliRunner
 
-from noisysam import sweep, table
-from noisysam.cli import cli
-from noisysam.files import write_json
-from noisysam.train import TrainConfig
+from noisysam.grid import sweep, table
+from noisysam.cli.commands import cli
+from noisysam.core.files import write_json
+from noisysam.run.config import TrainConfig
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 
@@ -225,7 +225,7 @@ def test_sweep_plot_draws_validation_and_test_against_each_parameter(fabricated)
     pytest.importorskip("matplotlib")
     spec, root, cells = fabricated
     content = sweep.write_sweep(root, spec, cells)
-    from noisysam.plot import plot_sweep, sweep_figure
+    from noisysam.report.plots import plot_sweep, sweep_figure
 
     fig = sweep_figure(content)
     assert len(fig.axes) == 4  # 2 rates x 2 parameters

@@ -6,10 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from noisysam import table
-from noisysam.cli import cli
-from noisysam.methods import get_method
-from noisysam.train import PROFILES
+from noisysam.grid import table
+from noisysam.cli.commands import cli
+from noisysam.methods.registry import get_method
+from noisysam.run.config import PROFILES
 
 TINY = ["--epochs", "1", "--model-param", "width=4", "--batch-size", "50", "--amp", "none", "--no-plot"]
 
@@ -112,7 +112,7 @@ def test_table_plot(tmp_path):
     from matplotlib.colors import to_rgb
     from PIL import Image
 
-    from noisysam.plot import plot_table, table_figure
+    from noisysam.report.plots import plot_table, table_figure
 
     rows = [dict(method="sgd", rate=0.8, last_mean=30.0, last_std=2.0),
             dict(method="sgd", rate=0.2, last_mean=80.0, last_std=1.0),
@@ -175,7 +175,7 @@ def test_a_method_parameter_no_method_of_the_grid_takes_fails_before_any_cell_tr
 
 
 def test_grid_defaults_are_the_papers_and_the_paper_profile_uses_its_rho_per_rate(tmp_path):
-    from noisysam.train import TrainConfig, build_method
+    from noisysam.run.config import TrainConfig, build_method
 
     cells = table.grid(tmp_path)
     assert {c.method for c in cells} == set(table.PAPER_METHODS) and {c.rate for c in cells} == {0.2, 0.4, 0.6, 0.8}
@@ -188,7 +188,8 @@ def test_grid_defaults_are_the_papers_and_the_paper_profile_uses_its_rho_per_rat
 
 
 def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
-    from noisysam.train import TrainConfig, train
+    from noisysam.run.config import TrainConfig
+    from noisysam.run.loop import train
 
     root = tmp_path / "grid"
     [cell] = table.grid(root, ["sgd"], [0.4], [0])
@@ -212,7 +213,7 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
 
 
 def test_rho_alpha_and_method_params_go_to_the_cells_whose_method_takes_them(tmp_path):
-    from noisysam.train import TrainConfig, build_method
+    from noisysam.run.config import TrainConfig, build_method
 
     cells = table.grid(tmp_path / "grid", ["sgd", "asam", "mixup", "mixup-sam"], [0.4], [0])
     config = TrainConfig(rho=0.2, mixup_alpha=8.0)
@@ -351,7 +352,7 @@ def test_the_papers_numbers_stand_only_beside_symmetric_noise_and_a_rateless_kin
 
 
 def test_pareto_front_by_hand():
-    from noisysam.plot import pareto_front
+    from noisysam.report.plots import pareto_front
 
     points = [(1.0, 50.0), (2.0, 70.0), (1.2, 48.0), (1.2, 60.0), (2.5, 70.0), (3.0, 71.0), (1.0, 45.0)]
     # (1.2, 48) is beaten by (1.0, 50), (2.5, 70) by (2.0, 70), (1.0, 45) by (1.0, 50).
@@ -362,7 +363,7 @@ def test_cost_plot(tmp_path):
     pytest.importorskip("matplotlib")
     import numpy as np
 
-    from noisysam.plot import cost_figure
+    from noisysam.report.plots import cost_figure
 
     def row(method, rate, wall, last, std):
         return dict(method=method, rate=rate, noise="symmetric", column=f"{rate:.0%}", wall_vs_sgd=wall, last_mean=last,

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import noisysam
-from noisysam.cli import cli
-from noisysam.data import ImageDataset
-from noisysam.train import chain, train
+from noisysam.cli.commands import cli
+from noisysam.data.datasets import ImageDataset
+from noisysam.run.loop import chain, train
 
 N_TRAIN, N_TEST = 128, 64
 RUN = dict(model="cnn", model_params={"width": 4}, batch_size=64, amp="none", noise_rate=0.4, seed=0)
@@ -73,7 +73,7 @@ def assert_scalars_match_metrics(scalars, run_dir, epochs):
 
 
 def test_every_epoch_metric_hyperparameter_and_final_metric_is_logged(tiny, tmp_path, events):
-    from noisysam.tensorboard import TensorBoardLogger
+    from noisysam.run.tensorboard import TensorBoardLogger
 
     out = tmp_path / "run"
     with TensorBoardLogger() as logger:  # relabel-and-retrain: two stages of two epochs, steps 1..4
@@ -106,7 +106,7 @@ def test_every_epoch_metric_hyperparameter_and_final_metric_is_logged(tiny, tmp_
 def test_a_resumed_run_continues_its_log_with_each_epoch_once(tiny, tmp_path, events, killed):
     """Killed after epoch 2 of 3, before or after the logger wrote that epoch: once resumed, TensorBoard shows
     epochs 1, 2, 3 exactly once each, with the values metrics.jsonl holds."""
-    from noisysam.tensorboard import TensorBoardLogger
+    from noisysam.run.tensorboard import TensorBoardLogger
 
     out = tmp_path / "run"
 
@@ -138,7 +138,7 @@ def test_chain_calls_each_callback_in_order_and_skips_none():
 
 def test_logger_without_a_directory_says_what_it_needs(tiny):
     pytest.importorskip("torch.utils.tensorboard")
-    from noisysam.tensorboard import TensorBoardLogger
+    from noisysam.run.tensorboard import TensorBoardLogger
 
     with pytest.raises(ValueError, match="needs log_dir, or a run with out"):
         train(dataset=tiny, method="sgd", epochs=1, callback=TensorBoardLogger(), **RUN)
@@ -199,14 +199,14 @@ def test_tensorboard_option_errors_exit_2_with_one_line_and_write_nothing(tiny_n
 
 
 def test_the_cli_does_not_import_tensorboard_until_asked():
-    code = "import sys, noisysam.cli; assert not {'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules)"
+    code = "import sys, noisysam.cli.commands; assert not {'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_a_resumed_session_file_sorts_after_the_files_it_supersedes(tmp_path):
     """TensorBoard reads event files in name order (creation second first): a session resumed within the same
     second as an existing file waits for the next second, so its purge marker is read last."""
-    from noisysam.tensorboard import _wait_for_a_later_second
+    from noisysam.run.tensorboard import _wait_for_a_later_second
 
     now = int(time.time())
     (tmp_path / f"events.out.tfevents.{now:010d}.host.1.0").write_bytes(b"")

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import stat
-import sys
 
 import numpy as np
 import pytest
@@ -21,12 +20,15 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 import noisysam
-from noisysam.data import ImageDataset, Loader
-from noisysam.files import LOCK_NAME, RunDirectoryBusy, atomic_write, read_json, write_json
-from noisysam.methods import METHODS, RelabelAndRetrain, get_method, register_method
-from noisysam.noise import NoisyLabels, symmetric
-from noisysam.train import (DYNAMICS_DIR, PROFILES, RUN_FILES, TrainConfig, TrainingDiverged, _split, build_method,
-                            method_radius, predict, train)
+from noisysam.data.datasets import ImageDataset
+from noisysam.data.loader import Loader
+from noisysam.core.files import LOCK_NAME, RunDirectoryBusy, atomic_write, read_json, write_json
+from noisysam.methods.registry import METHODS, get_method, register_method
+from noisysam.methods.rules import RelabelAndRetrain
+from noisysam.noise.labels import NoisyLabels, symmetric
+from noisysam.run.rundir import DYNAMICS_DIR, RUN_FILES
+from noisysam.run.config import PROFILES, TrainConfig, build_method, method_radius
+from noisysam.run.loop import TrainingDiverged, _split, predict, train
 
 N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
 # 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
@@ -662,9 +664,10 @@ def test_amp_auto_is_resolved_once_and_kept_on_resume(reference, tiny, tmp_path,
     """Started where "auto" means fp32 and resumed where it means bf16: the run stays fp32 throughout, so it
     ends with the weights of the uninterrupted fp32 (amp="none") reference run."""
     expected = reference("sgd")
-    module = sys.modules["noisysam.train"]  # (noisysam.train is also the name of the function)
-    real, machine = module.resolve_amp, {"auto": None}
-    monkeypatch.setattr(module, "resolve_amp", lambda amp, device: machine[amp] if amp == "auto" else real(amp, device))
+    real, machine = noisysam.run.config.resolve_amp, {"auto": None}
+    for module in (noisysam.run.loop, noisysam.run.rundir):  # the modules that resolve a run's precision
+        monkeypatch.setattr(module, "resolve_amp",
+                            lambda amp, device: machine[amp] if amp == "auto" else real(amp, device))
 
     def kill(event, info):
         if event == "batch" and (info["epoch"], info["batch"]) == (2, 1):

@@ -17,10 +17,12 @@ from torch import nn
 from torch.func import functional_call
 
 import noisysam
-from noisysam.data import ImageDataset
-from noisysam.methods import BootstrapLoss, MixupInputs, default_param, get_method
-from noisysam.noise import symmetric
-from noisysam.train import PROFILES, TrainConfig, build_method, train
+from noisysam.data.datasets import ImageDataset
+from noisysam.methods.rules import BootstrapLoss, MixupInputs
+from noisysam.methods.registry import default_param, get_method
+from noisysam.noise.labels import symmetric
+from noisysam.run.config import PROFILES, TrainConfig, build_method
+from noisysam.run.loop import train
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 K, N = 4, 8  # classes, batch size
@@ -393,7 +395,7 @@ def test_bad_parameters_raise_naming_the_parameter(name, params, match):
 @pytest.mark.parametrize("name", ["looksam", "random-sam", "ae-sam", "momentum-sam", "sam-on", "norm-penalty"])
 def test_the_method_table_in_the_docs_lists_each_variants_parameters_and_defaults(name):
     """The defaults live in the update rule's dataclass; the factory and the methods docstring must say the same."""
-    row = next(line for line in noisysam.methods.__doc__.splitlines() if line.startswith(f"{name} "))
+    row = next(line for line in noisysam.methods.registry.__doc__.splitlines() if line.startswith(f"{name} "))
     listed = dict(pair.split("=") for pair in re.findall(r"\b\w+=[^,\s]+", row.split("(")[0]))
     method = get_method(name)
     assert {k: ast.literal_eval(v) for k, v in listed.items()} == method.params
