@@ -1,6 +1,6 @@
 """Benchmarks of issue 5, each a ratio measured side by side in one run (interleaved repeats, median).
 
-(a) SAM step time / SGD step time, ResNet-32, same batch, through noisysam.methods.registry' ``train_step``
+(a) SAM step time / SGD step time, ResNet-32, same batch, through a noisysam method's ``train_step``
     (fp32 and bf16 autocast). Two forward/backward passes are the floor: target <= 2.05.
 (b) Training-epoch throughput (images/s) of noisysam's on-device Loader + the trainer's step vs the
     same model and step fed by a torchvision DataLoader with per-image PIL transforms (RandomCrop(32,

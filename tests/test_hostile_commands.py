@@ -173,12 +173,12 @@ def table_cell_metrics(w):
 
 
 def config_file(text, name="train"):
-    """A --config file holding ``text``, given to `train` (or `table`, `sweep`)."""
+    """A --config file holding ``text``, given to `train` (or `table`, `sweep`, `compare`)."""
     def make(w):
         path = w["dir"] / "options.toml"
         path.write_text(text)
         extra = {"train": ["--out", w["dir"] / "new"], "table": ["--out", w["dir"] / "table"],
-                 "sweep": ["--out", w["dir"] / "s", "--rates", "0.4"]}[name]
+                 "sweep": ["--out", w["dir"] / "s", "--rates", "0.4"], "compare": ["--out", w["dir"] / "cmp"]}[name]
         return [name, "--config", path, "--dataset", w["data"], *extra, "--epochs", "1", "--no-plot"], None
     return make
 
@@ -328,6 +328,15 @@ CASES = [
     case("table-out-is-a-run", command("table", "--dataset", "{data}", "--methods", "sgd", "--rates", "0.4", "--seeds",
                                        "0", "--out", "{dir}/run", *TINY), "is a run directory"),
     case("table-cell-metrics-garbage", table_cell_metrics, "line 1 is not valid JSON"),
+    # compare: the first command
+    case("compare-out-is-a-run", command("compare", "--dataset", "{data}", "--out", "{dir}/run", *TINY),
+         "is a run directory"),
+    case("compare-unknown-method", command("compare", "--dataset", "{data}", "--methods", "sgd,sharp", "--out",
+                                           "{dir}/cmp", *TINY), "method must be one of"),
+    case("compare-rate-out-of-range", command("compare", "--dataset", "{data}", "--noise-rate", "1.5", "--out",
+                                              "{dir}/cmp", *TINY), "1.5"),
+    case("compare-config-width-2.5", config_file("model_params = {width = 2.5}\n", "compare"),
+         "width must be an integer >= 1, got 2.5 (float)"),
     # --config
     case("config-model-width-2.5", config_file("model_params = {width = 2.5}\n"), "width must be an integer >= 1, got "
                                                                                    "2.5 (float)"),
