@@ -16,7 +16,7 @@ from noisysam import _compat
 PACKAGE = Path(noisysam.__file__).parent
 
 #: Layer of each subpackage: a module may import its own subpackage and those of lower layers, nothing else.
-LAYERS = {"core": 0, "noise": 1, "data": 2, "models": 2, "optim": 2, "methods": 3, "run": 4, "grid": 5, "detect": 5,
+LAYERS = {"assets": 0, "core": 0, "noise": 1, "data": 2, "models": 2, "optim": 2, "methods": 3, "run": 4, "grid": 5, "detect": 5,
           "report": 6, "cli": 7}
 FACADE = {"noisysam", "noisysam.__main__", "noisysam._compat"}  # the public API over all layers
 

@@ -11,7 +11,7 @@ import pytest
 import noisysam
 
 ROOT = Path(noisysam.__file__).resolve().parent.parent
-SUBPACKAGES = ("core", "noise", "data", "models", "optim", "methods", "run", "grid", "detect", "report", "cli")
+SUBPACKAGES = ("assets", "core", "noise", "data", "models", "optim", "methods", "run", "grid", "detect", "report", "cli")
 
 
 @pytest.fixture(scope="module")
