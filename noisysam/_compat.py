@@ -1,7 +1,7 @@
 """The module paths of noisysam 0.2 (flat modules), kept as deprecated aliases of where their contents live now.
 
-``from noisysam.sam import SAM`` and ``noisysam.train.TrainConfig`` still work and warn once per name
-(DeprecationWarning) with the new path. Each old module is a stand-in placed in ``sys.modules`` when noisysam is
+``from noisysam.sam import SAM`` and ``noisysam.train.TrainConfig`` still work and warn (DeprecationWarning)
+with the new path. Each old module is a stand-in placed in ``sys.modules`` when noisysam is
 imported; it looks names up in its new modules, imported on first use. Old paths that are packages now (noise,
 data, models, methods, detect, cli) need no alias: the packages export the same public names.
 """
@@ -21,7 +21,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "dividemix": ("methods.dividemix",), "metrics": ("run.metrics",),
     "train": ("run.config", "run.rundir", "run.loop"), "distributed": ("run.distributed",),
     "tensorboard": ("run.tensorboard",), "executors": ("grid.executors",), "table": ("grid.table",),
-    "sweep": ("grid.sweep",), "plot": ("report.plots",), "config_file": ("cli.config_file",),
+    "sweep": ("grid.sweep",), "plot": ("report.plots", "detect.figure"), "config_file": ("cli.config_file",),
 }
 
 

@@ -142,4 +142,69 @@ def test_packages_that_kept_their_old_name_export_its_public_names():
     for package in ("noise", "data", "models", "methods", "detect", "cli"):
         module = importlib.import_module(f"noisysam.{package}")
         missing = [n for n in module.__all__ if not hasattr(module, n)]
-        assert not missing and f"noisysam.{package}" not in _compat.MOVED
+        assert not missing and package not in _compat.MOVED
+
+
+#: The top-level public names of each module of noisysam 0.2 (commit 90749b3), by module.
+OLD_PUBLIC = {
+    "params": ("T InvalidParameterError Constraint Interval Options Boolean Text PathLike InstanceOf SubclassOf "
+               "ArrayLike HasAttrs NONE ParamTable TABLES declare validate_params validate_with"),
+    "files": ("PathLike LOCK_NAME atomic_write RunDirectoryBusy run_lock RUN_FILES check_not_a_run to_jsonable "
+              "write_json write_jsonl read_json save_checkpoint load_checkpoint MAX_JSON_BYTES CHECKPOINT_SCHEMA "
+              "CONFIG_SCHEMA RESULT_SCHEMA FileFormatError schema_problem read_jsonl NpyHeader NpzArrays ArraySpec "
+              "read_table"),
+    "noise": ("Seed CIFAR10_ASYMMETRIC CIFAR10N_KINDS CIFAR10N_ANNOTATORS KINDS RATED_KINDS label MAX_CLASSES "
+              "NoisyLabels symmetric asymmetric pairflip from_transition cifar10n_annotators cleanlab_module "
+              "consensus cifar10n make"),
+    "data": ("DEVICE check_device find_data_file ImageDataset Layout load_dataset NoisyDataset Loader crop_flip "
+             "random_crop_flip"),
+    "models": "MODEL_PARAMS ResNet32 PreActResNet18 WideResNet SimpleCNN wrn28_10 MODELS get_model",
+    "sam": "SAM_PARAMS SAM disable_running_stats sam_step",
+    "variants": ("Targets LossFn NORM_LAYERS VARIANT_PARAMS checked StatefulSAM LookSAMUpdate RandomSAMUpdate "
+                 "AESAMUpdate MomentumSAMUpdate SAMOnUpdate NormPenaltyUpdate"),
+    "methods": ("ASAM_NORMALISATIONS METHOD_PARAMS LossRule CrossEntropy LabelSmoothing BootstrapLoss "
+                "GeneralizedCrossEntropy InputRule PlainInputs MixupInputs UpdateRule SGDUpdate SAMUpdate Method "
+                "RelabelAndRetrain AnyMethod BOOTSTRAP_BETA SAM_UPDATES MethodFactory METHODS SAM_RADIUS_METHODS "
+                "NOISE_RATE_METHODS register_method takes_param default_param get_method"),
+    "learner": "EpochInfo LearnerMethod Learner",
+    "elr": "CLAMP elr_loss ELR",
+    "coteaching": "kept_fraction small_loss CoTeaching",
+    "dividemix": "RAMPUP_EPOCHS co_divide sharpen mixmatch_loss DivideMix",
+    "metrics": "ArrayLike accuracy memorisation_recovery noise_auroc",
+    "train": ("PROFILES SCHEDULES AMP_MODES VAL_LABELS RUN_FILES METHOD_FIELDS profile_rho labels_rate "
+              "method_radius CONFIG_PARAMS TrainConfig derive_seed lr_at resolve_device resolve_amp "
+              "TrainingDiverged TrainResult Callback chain predict predict_margins PassCounter fingerprints "
+              "comparable_config config_diff saved_config train build_method DYNAMICS_DIR dynamics_path "
+              "save_dynamics"),
+    "distributed": "SAM_SYNC env_world_size env_rank writer_process Distributed device_for setup check_resume launch",
+    "tensorboard": "TAGS FINAL LOG_DIR step hparams TensorBoardLogger log_finished_run",
+    "executors": ("POLL_SECONDS ORPHAN_CHECK_SECONDS Job Outcome Watch CellsFailed epochs_done error_line run_cell "
+                  "default_threads Executor InProcess LocalProcesses PROBE_SECONDS probe_ray_address ray_available "
+                  "RayExecutor"),
+    "table": ("PAPER_RATES PAPER_METHODS PAPER_TABLE4 LITERATURE_TABLE4 TABLE_FILES PARAMS_FROM TUNING_SCHEMA "
+              "paper_value Cell params_name cell_dir grid cell_config run_grid read_tuning SkippedCellWarning "
+              "collect mean_std column_label aggregate settings fmt fmt_diff fmt_ratio COST_NOTE render_markdown "
+              "CSV_COLUMNS render_csv write_table"),
+    "sweep": ("SWEEP_FILES SELECT RULE SWEEP_RESULT_SCHEMA SWEEP_SCHEMA check_params Sweep run_sweep summarise "
+              "choose write_sweep render_markdown read_choices tuned record_tuning"),
+    "detect": ("DYNAMICS_SCORES SCORES OUTPUT_FILES CLEAN_MODES ESTIMATORS THRESHOLD_PERCENTILE THRESHOLD_RUN "
+               "FAKE_CLASS Detection DYNAMICS_ARRAYS read_dynamics dynamics_scores threshold_sample_rows "
+               "threshold_flags threshold_scores symmetric_rate symmetric_rate_error validation_estimate "
+               "annotator_scores crowdlab check_kfold kfold_probabilities predict_probabilities cleanlab_scores "
+               "default_out find_label_issues ISSUES_COLUMNS SUMMARY_SCHEMA read_detection cleaned"),
+    "plot": ("plot_run run_figure plot_table table_figure plot_scores plot_cost pareto_front cost_figure "
+             "plot_sweep sweep_figure"),
+    "cli": ("RunProgress GridProgress cli main train_command table_command sweep_command noise_command "
+            "detect_command info_command"),
+    "config_file": "NOT_KEYS key keyed_options read default_map resolved_values value_text dumps",
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_PUBLIC))
+def test_every_public_name_of_0_2_is_still_reachable_at_its_old_path(old):
+    """Through the package of the same name, or through the deprecated alias of a module that moved."""
+    module = importlib.import_module(f"noisysam.{old}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        missing = [name for name in OLD_PUBLIC[old].split() if not hasattr(module, name)]
+    assert not missing, f"noisysam.{old} lost {missing}"

@@ -1,5 +1,7 @@
-"""The ``noisysam`` command line: parses options and calls the Python API (``noisysam.run.loop``,
-``noisysam.grid.table``, ``noisysam.noise.labels``); rich progress and tables, no training logic of its own.
+"""The ``noisysam`` subcommands (train, compare, table, sweep, noise, detect, info): each parses its options
+(:mod:`noisysam.cli.options`), calls the Python API (``noisysam.train``, ``noisysam.grid``, ``noisysam.noise``) and
+shows the result through :mod:`noisysam.report.console`; failures go through :mod:`noisysam.cli.errors`. No
+training logic of its own.
 
 Exit codes: 0 done; 2 bad input (unknown name, value out of range, missing or wrong file, an existing
 run directory without ``--resume``, a run directory in use by another run, a ``--resume`` whose dataset,

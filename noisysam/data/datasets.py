@@ -27,7 +27,6 @@ __all__ = ["ImageDataset", "NoisyDataset", "load_dataset"]
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
-#: A torch device by name (TrainConfig adds "auto").
 @validate_params(dict(name=Text(), x_train=InstanceOf(np.ndarray, description="a numpy array"),
                      y_train=ArrayLike(), x_test=InstanceOf(np.ndarray, description="a numpy array"),
                      y_test=ArrayLike(), classes=ArrayLike(), train_index=[ArrayLike(), None]))
@@ -283,6 +282,3 @@ class NoisyDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         index = range(len(self))[index]  # negative indices; IndexError past the end
         return self.dataset[index][0], int(self.noisy_labels.noisy[index]), index
-
-
-# ----------------------------------------------------------------------------------------------- Loader

@@ -11,6 +11,10 @@ from noisysam.methods.rules import (Method, RelabelAndRetrain, CrossEntropy, Lab
 from noisysam.methods.registry import (METHODS, get_method, register_method, SAM_RADIUS_METHODS, NOISE_RATE_METHODS,
                                        SAM_UPDATES, takes_param, default_param)
 
+# noisysam 0.2's names, kept outside __all__
+from noisysam.methods.registry import BOOTSTRAP_BETA, AnyMethod, MethodFactory
+from noisysam.methods.rules import InputRule, LossRule, UpdateRule
+
 __all__ = ["Method", "RelabelAndRetrain", "CrossEntropy", "LabelSmoothing", "BootstrapLoss",
            "GeneralizedCrossEntropy", "PlainInputs", "MixupInputs", "SGDUpdate", "SAMUpdate", "METHOD_PARAMS",
            "ASAM_NORMALISATIONS", "METHODS", "get_method", "register_method", "SAM_RADIUS_METHODS",

@@ -6,7 +6,7 @@ on them; the kept fraction shrinks over the first T_k epochs (the paper's Eq. 1,
 
     R(T) = 1 - tau * min(T / T_k, 1)
 
-tau is the noise rate, the share of wrong labels (the paper assumes it known; through :func:`noisysam.run.loop` it
+tau is the noise rate, the share of wrong labels (the paper assumes it known; through :func:`noisysam.train` it
 defaults to the labels' realised share; give it to use an estimate, e.g. from ``noisysam detect``). The authors'
 code indexes ``linspace(0, tau, T_k)`` from its first trained epoch, so its forget rate reaches tau two epochs
 before this one's. The ranking pass runs both networks on the whole batch in train mode without gradients and
@@ -61,7 +61,7 @@ class CoTeaching(LearnerMethod):
     def init_state(self, n: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         if self.tau is None:
             raise ValueError("co-teaching needs tau, the noise rate (share of wrong labels): pass tau=..., or train "
-                             "through noisysam.run.loop, which sets the labels' own")
+                             "through noisysam.train(), which sets the labels' own")
         return {}
 
     def step(self, learner: Learner, x: Tensor, y: Tensor, idx: Tensor, *, generator: torch.Generator,

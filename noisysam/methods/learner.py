@@ -1,6 +1,6 @@
 """What one run trains: its networks, their optimizers and any per-sample state, under one state_dict.
 
-The methods of :mod:`noisysam.methods.registry` train one network and keep nothing between steps but their optimizer's
+The methods of :mod:`noisysam.methods.rules` train one network and keep nothing between steps but their optimizer's
 state. The label-noise methods researchers reach for do more: ELR keeps a running target per training sample
 (Liu et al., arXiv 2007.00151), Co-teaching trains two networks on each other's small-loss samples (Han et al.,
 arXiv 1804.06872), DivideMix trains two networks that split the data for each other every epoch (Li et al.,
@@ -43,10 +43,10 @@ class LearnerMethod:
     with its own initialisation, and its own optimizer from ``update``), per-sample state from
     :meth:`init_state`, an epoch hook :meth:`begin_epoch`, one :meth:`step` per batch and a :meth:`predict` for
     evaluation. Subclasses are frozen dataclasses with ``name``, ``update`` (an update rule of
-    :mod:`noisysam.methods.registry` or :mod:`noisysam.optim.variants`) and ``params`` fields."""
+    :mod:`noisysam.methods.rules` or :mod:`noisysam.optim.variants`) and ``params`` fields."""
 
     networks = 1
-    relabel = False  # trains once (see noisysam.methods.registry.RelabelAndRetrain)
+    relabel = False  # trains once (see noisysam.methods.rules.RelabelAndRetrain)
     #: How :meth:`predict` turns the networks into one prediction, in words (recorded in result.json).
     prediction = "the network"
 

@@ -1,7 +1,7 @@
 """The rules a one-network method is built from: what loss a step minimises and how the step is taken.
 
-A :class:`Method` is the composition of three small rules, so every named method below is one
-mechanism with different parts (and a user can build their own, :mod:`noisysam.methods.registry` names them):
+A :class:`Method` is the composition of three small rules, so every named method (:mod:`noisysam.methods.registry`)
+is one mechanism with different parts, and a user can build their own:
 
 - a **loss rule** ``(logits, labels) -> mean loss``: cross-entropy; label smoothing (Szegedy et al.,
   arXiv 1512.00567); Reed et al.'s soft/hard bootstrap (arXiv 1412.6596); generalized cross-entropy

@@ -69,7 +69,7 @@ CIFAR10_ASYMMETRIC: Mapping[int, int] = MappingProxyType({9: 1, 2: 0, 4: 7, 3: 5
 CIFAR10N_KINDS: dict[str, float] = {
     "aggre": 0.0901, "random1": 0.1723, "random2": 0.1812, "random3": 0.1764, "worse": 0.4021, "consensus": 0.0811,
 }
-#: CIFAR-10N's three independent annotators, by the names of their label sets in data/cifar10n.npz.
+#: CIFAR-10N's three independent annotators, by the names of their label sets in noisysam/assets/cifar10n.npz.
 CIFAR10N_ANNOTATORS: tuple[str, ...] = ("random1", "random2", "random3")
 
 #: Names accepted by :func:`make` (the trainer's and CLI's ``noise`` option).

@@ -1,4 +1,4 @@
-"""Cheaper SAM update rules: each is an update rule for :class:`noisysam.methods.registry.Method` (``make_optimizer``
+"""Cheaper SAM update rules: each is an update rule for :class:`noisysam.methods.rules.Method` (``make_optimizer``
 plus ``step``), so it composes with any loss rule (bootstrap, GCE, ...) and input rule (mixup).
 
 ==============  ===============================================  ==================================

@@ -1,5 +1,5 @@
-"""Plots a user would rather look at than read: a run's learning curves, runs compared epoch by epoch, a table's accuracy vs noise rate and
-against cost, a detection's score distributions, a sweep's accuracy against each swept parameter.
+"""Plots a user would rather look at than read: a run's learning curves, runs compared epoch by epoch, a table's
+accuracy vs noise rate and against cost, a sweep's accuracy against each swept parameter.
 
 matplotlib is an optional extra (``pip install 'noisysam[plot]'``); it is imported inside the functions,
 which raise ImportError when it is missing (the CLI turns that into a one-line note). Figures are built
