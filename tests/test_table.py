@@ -395,6 +395,11 @@ def test_cost_plot(tmp_path):
     assert len(set(colours.values())) == 3
     with pytest.raises(ValueError, match="rows: none has both"):
         cost_figure([row("sam", 0.4, None, 70.0, 1.0)])
+    # cost="passes": the counted passes on the x axis instead of the wall time
+    by_passes = [dict(r, passes_vs_sgd=None if r["wall_vs_sgd"] is None else 2 * r["wall_vs_sgd"]) for r in rows]
+    [ax40, _] = cost_figure(by_passes, cost="passes").axes
+    assert ax40.get_xlabel() == "training passes relative to sgd (×)"
+    assert {t.get_text(): t.xy for t in ax40.texts} == {"sgd": (2.0, 60.0), "sam": (4.2, 70.0), "looksam": (2.6, 58.0)}
 
     # `noisysam table` draws it as cost.png beside table.png.
     root = tmp_path / "grid"

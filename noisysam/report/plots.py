@@ -142,19 +142,22 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def cost_figure(rows: list[dict]) -> Figure:
+def cost_figure(rows: list[dict], cost: str = "wall") -> Figure:
     """Accuracy against cost, one panel per noise rate: clean-test accuracy at the last epoch (%, ``last_mean``,
     error bars ``last_std`` over seeds) against wall time relative to sgd at that rate (``wall_vs_sgd`` of
     :func:`noisysam.grid.table.aggregate`), one labelled point per method in the same colour in every panel, and the
-    frontier (:func:`pareto_front`) dotted. Wall time, not passes: it is what a user pays, and it includes what
-    passes miss (a variant's extra vector work, evaluation). Rows lacking either value are left out; ValueError if
-    no row has both (a grid without sgd, or only runs from before cost was counted)."""
+    frontier (:func:`pareto_front`) dotted. Wall time by default: it is what a user pays, and it includes what
+    passes miss (a variant's extra vector work, evaluation); ``cost="passes"`` puts the counted training passes
+    relative to sgd (``passes_vs_sgd``) on the x axis instead, exact where the runs' wall times are not (runs
+    that shared a machine or were paused). Rows lacking either value are left out; ValueError if no row has both
+    (a grid without sgd, or only runs from before cost was counted)."""
     import matplotlib
     from matplotlib.figure import Figure
 
-    drawn = [r for r in rows if r["last_mean"] is not None and r["wall_vs_sgd"] is not None]
+    key, words = {"wall": ("wall_vs_sgd", "wall time"), "passes": ("passes_vs_sgd", "training passes")}[cost]
+    drawn = [r for r in rows if r["last_mean"] is not None and r[key] is not None]
     if not drawn:
-        raise ValueError("rows: none has both a last-epoch accuracy and a wall time relative to sgd; accuracy "
+        raise ValueError(f"rows: none has both a last-epoch accuracy and a {words} relative to sgd; accuracy "
                          "against cost needs sgd in the grid at the same rates")
     rates = sorted({r["rate"] for r in drawn})
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -165,14 +168,14 @@ def cost_figure(rows: list[dict]) -> Figure:
         mine = [r for r in drawn if r["rate"] == rate]
         for r in mine:
             colour = colours[methods.index(r["method"]) % len(colours)]
-            x, y = r["wall_vs_sgd"], r["last_mean"]
+            x, y = r[key], r["last_mean"]
             ax.errorbar([x], [y], yerr=[r["last_std"] or 0.0], color=colour, marker="o", capsize=3, label=r["method"])
             ax.annotate(r["method"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=colour)
-        front = pareto_front([(r["wall_vs_sgd"], r["last_mean"]) for r in mine])
+        front = pareto_front([(r[key], r["last_mean"]) for r in mine])
         ax.plot(*zip(*front), ":", color="grey", zorder=0, label="frontier")
         heading = mine[0]["column"]  # "40%", or a rateless kind's name and realised rate
         ax.set(title=f"{heading} noise" if mine[0]["noise"] in RATED_KINDS else heading,
-               xlabel="wall time relative to sgd (×)")
+               xlabel=f"{words} relative to sgd (×)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("clean test accuracy, last epoch (%)")
     fig.suptitle("Accuracy against cost (mean ± std over seeds; dotted: no method is cheaper and more accurate)",
