@@ -400,6 +400,8 @@ def test_cost_plot(tmp_path):
     [ax40, _] = cost_figure(by_passes, cost="passes").axes
     assert ax40.get_xlabel() == "training passes relative to sgd (×)"
     assert {t.get_text(): t.xy for t in ax40.texts} == {"sgd": (2.0, 60.0), "sam": (4.2, 70.0), "looksam": (2.6, 58.0)}
+    with pytest.raises(ValueError, match="cost must be one of \\['passes', 'wall'\\], got 'flops'"):
+        cost_figure(by_passes, cost="flops")
 
     # `noisysam table` draws it as cost.png beside table.png.
     root = tmp_path / "grid"

@@ -261,8 +261,8 @@ def compare_command(ctx: click.Context, methods: list[str], noise_rate: float, s
     print each one's summary and draw clean test accuracy and wrong labels memorised per epoch, one line per
     method (OUT/compare.png)."""
     console = Console()
-    jobs = len(methods)  # each in its own process with cores // jobs threads (unless --threads)
-    executor = executors.InProcess(threads) if jobs == 1 else executors.LocalProcesses(jobs, threads)
+    # one process per method, each with cores // methods threads unless --threads: the grids' local executor
+    executor = _executor(ctx, "local", len(methods), threads, cells_per_gpu=1, address=None)
     config = dataclasses.replace(DEFAULT, **given_options(ctx, ("noise_rate", "seed") + TRAINING))
     root = Path(out)
     with user_errors(_interrupted(root)):

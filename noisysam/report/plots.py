@@ -75,14 +75,14 @@ def compare_figure(run_dirs: Sequence[Union[str, Path]]) -> Figure:
 
     fig = Figure(figsize=(10, 4))
     acc_ax, mem_ax = fig.subplots(1, 2)
-    title = ""
     for run_dir in map(Path, run_dirs):
         records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
         config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"]
         x = list(range(1, len(records) + 1))
         for ax, key in ((acc_ax, "test_accuracy"), (mem_ax, "memorisation")):
             ax.plot(x, [_pct(r[key]) for r in records], marker="o", markersize=2, label=config["method"])
-        title = f"{config['dataset']}, {noise_label(str(config['noise']), config['noise_rate'])} noise, seed {config['seed']}"
+    # the runs share their data and labels (noisysam compare trains them so): the last one's config names them
+    title = f"{config['dataset']}, {noise_label(str(config['noise']), config['noise_rate'])} noise, seed {config['seed']}"
     for ax, what in ((acc_ax, "clean test accuracy"), (mem_ax, "wrong labels memorised")):
         ax.set(xlabel="epoch", ylabel="%", ylim=(0, 100), title=what)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -154,7 +154,10 @@ def cost_figure(rows: list[dict], cost: str = "wall") -> Figure:
     import matplotlib
     from matplotlib.figure import Figure
 
-    key, words = {"wall": ("wall_vs_sgd", "wall time"), "passes": ("passes_vs_sgd", "training passes")}[cost]
+    axes_of = {"wall": ("wall_vs_sgd", "wall time"), "passes": ("passes_vs_sgd", "training passes")}
+    if cost not in axes_of:
+        raise ValueError(f"cost must be one of {sorted(axes_of)}, got {cost!r}")
+    key, words = axes_of[cost]
     drawn = [r for r in rows if r["last_mean"] is not None and r[key] is not None]
     if not drawn:
         raise ValueError(f"rows: none has both a last-epoch accuracy and a {words} relative to sgd; accuracy "
