@@ -82,7 +82,8 @@ CALLS = {
     **{f"{f.__module__}.{f.__qualname__}": functools.partial(methods.get_method, name)
        for name, f in methods.METHODS.items()},
     **{f"noisysam.models.networks.{f.__name__}": (lambda f: lambda **kw: on_meta(lambda: f(**kw)))(f)
-       for f in (models.ResNet32, models.PreActResNet18, models.WideResNet, models.SimpleCNN, models.wrn28_10)},
+       for f in (models.ResNet32, models.PreActResNet18, models.WideResNet, models.SimpleCNN, models.PlainCNN,
+                 models.wrn28_10)},
     "noisysam.models.networks.get_model": lambda **kw: on_meta(lambda: models.get_model(**{"name": "cnn", **kw})),
     "noisysam.run.config.TrainConfig": lambda **kw: TrainConfig(**kw).resolved(),
     "noisysam.noise.labels.NoisyLabels": lambda **kw: noise.NoisyLabels(**{

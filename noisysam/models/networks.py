@@ -8,6 +8,8 @@
   the 18-layer pre-activation ResNet at CIFAR resolution, the usual noisy-label benchmark model.
 - ``wrn28_10``: Zagoruyko & Komodakis, "Wide Residual Networks" (arXiv 1605.07146), depth 28,
   widen factor 10: the SAM paper's main CIFAR model.
+- ``cnn5``: the plain reference's 5-conv CNN (two convolutions at each of the first two widths, one at the
+  third), the CPU profile's model: what a practitioner's noisy-CIFAR script trains.
 - ``cnn``: a plain 5-layer convolutional network of width ``w`` (conv widths w, 2w, 4w, 8w and a
   linear head, as in Nakkiran et al., "Deep Double Descent", arXiv 1912.02292): fast on a CPU
   and able to memorise noisy labels, so that SAM's effect shows in minutes.
@@ -28,7 +30,7 @@ from torch import nn
 
 from noisysam.core.params import Interval, Options, validate_params, validate_with
 
-__all__ = ["MODELS", "get_model", "ResNet32", "PreActResNet18", "WideResNet", "SimpleCNN"]
+__all__ = ["MODELS", "get_model", "ResNet32", "PreActResNet18", "WideResNet", "SimpleCNN", "PlainCNN"]
 
 
 #: Every model option, declared once (noisysam.core.params): each model checks the ones its signature names.
@@ -217,6 +219,28 @@ class SimpleCNN(nn.Module):
 
 
 @_checked
+class PlainCNN(nn.Module):
+    """The plain reference's 5-conv CNN (``scripts/plain_reference.py``, the CPU profile's model): conv-BN-ReLU x2
+    at width w, max-pool, x2 at 2w, max-pool, x1 at 4w, max-pool, global average pool, linear; convs without bias.
+    PyTorch's default initialisation, as a plain script has. 141,034 parameters at w = 32 for 10 classes."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = in_channels
+        for out_ch, pool in ((width, False), (width, True), (2 * width, False), (2 * width, True), (4 * width, True)):
+            layers += [_conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(in_ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+@_checked
 def wrn28_10(num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
     """WRN-28-10 (36.5M parameters for 10 classes)."""
     return WideResNet(num_classes, depth=28, widen=10, dropout=dropout, in_channels=in_channels)
@@ -227,6 +251,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "preact_resnet18": PreActResNet18,
     "wrn28_10": wrn28_10,
     "cnn": SimpleCNN,
+    "cnn5": PlainCNN,
 }
 
 
