@@ -19,7 +19,7 @@ import noisysam
 from noisysam.cli.commands import cli
 from noisysam.methods.coteaching import kept_fraction
 from noisysam.data.datasets import ImageDataset
-from noisysam.data.loader import crop_flip, random_crop_flip
+from noisysam.data.loader import Loader, crop_flip
 from noisysam.methods.dividemix import RAMPUP_EPOCHS, co_divide, mixmatch_loss, sharpen
 from noisysam.methods.learner import EpochInfo, Learner
 from noisysam.methods.registry import get_method
@@ -207,30 +207,28 @@ def test_dividemix_step_matches_a_reference_of_the_papers_mixmatch():
     learner = learner_of(method, nets, n=8)
     learner.state["clean_prob"] = torch.tensor([[0.9, 0.2, 0.7, 0.1, 0.6, 0.3, 0.8, 0.4],
                                                 [0.1, 0.9, 0.2, 0.8, 0.45, 0.55, 0.3, 0.7]])
-    learner.epoch, learner.steps, learner.batch = 10, 4, 2  # past warm-up: ramp = (10.5 - 1) / 16
-    ramp = min((10 + 2 / 4 - warmup) / RAMPUP_EPOCHS, 1.0)
+    learner.epoch = 10  # past warm-up (the division set above): ramp = (10 + 0.5 - 1) / 16
+    ramp = min((10 + 0.5 - warmup) / RAMPUP_EPOCHS, 1.0)
     x, y = batch(7)
-    before = [params_of(n) for n in nets]
-    gen = torch.Generator().manual_seed(11)
-    expected, ref_gen = [], torch.Generator().manual_seed(11)
-    current = [p for p in before]
+    u, _ = batch(8, n=5)
+    views = [x[:3], x[3:6], u[:2], u[2:4]]  # two views of 3 labelled rows and of 2 unlabelled ones
+    rows = torch.tensor([0, 2, 6])
     for k in (0, 1):
-        w = learner.state["clean_prob"][1 - k]
-        lab = [i for i in range(8) if w[i] > threshold]
-        unl = [i for i in range(8) if w[i] <= threshold]
-        views = [random_crop_flip(x[rows], ref_gen) for rows in (lab, lab, unl, unl)]
-        own = current[k]
-        other = before[1 - k] if k == 0 else expected[0]
+        before = [params_of(n) for n in nets]
+        gen, ref_gen = torch.Generator().manual_seed(11 + k), torch.Generator().manual_seed(11 + k)
+        w = learner.state["clean_prob"][1 - k, rows]
+        own, other = before[k], before[1 - k]
 
         def soft(params, v):
             return torch.softmax(v.flatten(1) @ params[0].T + params[1], 1)
 
-        refined = torch.stack([sharpen((w[i] * F.one_hot(y[i], 3) + (1 - w[i]) * (
-            soft(own, views[0][j:j + 1])[0] + soft(own, views[1][j:j + 1])[0]) / 2)[None], temperature)[0]
-            for j, i in enumerate(lab)])
+        # By hand, the paper's Eq. 3-4 one sample at a time, then its mixup and Eq. 7-10.
+        refined = torch.stack([sharpen(((w[j] * F.one_hot(y[rows[j]], 3) + (1 - w[j]) * (
+            soft(own, views[0][j:j + 1])[0] + soft(own, views[1][j:j + 1])[0]) / 2))[None], temperature)[0]
+            for j in range(3)])
         guessed = torch.stack([sharpen(((soft(own, views[2][j:j + 1]) + soft(own, views[3][j:j + 1])
                                          + soft(other, views[2][j:j + 1]) + soft(other, views[3][j:j + 1])) / 4),
-                                       temperature)[0] for j in range(len(unl))])
+                                       temperature)[0] for j in range(2)])
         inputs = torch.cat(views)
         targets = torch.cat([refined, refined, guessed, guessed])
         seed = int(torch.randint(0, 2**63 - 1, (), generator=ref_gen))
@@ -238,20 +236,74 @@ def test_dividemix_step_matches_a_reference_of_the_papers_mixmatch():
         lam = max(lam, 1 - lam)
         perm = torch.randperm(inputs.shape[0], generator=ref_gen)
         mx, mt = lam * inputs + (1 - lam) * inputs[perm], lam * targets + (1 - lam) * targets[perm]
-        n_x = 2 * len(lab)
 
         def loss_of(w_, b_):
             z = mx.flatten(1) @ w_.T + b_
             q = torch.softmax(z, 1)
-            loss_x = -(mt[:n_x] * torch.log_softmax(z[:n_x], 1)).sum(1).mean()
-            loss_u = ((q[n_x:] - mt[n_x:]) ** 2).mean()
+            loss_x = -(mt[:6] * torch.log_softmax(z[:6], 1)).sum(1).mean()
+            loss_u = ((q[6:] - mt[6:]) ** 2).mean()
             prior = torch.full((3,), 1 / 3)
             return loss_x + lambda_u * ramp * loss_u + (prior * torch.log(prior / q.mean(0))).sum()
 
-        expected.append(sgd_by_hand(*own, loss_of))
-    learner.step(x, y, torch.arange(8), generator=gen)
-    for net, (w_, b_) in zip(nets, expected):
-        assert torch.allclose(net[1].weight, w_, atol=1e-5) and torch.allclose(net[1].bias, b_, atol=1e-5)
+        expected = sgd_by_hand(*own, loss_of)
+        learner.step(k, rows, y[rows], views, 0.5, generator=gen)
+        assert torch.allclose(nets[k][1].weight, expected[0], atol=1e-5)
+        assert torch.allclose(nets[k][1].bias, expected[1], atol=1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(params_of(nets[1 - k]), other))  # g only guesses
+
+
+def test_dividemix_trains_batchnorm_statistics_on_the_unmixed_views_as_the_authors_do():
+    """The network being trained runs its refinement and co-guessing passes in train mode (Train_CIFAR.py), so its
+    running statistics follow u1, u2, x1, x2 and then the mixed batch; the other network's stay as they were."""
+    method = get_method("dividemix", warmup=0)
+    nets = [nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 8 * 8, 3)) for _ in range(2)]
+    learner = learner_of(method, nets, n=8)
+    learner.epoch = 1
+    x, y = batch(1, n=4)
+    u, _ = batch(2, n=4)
+    views = [x[:2], x[2:], u[:2], u[2:]]
+    gen = torch.Generator().manual_seed(3)
+    lam, perm = method.mixup.draw(8, torch.Generator().manual_seed(3))
+    lam = max(lam, 1 - lam)
+    inputs = torch.cat(views)
+    mixed = lam * inputs + (1 - lam) * inputs[perm]
+    mean = torch.zeros(3)
+    for v in (views[2], views[3], views[0], views[1], mixed):  # the authors' order: u, u2, x, x2, then the mix
+        mean = 0.9 * mean + 0.1 * v.mean((0, 2, 3))
+    learner.step(0, torch.tensor([0, 1]), y[:2], views, 0.0, generator=gen)
+    assert torch.allclose(nets[0][0].running_mean, mean, atol=1e-6)
+    assert torch.equal(nets[1][0].running_mean, torch.zeros(3))
+
+
+def test_dividemix_plan_gives_each_network_its_own_pass_over_the_other_ones_division():
+    method = get_method("dividemix", warmup=2)
+    nets = [linear(1), linear(2)]
+    learner = learner_of(method, nets, n=10)
+    images = torch.randint(0, 256, (10, 8, 8, 3), dtype=torch.uint8)
+    loader = Loader(images, torch.arange(10) % 3, batch_size=3, padding_mode="reflect")
+
+    def steps(epoch):  # the plan alone: the division is set by hand (the co-divide is tested on its own)
+        plan = method.plan(learner, loader, EpochInfo(epoch, 4, torch.Generator().manual_seed(epoch), None))
+        items = list(plan)
+        assert len(items) == len(plan)
+        return items
+
+    warm = steps(0)  # warm-up: each network one pass over all 10 rows (4 steps), in its own order, one view each
+    assert [(s.args[0], s.index, s.of) for s in warm] == [(k, b, 4) for k in (0, 1) for b in range(4)]
+    orders = [torch.cat([s.args[1] for s in warm if s.args[0] == k]) for k in (0, 1)]
+    assert all(sorted(o.tolist()) == list(range(10)) for o in orders) and not torch.equal(*orders)
+    assert all(len(s.args[3]) == 1 and torch.equal(s.args[2], loader.labels[s.args[1]]) for s in warm)
+    learner.state["clean_prob"] = torch.tensor([[0.9, 0.1, 0.8, 0.7, 0.2, 0.6, 0.9, 0.3, 0.8, 0.1],
+                                                [0.2, 0.9, 0.1, 0.6, 0.7, 0.9, 0.4, 0.8, 0.3, 0.2]])
+    after = steps(2)
+    for k in (0, 1):  # network k: every row network 1 - k labels, once; 3 labelled and 3 unlabelled per step
+        mine = [s for s in after if s.args[0] == k]
+        labelled = set(torch.nonzero(learner.state["clean_prob"][1 - k] > 0.5)[:, 0].tolist())
+        assert sorted(torch.cat([s.args[1] for s in mine]).tolist()) == sorted(labelled)
+        assert [(s.index, s.of) for s in mine] == [(b, math.ceil(len(labelled) / 3)) for b in range(len(mine))]
+        assert all(len(s.args[3]) == 4 and s.args[3][2].shape[0] == 3 and s.args[4] == s.index / s.of
+                   for s in mine)
+        assert all(s.args[3][0].shape[0] == s.args[3][1].shape[0] == len(s.args[1]) for s in mine)
 
 
 def test_dividemix_predicts_the_mean_softmax_of_its_networks():

@@ -11,7 +11,9 @@ from torch import nn
 from torch.func import functional_call
 
 from noisysam import methods
-from noisysam.methods.learner import Learner, LearnerMethod
+from noisysam.data.loader import Loader
+from noisysam.methods.dividemix import DivideMix
+from noisysam.methods.learner import EpochInfo, Learner, LearnerMethod
 from noisysam.methods.registry import METHODS, get_method, register_method
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
@@ -404,10 +406,21 @@ def test_every_method_trains_a_tiny_convnet(name):
         g = torch.Generator().manual_seed(0)
         x = torch.randn(8, 3, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, K, (8,), generator=g)
+        # The two steps: two batches of (x, y, rows), or DivideMix's own plan: a MixMatch step of each network on
+        # the other's division (half the rows labelled), its views drawn from random images.
+        if isinstance(method, DivideMix):
+            images = torch.randint(0, 256, (8, 8, 8, 3), generator=g, dtype=torch.uint8)
+            state["clean_prob"].copy_(torch.tensor([0.9, 0.1] * 8).view(2, 8))
+            learner.epoch = method.warmup
+            plan = learner.plan(Loader(images, y, batch_size=8, channels_last=True), EpochInfo(learner.epoch, 1, g, None))
+            args = [step.args for step in plan]
+            assert len(args) == 2
+        else:
+            args = [(x, y, torch.arange(8))] * 2
         steps = []
-        for _ in range(2):
+        for step_args in args:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                steps.append(learner.step(x, y, torch.arange(8), generator=g))
+                steps.append(learner.step(*step_args, generator=g))
         assert all(loss.ndim == 0 and loss.dtype == torch.float32 and not loss.requires_grad for loss in steps)
         losses[bf16] = torch.stack(steps)
         changes[bf16] = torch.cat([(v.detach() - before[k]).flatten() for k, v in model.named_parameters()])

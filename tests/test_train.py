@@ -28,7 +28,7 @@ from noisysam.methods.rules import RelabelAndRetrain
 from noisysam.noise.labels import NoisyLabels, symmetric
 from noisysam.run.rundir import DYNAMICS_DIR, RUN_FILES
 from noisysam.run.config import PROFILES, TrainConfig, build_method, method_radius
-from noisysam.run.loop import TrainingDiverged, _split, predict, train
+from noisysam.run.loop import TrainingDiverged, _split, lr_at, predict, train
 
 N_TRAIN, N_TEST, VAL_FRACTION = 256, 128, 0.1
 # 230 training rows at batch 64: 4 batches per epoch, the last one short (38).
@@ -684,6 +684,37 @@ def test_amp_auto_is_resolved_once_and_kept_on_resume(reference, tiny, tmp_path,
     assert same_weights(weights(result.model), weights(expected.model))
 
 
+@pytest.mark.parametrize("native, mkldnn, expected", [
+    (True, True, torch.bfloat16),  # AVX-512 BF16 or AMX: bf16 in hardware, faster
+    (False, True, None),  # plain AVX-512: oneDNN emulates bf16 (2.5x slower than fp32 here), so fp32
+    (False, False, None),
+])
+def test_amp_auto_takes_bf16_only_on_a_cpu_with_native_bf16_and_records_why(tiny, tmp_path, monkeypatch, native,
+                                                                            mkldnn, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn, raising=False)
+    out = tmp_path / "run"
+    result = train(dataset=tiny, method="sgd", out=str(out), **{**RUN, "amp": "auto", "epochs": 1})
+    config = read_json(out / "config.json")
+    assert config["amp"] == ("bf16" if expected else "none")
+    assert result.summary["amp"] == ("bfloat16" if expected else "fp32")
+    assert ("has native bf16" if expected else "no native bf16") in config["amp_choice"]
+
+
+def test_onecycle_schedule_is_torchs_onecycle_lr_step_for_step():
+    for total in (7, 26, 2600):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=0.05)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=total, pct_start=0.15,
+                                                    cycle_momentum=False)
+        for t in range(total):
+            assert lr_at(t, total, 0.05, "onecycle") == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12, abs=0)
+            opt.step()
+            if t < total - 1:
+                sched.step()
+
+
 # ------------------------------------------------------------------------------------- Python API
 
 def test_custom_module_and_custom_noisy_labels(tiny, tmp_path):
@@ -789,7 +820,7 @@ def test_rho_or_alpha_for_a_method_without_one_is_refused_before_writing(tiny, t
 def test_explicit_fields_override_the_profile():
     cfg = TrainConfig(profile="paper", noise_rate=0.8, rho=0.3, epochs=5, model="cnn").resolved()
     assert (cfg.rho, cfg.epochs, cfg.model) == (0.3, 5, "cnn")
-    assert TrainConfig(profile="cpu").resolved().model == "cnn"
+    assert TrainConfig(profile="cpu").resolved().model == PROFILES["cpu"]["model"] == "cnn5"
 
 
 def test_profile_model_params_come_with_the_profiles_model_only():

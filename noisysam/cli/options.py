@@ -121,12 +121,15 @@ OPTIONS: dict[str, Callable] = {
     "lr": click.option("--lr", type=click_type("lr"), help=f"Peak learning rate. {_PROFILE}"),
     "momentum": click.option("--momentum", type=click_type("momentum"), default=DEFAULT.momentum,
                              show_default=True, help="SGD momentum."),
+    "nesterov": click.option("--nesterov/--no-nesterov", default=None, help=f"Nesterov momentum. {_PROFILE}"),
     "weight_decay": click.option("--weight-decay", type=click_type("weight_decay"), help=f"Weight decay. {_PROFILE}"),
     "schedule": click.option("--schedule", type=click_type("schedule"), help=f"Learning-rate schedule. {_PROFILE}"),
     "warmup_epochs": click.option("--warmup-epochs", type=click_type("warmup_epochs"),
                                   help=f"Epochs of linear learning-rate warm-up. {_PROFILE}"),
     "augment": click.option("--augment/--no-augment", default=None,
                             help=f"Random crop + horizontal flip. {_PROFILE}"),
+    "padding_mode": click.option("--padding-mode", type=click_type("padding_mode"),
+                                 help=f"How the random crop pads the image: constant (zeros) or reflect. {_PROFILE}"),
     "cutout": click.option("--cutout", type=click_type("cutout"), default=DEFAULT.cutout, show_default=True,
                            help="Cutout square size in pixels (0: off)."),
     "val_fraction": click.option("--val-fraction", type=click_type("val_fraction"),
@@ -138,10 +141,12 @@ OPTIONS: dict[str, Callable] = {
                          help="Seed of the noise, split, initialisation and batches."),
     "device": click.option("--device", default=DEFAULT.device, show_default=True, help="auto, cpu or cuda[:N]."),
     "amp": click.option("--amp", type=click_type("amp"), default=DEFAULT.amp, show_default=True,
-                        help="Mixed precision (auto: bf16 where the hardware has it)."),
+                        help="Mixed precision (auto: bf16 where it is faster: a GPU with bf16, a CPU with native "
+                             "bf16; fp32 elsewhere)."),
     "profile": click.option("--profile", type=click_type("profile"), default=DEFAULT.profile,
                             show_default=True,
-                            help="Fills model, epochs, batch size, lr, weight decay, schedule, augmentation, rho."),
+                            help="Fills model, epochs, batch size, lr, Nesterov, weight decay, schedule, "
+                                 "augmentation and its padding, rho."),
     "sam_sync": click.option("--sam-sync", type=click_type("sam_sync"), default=DEFAULT.sam_sync,
                              show_default=True,
                              help="Several processes (--nproc, torchrun): none = each climbs with its own gradient "
@@ -193,9 +198,9 @@ def set_threads(threads: Optional[int]) -> None:
 
 #: The training options shared by `train` and `table` (`table` sets method, noise rate and seed per cell).
 TRAINING = ("dataset", "data_root", "download", "noise", "noise_mode", "noise_exact", "method_params", "rho",
-             "mixup_alpha", "model", "model_params", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-             "schedule", "warmup_epochs", "augment", "cutout", "val_fraction", "val_labels", "device", "amp",
-             "profile")
+             "mixup_alpha", "model", "model_params", "epochs", "batch_size", "lr", "momentum", "nesterov",
+             "weight_decay", "schedule", "warmup_epochs", "augment", "padding_mode", "cutout", "val_fraction",
+             "val_labels", "device", "amp", "profile")
 
 
 def options(*names: str) -> Callable:

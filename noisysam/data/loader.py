@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisysam.core.params import ArrayLike, Boolean, InstanceOf, Interval, Text, validate_params
+from noisysam.core.params import ArrayLike, Boolean, InstanceOf, Interval, Options, Text, validate_params
 
 __all__ = ["DEVICE", "Loader", "check_device", "crop_flip", "random_crop_flip"]
 
@@ -41,7 +41,8 @@ def check_device(device: str) -> None:
 
 
 @validate_params(dict(images=ArrayLike(), labels=ArrayLike(), batch_size=Interval(int, 1), shuffle=Boolean(),
-                     augment=Boolean(), cutout=Interval(int, 0), mean=[ArrayLike(), None], std=[ArrayLike(), None],
+                     augment=Boolean(), padding_mode=Options(("constant", "reflect")), cutout=Interval(int, 0),
+                     mean=[ArrayLike(), None], std=[ArrayLike(), None],
                      device=[DEVICE, InstanceOf(torch.device, description="a torch.device")], seed=Interval(int, 0),
                      drop_last=Boolean(), channels_last=Boolean()))
 class Loader:
@@ -63,7 +64,8 @@ class Loader:
     PADDING = 4
 
     def __init__(self, images: Union[np.ndarray, torch.Tensor], labels: Union[np.ndarray, torch.Tensor, Sequence[int]],
-                 *, batch_size: int, shuffle: bool = True, augment: bool = True, cutout: int = 0,
+                 *, batch_size: int, shuffle: bool = True, augment: bool = True, padding_mode: str = "constant",
+                 cutout: int = 0,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  device: Union[str, torch.device] = "cpu", seed: int = 0, drop_last: bool = False,
                  channels_last: bool = False) -> None:
@@ -84,6 +86,7 @@ class Loader:
         if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
             raise ValueError(f"mean and std need {channels} values each, std > 0; got mean={self.mean}, std={self.std}")
         self.batch_size, self.shuffle, self.augment, self.cutout = batch_size, shuffle, augment, cutout
+        self.padding_mode = padding_mode
         self.seed, self.drop_last, self.channels_last = int(seed), drop_last, channels_last
         self.epoch = 0
         self._mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
@@ -116,13 +119,28 @@ class Loader:
             x = self.images[idx]
             if self.augment:
                 sl = slice(start, start + idx.shape[0])
-                x = crop_flip(x, offsets[sl], flips[sl], self.PADDING)
-            x = (x.float().div_(255) - self._mean).div_(self._std)
+                x = crop_flip(x, offsets[sl], flips[sl], self.PADDING, mode=self.padding_mode)
+            x = self._normalised(x)
             if self.augment and self.cutout:
                 x = x.masked_fill(self._cutout_mask(centres[start:start + idx.shape[0]], rows_h, cols_w), 0.0)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx], idx
+            yield self._layout(x), self.labels[idx], idx
+
+    def augmented(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One random view of each image at ``rows`` (positions in ``images``), whatever ``augment`` says: a crop
+        of the 4-px padded image (``padding_mode``) and a horizontal flip with probability 1/2, normalised, for a
+        method that draws its own views (DivideMix's two per image). Draws from the CPU ``generator``: offsets
+        ``randint(0, 9, (B, 2))``, then flips ``rand(B) < 0.5``."""
+        n = rows.shape[0]
+        offsets = torch.randint(0, 2 * self.PADDING + 1, (n, 2), generator=generator).to(self.device)
+        flips = (torch.rand(n, generator=generator) < 0.5).to(self.device)
+        x = crop_flip(self.images[rows.to(self.device)], offsets, flips, self.PADDING, mode=self.padding_mode)
+        return self._layout(self._normalised(x))
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().div_(255) - self._mean).div_(self._std)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _cutout_mask(self, centres: torch.Tensor, rows_h: torch.Tensor, cols_w: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) bool mask, True inside each sample's cutout square [c - s//2, c - s//2 + s)."""

@@ -6,8 +6,9 @@ state. The label-noise methods researchers reach for do more: ELR keeps a runnin
 arXiv 1804.06872), DivideMix trains two networks that split the data for each other every epoch (Li et al.,
 arXiv 2002.07394). A :class:`LearnerMethod` says what it needs (``networks``, ``init_state``, an epoch hook);
 a :class:`Learner` holds it, so the run loop (:mod:`noisysam.run.loop`) stays one loop for every method: it calls
-:meth:`Learner.begin_epoch` once per epoch, :meth:`Learner.step` per batch, evaluates ``learner(x)`` and
-checkpoints :meth:`Learner.state_dict`.
+:meth:`Learner.begin_epoch` once per epoch, then :meth:`Learner.step` for each step of the epoch's plan
+(:meth:`Learner.plan`: one step per batch of the run's loader, unless the method draws its own batches, as
+DivideMix does for each network in turn), evaluates ``learner(x)`` and checkpoints :meth:`Learner.state_dict`.
 
 Per-sample state is indexed by the row of the training split (the loader's ``idx``); it is float or integer
 tensors only, so it checkpoints and resumes bitwise. Under fp16 the networks share the run's GradScaler, whose
@@ -17,13 +18,13 @@ tensors only, so it checkpoints and resumes bitwise. Under fp16 the networks sha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sized
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Learner", "LearnerMethod", "EpochInfo"]
+__all__ = ["Learner", "LearnerMethod", "EpochInfo", "PlannedStep", "Plan"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,38 @@ class EpochInfo:
     steps: int
     generator: torch.Generator
     sample_losses: Callable[[nn.Module], Tensor]
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of an epoch: the arguments of the method's step (``(x, y, idx)`` for a batch of the run's loader),
+    its place in the epoch, step ``index`` (from 0) of the ``of`` steps of its pass over the data (the learning
+    rate schedule reads the epoch as ``index / of`` done), and the ``batch`` its passes are counted against."""
+
+    args: tuple
+    index: int
+    of: int
+    batch: int
+
+
+class Plan:
+    """An epoch's steps: ``steps`` of them, drawn lazily by ``make()`` (so that augmented views are made as each
+    step needs them, not all at once)."""
+
+    def __init__(self, steps: int, make: Callable[[], Iterator[PlannedStep]]):
+        self.steps, self.make = steps, make
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[PlannedStep]:
+        return self.make()
+
+
+def loader_plan(loader: Sized) -> Plan:
+    """One step per batch of ``loader`` (any sized iterable of (x, y, idx)), in its order."""
+    steps = len(loader)
+    return Plan(steps, lambda: (PlannedStep(batch, b, steps, batch[0].shape[0]) for b, batch in enumerate(loader)))
 
 
 class LearnerMethod:
@@ -70,9 +103,15 @@ class LearnerMethod:
     def begin_epoch(self, learner: "Learner", info: EpochInfo) -> None:
         """Called before each epoch's first step, all networks in train mode."""
 
+    def plan(self, learner: "Learner", loader: Any, info: EpochInfo) -> Optional[Plan]:
+        """The epoch's steps, for a method that draws its own batches from the run's training ``loader`` (a
+        :class:`~noisysam.data.loader.Loader`); None (the default): one step per batch of the loader."""
+        return None
+
     def step(self, learner: "Learner", x: Tensor, y: Tensor, idx: Tensor, *, generator: torch.Generator,
              scaler: Any = None) -> Tensor:
-        """One update on the batch (x, given labels y, training-split rows idx); the detached mean loss."""
+        """One update on the batch (x, given labels y, training-split rows idx), or on the arguments of a step of
+        the method's own :meth:`plan`; the detached mean loss."""
         raise NotImplementedError
 
     def predict(self, learner: "Learner", x: Tensor) -> Tensor:
@@ -89,12 +128,7 @@ class Learner:
                  optimizers: list[torch.optim.Optimizer], state: Optional[dict[str, Tensor]] = None):
         self.method, self.models, self.nets, self.optimizers = method, models, nets, optimizers
         self.state = state or {}
-        self.epoch, self.steps, self.batch = 0, 1, 0
-
-    @property
-    def progress(self) -> float:
-        """Epochs done, fractional: ``epoch + steps taken this epoch / steps per epoch`` (for ramps)."""
-        return self.epoch + self.batch / self.steps
+        self.epoch = 0
 
     @property
     def model(self) -> nn.Module:
@@ -121,18 +155,21 @@ class Learner:
         return self.method.predict(self, x) if self.stateful else self.models[0](x)
 
     def begin_epoch(self, info: EpochInfo) -> None:
-        self.epoch, self.steps, self.batch = info.epoch, info.steps, 0
+        self.epoch = info.epoch
         if self.stateful:
             self.method.begin_epoch(self, info)
 
-    def step(self, x: Tensor, y: Tensor, idx: Tensor, *, generator: torch.Generator, scaler: Any = None) -> Tensor:
+    def plan(self, loader: Any, info: EpochInfo) -> Plan:
+        """The epoch's steps (after :meth:`begin_epoch`): the method's own :meth:`LearnerMethod.plan`, else one
+        per batch of ``loader``."""
+        plan = self.method.plan(self, loader, info) if self.stateful else None
+        return loader_plan(loader) if plan is None else plan
+
+    def step(self, *args: Any, generator: torch.Generator, scaler: Any = None) -> Tensor:
+        """One step on a :class:`PlannedStep`'s ``args``: ``(x, y, idx)``, or what the method's own plan made."""
         if self.stateful:
-            loss = self.method.step(self, x, y, idx, generator=generator, scaler=scaler)
-        else:
-            loss = self.method.train_step(self.nets[0], self.optimizers[0], x, y, idx, generator=generator,
-                                          scaler=scaler)
-        self.batch += 1
-        return loss
+            return self.method.step(self, *args, generator=generator, scaler=scaler)
+        return self.method.train_step(self.nets[0], self.optimizers[0], *args, generator=generator, scaler=scaler)
 
     def state_dict(self) -> dict:
         """Network 1's ``model`` and ``optimizer`` (the keys a one-network checkpoint has always had), the other

@@ -20,18 +20,20 @@ from noisysam.models.networks import MODELS
 from noisysam.noise.labels import KINDS, NoisyLabels
 from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
 
-# Profiles fill the fields left as None. "cpu": the embedded data on 2 cores in minutes, tuned so that SGD
-# memorises the wrong labels and SAM's advantage shows (docs/cpu-profile.md). "paper": the paper's ResNet-32
-# protocol; what it leaves unstated follows ASAM's public CIFAR code. A profile's rho is plain SAM's radius
-# (for noisysam.methods.registry.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the paper does
-# (0.1 -> 0.05), see profile_rho and method_radius.
+# Profiles fill the fields left as None. "cpu": the plain reference's recipe (scripts/plain_reference.py: the
+# 5-conv CNN, crop and flip on every batch, Nesterov SGD, one-cycle to 0.05) on the embedded data, trained long
+# enough that SGD memorises the wrong labels (docs/cpu-profile.md says how it was chosen). "paper": the paper's
+# ResNet-32 protocol; what it leaves unstated follows ASAM's public CIFAR code. A profile's rho is plain SAM's
+# radius (for noisysam.methods.registry.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the
+# paper does (0.1 -> 0.05), see profile_rho and method_radius.
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="cnn", model_params={"width": 16, "pool": "avg"}, epochs=60, batch_size=64, lr=0.02,
-                warmup_epochs=2, weight_decay=5e-4, schedule="cosine", augment=False, rho=0.07),
+    "cpu": dict(model="cnn5", model_params={"width": 32}, epochs=100, batch_size=128, lr=0.05, warmup_epochs=0,
+                weight_decay=5e-4, nesterov=True, schedule="onecycle", augment=True, padding_mode="reflect", rho=0.1),
     "paper": dict(model="resnet32", epochs=200, batch_size=128, lr=0.1, warmup_epochs=0, weight_decay=5e-4,
-                  schedule="cosine", augment=True, rho=0.1),
+                  nesterov=False, schedule="cosine", augment=True, padding_mode="constant", rho=0.1),
 }
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "onecycle", "step", "constant")
+PADDING_MODES = ("constant", "reflect")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 VAL_LABELS = ("noisy", "clean")
 
@@ -100,11 +102,12 @@ CONFIG_PARAMS = declare("noisysam.run.config.TrainConfig", dict(
     batch_size=_COUNT,
     lr=_AMOUNT,
     momentum=Interval(float, 0, 1, closed="left"),
-    nesterov=Boolean(),
+    nesterov=[Boolean(), None],
     weight_decay=_AMOUNT,
     schedule=[Options(SCHEDULES), None],
     warmup_epochs=[Interval(int, 0), None],
     augment=[Boolean(), None],
+    padding_mode=[Options(PADDING_MODES), None],
     cutout=Interval(int, 0),
     val_fraction=Interval(float, 0, 1, closed="left"),
     val_labels=Options(VAL_LABELS),
@@ -134,6 +137,8 @@ class TrainConfig:
     ``mixup_alpha`` None: the method's default.
     ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
     (noisy: honest; clean: the paper's rho search on a clean split).
+    ``eval_batch_size``: the batch of the per-epoch evaluation passes; small batches keep a CPU's caches warm (the
+    CPU profile's CNN evaluates 1.45x faster at 64-128 than at 1000); it changes no result beyond float rounding.
     ``sam_sync`` and ``sync_bn``: SAM's first pass and BatchNorm across processes when the run is data-parallel
     (torchrun, ``--nproc``; :mod:`noisysam.run.distributed`); no effect in one process.
     """
@@ -155,11 +160,12 @@ class TrainConfig:
     batch_size: Optional[int] = None
     lr: Optional[float] = None
     momentum: float = 0.9
-    nesterov: bool = False
+    nesterov: Optional[bool] = None
     weight_decay: Optional[float] = None
     schedule: Optional[str] = None
     warmup_epochs: Optional[int] = None
     augment: Optional[bool] = None
+    padding_mode: Optional[str] = None
     cutout: int = 0
     val_fraction: float = 0.1
     val_labels: str = "noisy"
@@ -167,7 +173,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 128
     profile: str = "cpu"
     sam_sync: str = "none"
     sync_bn: bool = False
@@ -217,20 +223,34 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype (None: fp32). "auto": bf16 on CUDA where supported (else fp16) and on CPUs
-    with native bf16 (AVX-512 BF16 / AMX), fp32 elsewhere."""
-    if amp == "none":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX tiles). oneDNN also runs bf16 on a CPU
+    with plain AVX-512 (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true there), but by emulation: the
+    CPU profile's CNN trains 2.5x slower in bf16 than in fp32 there (docs/benchmarks.md)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def amp_choice(amp: str, device: torch.device) -> tuple[Optional[torch.dtype], str]:
+    """The autocast dtype for ``amp`` on ``device`` (None: fp32) and why, in words (recorded in config.json).
+    "auto" picks the faster precision: bf16 on CUDA where the GPU has it (else fp16), bf16 on a CPU with native
+    bf16 (:func:`native_bf16_cpu`), fp32 on every other CPU and device."""
+    if amp != "auto":
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp], f"asked for ({amp})"
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    return None
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: bf16, this GPU has it"
+        return torch.float16, "auto: fp16, this GPU has no bf16"
+    if device.type == "cpu":
+        if native_bf16_cpu():
+            return torch.bfloat16, "auto: bf16, this CPU has native bf16 (AVX-512 BF16 or AMX)"
+        return None, "auto: fp32, this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 runs slower"
+    return None, f"auto: fp32 on {device.type}"
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of :func:`amp_choice` (None: fp32)."""
+    return amp_choice(amp, device)[0]
 
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:

@@ -42,7 +42,8 @@ from noisysam.core.files import (RESULT_SCHEMA, read_json, save_checkpoint, writ
 from noisysam.run.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import NoisyLabels, make as make_noise
-from noisysam.run.config import (TrainConfig, build_method, method_radius, require, resolve_amp, resolve_device)
+from noisysam.run.config import (TrainConfig, amp_choice, build_method, method_radius, require, resolve_amp,
+                                 resolve_device)
 from noisysam.run.rundir import (amp_of_run, check_resume, fingerprints, locked, prepare_out, save_dynamics)
 
 
@@ -56,9 +57,24 @@ def derive_seed(seed: int, *keys: int) -> int:
 _SPLIT, _INIT, _LOADER, _STEP, _TORCH = range(5)
 
 
+#: The one-cycle schedule's shape (Smith & Topin, arXiv 1708.07120), as torch's ``OneCycleLR`` with
+#: ``pct_start=0.15`` (the plain reference's) and its defaults: from base / 25 up to base over the first 15% of
+#: the steps, then down to base / 25 / 1e4, both halves cosine. Momentum is not cycled.
+ONECYCLE = dict(pct_start=0.15, div_factor=25.0, final_div_factor=1e4)
+
+
 def lr_at(step: int, total: int, base: float, schedule: str, warmup: int = 0) -> float:
     """Learning rate at optimizer step ``step`` of ``total``: linear warm-up over ``warmup`` steps, then
-    cosine to 0, step decay (x0.1 at 50% and 75%, as in He et al.) or constant."""
+    cosine to 0, step decay (x0.1 at 50% and 75%, as in He et al.) or constant; or one-cycle (:data:`ONECYCLE`;
+    no warm-up of its own: it has its rise), step for step the learning rate of torch's ``OneCycleLR``."""
+    if schedule == "onecycle":
+        low = base / ONECYCLE["div_factor"]
+        peak_step = ONECYCLE["pct_start"] * total - 1  # torch's phase boundaries: peak here, end at total - 1
+        if step <= peak_step:
+            start, end, t = low, base, step / peak_step
+        else:
+            start, end, t = base, low / ONECYCLE["final_div_factor"], (step - peak_step) / (total - 1 - peak_step)
+        return end + (start - end) / 2 * (math.cos(math.pi * t) + 1)
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -221,7 +237,8 @@ class _Run:
                  if isinstance(self.method, LearnerMethod) else {})
         self.learner = Learner(self.method, models, nets, optimizers, state)
         self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
-                             augment=cfg.augment, cutout=cfg.cutout, seed=derive_seed(cfg.seed, _LOADER, stage),
+                             augment=cfg.augment, padding_mode=cfg.padding_mode, cutout=cfg.cutout,
+                             seed=derive_seed(cfg.seed, _LOADER, stage),
                              device=self.device, channels_last=cfg.channels_last, **self.norm)
         self.stage = stage
 
@@ -280,8 +297,10 @@ class _Run:
                                   f"expected logits of shape {expected} (batch, num_classes)")
 
     def train_epoch(self, epoch: int) -> tuple[float, dict]:
-        """One pass over the training split; returns the mean training loss (one host sync per epoch) and
-        its cost: the training forward and backward passes counted by :class:`PassCounter`, and the steps."""
+        """One epoch: the learner's plan of steps (one per batch of the training loader, unless the method draws
+        its own); returns the mean training loss (one host sync per epoch) and its cost: the training forward and
+        backward passes counted by :class:`PassCounter`, and the steps. The learning rate follows the schedule
+        over the loader's steps; a step of a method's own pass sits at its share of the epoch."""
         cfg, learner = self.cfg, self.learner
         steps = len(self.loader)
         total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
@@ -291,23 +310,26 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         with PassCounter(*learner.models) as passes:
             passes.batch = cfg.batch_size  # an epoch hook's passes (DivideMix's co-divide) count in batches
-            learner.begin_epoch(EpochInfo(epoch, steps, generator, self.sample_losses))
+            info = EpochInfo(epoch, steps, generator, self.sample_losses)
+            learner.begin_epoch(info)
             learner.train()
-            for b, batch in enumerate(self.loader):
-                x, y, idx = self.dist.shard(*batch, m=cfg.method_params.get("m"))
-                step = epoch * steps + b
+            plan = learner.plan(self.loader, info)
+            for b, item in enumerate(plan):
+                args = self.dist.shard(*item.args, m=cfg.method_params.get("m"))
+                step = epoch * steps + item.index * steps / item.of  # an integer for the loader's own batches
                 lr = lr_at(step, total_steps, cfg.lr, cfg.schedule, warmup)
                 for group in (g for o in learner.optimizers for g in o.param_groups):  # progress: for schedules
                     group["lr"], group["progress"] = lr, step / total_steps
-                passes.batch = x.shape[0]
+                passes.batch = args[0].shape[0] if self.dist.world_size > 1 else item.batch
                 with _autocast(self.device, self.dtype):
-                    loss = learner.step(x, y, idx, generator=generator, scaler=self.scaler)
+                    loss = learner.step(*args, generator=generator, scaler=self.scaler)
                 loss_sum += loss.float() * self.dist.weight  # this rank's share: the mean is the batch's
                 if self.callback:
-                    self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=steps, loss=loss))
+                    self.callback("batch", dict(stage=self.stage, epoch=epoch + 1, batch=b + 1, batches=len(plan),
+                                                loss=loss))
         self.dist.end_epoch(learner.model)
-        cost = dict(forward_passes=round(passes.forward, 6), backward_passes=round(passes.backward, 6), steps=steps)
-        return float(self.dist.mean(loss_sum)) / steps, cost
+        cost = dict(forward_passes=round(passes.forward, 6), backward_passes=round(passes.backward, 6), steps=len(plan))
+        return float(self.dist.mean(loss_sum)) / max(1, len(plan)), cost
 
     def evaluate(self) -> Optional[dict]:
         """Clean-test accuracy, fit to the noisy training labels, memorisation/recovery, noise AUROC, val accuracy;
@@ -486,7 +508,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
     if writer is not None and ckpt is None:
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,
-                                             inputs=inputs, amp=amp,
+                                             inputs=inputs, amp=amp, amp_choice=amp_choice(cfg.amp, run.device)[1],
                                              torch_version=torch.__version__, device=str(run.device),
                                              world_size=dist.world_size, train_rows=len(run.train_idx),
                                              val_rows=len(run.val_idx)))

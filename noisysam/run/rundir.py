@@ -98,8 +98,10 @@ def check_resume(out: Path, saved: dict, inputs: dict, ckpt: Optional[dict], sta
 
 
 def comparable_config(d: dict) -> dict:
-    """Config fields that must match to resume a run (not where it lives or how it was started)."""
-    return {k: v for k, v in d.items() if k not in ("out", "resume", "device", "download", "data_root")}
+    """Config fields that must match to resume a run (not where it lives, how it was started or the batch size of
+    its evaluation passes, which changes no result beyond float rounding)."""
+    return {k: v for k, v in d.items() if k not in ("out", "resume", "device", "download", "data_root",
+                                                    "eval_batch_size")}
 
 
 def config_diff(saved: dict, mine: dict, ignore: Iterable[str] = ()) -> list[str]:
