@@ -1,4 +1,4 @@
-"""Benchmarks of issue 5, each a ratio measured side by side in one run (interleaved repeats, median).
+"""noisysam's benchmarks, each a ratio measured side by side in one run (interleaved repeats, median).
 
 (a) SAM step time / SGD step time, ResNet-32, same batch, through a noisysam method's ``train_step``
     (fp32 and bf16 autocast). Two forward/backward passes are the floor: target <= 2.05.
@@ -6,14 +6,17 @@
     same model and step fed by a torchvision DataLoader with per-image PIL transforms (RandomCrop(32,
     padding=4), RandomHorizontalFlip, ToTensor, Normalize: davda54/sam's example pipeline). Target >= 1.5x.
 (c) Cost of m-sharpness (Foret et al. 2021, Section 2/Figure 3), m in {B, 32, 8}, relative to plain SAM.
-(d) bf16 autocast vs fp32 training throughput of the CPU-profile CNN under SAM (the issue's reference: 2.0x).
+(d) fp32, bf16 autocast and amp auto side by side: training throughput of the CPU profile's CNN under SAM, and
+    whether auto picks the faster of the two on this machine.
 (e) Issue 12: wall time of the paper's 20-cell CPU-profile grid (seed 0) run as ``--jobs 2 --threads 1`` vs
     ``--jobs 1 --threads 2`` (noisysam.grid.executors), each in a fresh directory; over an hour per variant, so
     only with ``--sections e``; ``--grid-epochs N`` runs the same 20 cells at N epochs each (every cell
     shortened alike, for slower machines); ``--quick`` times a 2 x 2 grid of 2 epochs instead (a smoke test).
+(f) Issue 31: seconds per epoch of a SAM run of ``noisysam train`` on the CPU profile against the plain reference
+    (scripts/plain_reference.py), the two run at the same time with one thread each. Target <= 1.1x.
 
-Usage: ``python scripts/bench.py [--quick] [--sections abcd] [--threads N] [--batch-size 128] [--images N]
-[--repeats N] [--grid-repeats N] [--grid-epochs N]``.
+Usage: ``python scripts/bench.py [--quick] [--sections abcdf] [--threads N] [--batch-size 128] [--images N]
+[--repeats N] [--grid-repeats N] [--grid-epochs N] [--reference-epochs N]``.
 Timings interleave the compared variants in each repeat (order rotated), so load from other processes
 hits them alike; each ratio is the median over repeats of the per-repeat ratio.
 """
@@ -35,7 +38,7 @@ from noisysam.data.loader import Loader
 from noisysam.data.datasets import load_dataset
 from noisysam.methods.registry import get_method
 from noisysam.models.networks import get_model
-from noisysam.run.config import TrainConfig, resolve_amp, resolve_device
+from noisysam.run.config import TrainConfig, amp_choice, resolve_amp, resolve_device
 
 Step = Callable[[], None]
 
@@ -49,20 +52,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per comparison (default 7; quick 2)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to compare in (b)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--sections", default="abcd", help="which sections to run, e.g. 'abcd' (default) or 'e' (the grid)")
+    p.add_argument("--sections", default="abcdf", help="which sections to run, e.g. 'abcdf' (default) or 'e' (the grid)")
     p.add_argument("--grid-repeats", type=int, default=None, help="timed rounds of (e) (default 1; quick 2)")
     p.add_argument("--grid-epochs", type=int, default=None,
                    help="epochs per cell in (e) (default: the profile's 60); fewer shortens every cell alike")
+    p.add_argument("--reference-epochs", type=int, default=6, help="epochs of each run in (f) (default 6; quick 3)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for name in ("threads", "batch_size", "grid_epochs"):
+    for name in ("threads", "batch_size", "grid_epochs", "reference_epochs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.images = args.images or (256 if args.quick else 2048)
     args.repeats = args.repeats or (2 if args.quick else 7)
     args.grid_repeats = args.grid_repeats or (2 if args.quick else 1)
-    if set(args.sections) - set("abcde"):
-        p.error(f"--sections takes letters of 'abcde', got {args.sections!r}")
+    if set(args.sections) - set("abcdef"):
+        p.error(f"--sections takes letters of 'abcdef', got {args.sections!r}")
     args.warmup = 2  # the first two calls of a new model are far slower on CPU (oneDNN primitive set-up)
     return args
 
@@ -267,17 +271,20 @@ def section_c(args: argparse.Namespace, ctx: dict) -> None:
 
 
 def section_d(args: argparse.Namespace, ctx: dict) -> None:
-    device, bf16, auto, cpu = ctx["device"], ctx["bf16"], ctx["auto"], ctx["cpu"]
-    print(f"\n(d) bf16 autocast vs fp32 training throughput, {cpu.model} (CPU profile), SAM, batch", args.batch_size)
-    if bf16 is None or (device.type == "cpu" and auto is None):
-        report("d", "bf16 autocast", "skipped", "(no native bf16 on this device)")
-    else:
-        trainees = {k: (Trainee(cpu.model, "sam", device, args.seed, model_params=cpu.model_params), d)
-                    for k, d in (("fp32", None), ("bf16", bf16))}
-        t = interleaved(step_variants(trainees, ctx["batch"]), args.repeats * 2, args.warmup, device)
-        report("d", f"{cpu.model} SAM: fp32 {1e3 * statistics.median(t['fp32']):.0f} ms, bf16 "
-                    f"{1e3 * statistics.median(t['bf16']):.0f} ms per step; bf16 speed-up",
-               f"{median_ratio(t['fp32'], t['bf16']):.2f}x", "reference 2.0x")
+    device, bf16, cpu = ctx["device"], ctx["bf16"], ctx["cpu"]
+    auto, why = amp_choice("auto", device)
+    print(f"\n(d) fp32, bf16 autocast and amp auto, training throughput, {cpu.model} (CPU profile), SAM, batch",
+          args.batch_size)
+    trainees = {k: (Trainee(cpu.model, "sam", device, args.seed, model_params=cpu.model_params), d)
+                for k, d in (("fp32", None), ("bf16", bf16))}
+    t = interleaved(step_variants(trainees, ctx["batch"]), args.repeats * 2, args.warmup, device)
+    ms = {k: 1e3 * statistics.median(v) for k, v in t.items()}
+    chosen = "bf16" if auto == bf16 else "fp32"
+    report("d", f"{cpu.model} SAM per step: fp32 {ms['fp32']:.0f} ms, bf16 {ms['bf16']:.0f} ms; bf16 speed-up",
+           f"{median_ratio(t['fp32'], t['bf16']):.2f}x", "(> 1: bf16 faster)")
+    faster = "fp32" if ms["fp32"] <= ms["bf16"] else "bf16"
+    report("d", f"amp auto -> {chosen} ({why}); the faster here: {faster}", f"{ms[chosen]:.0f} ms",
+           "auto picks the faster" if chosen == faster else "AUTO PICKED THE SLOWER")
 
 
 def section_e(args: argparse.Namespace, ctx: dict) -> None:
@@ -298,7 +305,36 @@ def section_e(args: argparse.Namespace, ctx: dict) -> None:
            f"{median_ratio(jobs1, jobs2):.2f}x", "(quick grid)" if args.quick else "target >= 1.49 (67 -> 45 min)")
 
 
-SECTIONS = dict(a=section_a, b=section_b, c=section_c, d=section_d, e=section_e)
+def section_f(args: argparse.Namespace, ctx: dict) -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    epochs = 3 if args.quick else args.reference_epochs
+    print(f"\n(f) one SAM epoch of `noisysam train` (CPU profile, amp auto) vs scripts/plain_reference.py (fp32), 60% "
+          f"noise, {epochs} epochs each, both at once on one thread each")
+    script = Path(__file__).resolve().parent / "plain_reference.py"
+    with tempfile.TemporaryDirectory(prefix="noisysam-bench-reference-") as root:
+        ours = subprocess.Popen([sys.executable, "-m", "noisysam", "train", "--method", "sam", "--noise-rate", "0.6",
+                                 "--epochs", str(epochs), "--threads", "1", "--no-plot", "--out", f"{root}/run"],
+                                stdout=subprocess.DEVNULL)
+        theirs = subprocess.Popen([sys.executable, str(script), "--method", "sam", "--noise-rate", "0.6", "--epochs",
+                                   str(epochs), "--threads", "1", "--out", f"{root}/plain.json"], stdout=subprocess.DEVNULL)
+        if ours.wait() or theirs.wait():
+            raise SystemExit("(f): a training run failed")
+        with open(f"{root}/run/metrics.jsonl") as f:
+            mine = [json.loads(line)["seconds"] for line in f]
+        plain = [r["seconds"] for r in json.loads(Path(f"{root}/plain.json").read_text())["history"]]
+    # Seconds per epoch after the first (which pays oneDNN's set-up), from each run's own clock.
+    per_epoch = {name: statistics.median(b - a for a, b in zip(t, t[1:])) for name, t in (("ours", mine),
+                                                                                          ("plain", plain))}
+    report("f", f"seconds per SAM epoch: noisysam {per_epoch['ours']:.1f}, plain reference {per_epoch['plain']:.1f}; "
+                "ratio", f"{per_epoch['ours'] / per_epoch['plain']:.2f}x", "target <= 1.1")
+
+
+SECTIONS = dict(a=section_a, b=section_b, c=section_c, d=section_d, e=section_e, f=section_f)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -104,6 +104,12 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
     sgd = [by_cell[("sgd", rate)] for rate in (0.2, 0.6)]
     assert (f"| sgd | {sgd[0]['last_mean']:.1f} (84.8, {sgd[0]['last_mean'] - 84.8:+.1f}) "
             f"| {sgd[1]['last_mean']:.1f} (48.2, {sgd[1]['last_mean'] - 48.2:+.1f}) |") in md
+    # Under SGD's last epoch, SGD stopped early by its noisy validation split: the baseline to beat.
+    last_section = md[md.index("## Last epoch"):md.index("## Epoch selected")]
+    early = last_section.splitlines()[[line.startswith("| sgd |") for line in last_section.splitlines()].index(True) + 1]
+    assert early == (f"| sgd, early-stopped (its selected epoch) | {sgd[0]['selected_mean']:.1f} (84.8, "
+                     f"{sgd[0]['selected_mean'] - 84.8:+.1f}) | {sgd[1]['selected_mean']:.1f} (48.2, "
+                     f"{sgd[1]['selected_mean'] - 48.2:+.1f}) |")
 
 
 def test_table_plot(tmp_path):
