@@ -121,6 +121,35 @@ def test_noise_writes_and_inspects_a_labels_file(tiny_npz, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["noise"]["realised_rate"] == 0.5
 
 
+def npz_of(path, classes, n=1000):
+    """A random-image dataset of ``classes`` classes (8x8 images, ``n`` training labels cycling through them)."""
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), y_train=np.arange(n) % classes,
+             x_test=rng.integers(0, 256, (classes, 8, 8, 3), dtype=np.uint8), y_test=np.arange(classes))
+    return path
+
+
+def test_noise_on_100_classes_uses_cifar100s_maps_and_refuses_what_does_not_fit(tiny_npz, tmp_path):
+    hundred = npz_of(tmp_path / "c100.npz", 100)
+    for kind, convention in (("asymmetric", "cifar100-groups"), ("asymmetric-superclass", "cifar100-superclass")):
+        path = tmp_path / f"{kind}.npz"
+        r = run("noise", "--dataset", hundred, "--noise", kind, "--noise-rate", 0.4, "--seed", 1, "-o", path)
+        assert r.exit_code == 0, r.output
+        labels = NoisyLabels.load(path)
+        assert labels.provenance["convention"] == convention and labels.num_classes == 100
+        # each of the 1000 labels has a target and flips with probability 0.4: Binomial(1000, 0.4), 5 sd = 77.5
+        assert abs(int(labels.is_noisy.sum()) - 400) <= 5 * (1000 * 0.4 * 0.6) ** 0.5
+    twenty = npz_of(tmp_path / "c20.npz", 20)
+    for data, kind, message in (
+            (hundred, "cifar10n-aggre", "CIFAR-10N is human labels for CIFAR-10's 10 classes; this data has 100 classes"),
+            (tiny_npz, "asymmetric-superclass", "CIFAR-100's superclass map is for 100 classes; these labels have 10"),
+            (twenty, "asymmetric", "asymmetric noise has conventions for 10 classes (CIFAR-10) and 100 (CIFAR-100), "
+                                   "not 20: pass a mapping, or use pairflip")):
+        r = run("noise", "--dataset", data, "--noise", kind, "--noise-rate", 0.4, "-o", tmp_path / "refused.npz")
+        assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.output
+        assert not (tmp_path / "refused.npz").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "nope"], "Invalid value for '--method'"),
     (["--model", "nope"], "Invalid value for '--model'"),

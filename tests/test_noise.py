@@ -11,7 +11,7 @@ import pytest
 
 from noisysam.noise import labels as noise
 from noisysam.core.assets import find_data_file
-from noisysam.data.datasets import load_dataset
+from noisysam.data.datasets import ImageDataset, load_dataset
 from noisysam.noise.labels import NoisyLabels
 
 K = 10
@@ -118,6 +118,138 @@ def test_pairflip():
     assert_transition_close(nl.transition, expected, np.full(K, N / K))
 
 
+# ------------------------------------------------------------------- CIFAR-100, and other class counts
+
+#: CIFAR-100's 20 superclasses and their 5 fine classes each, by name (the dataset's page and its meta file:
+#: https://www.cs.toronto.edu/~kriz/cifar.html). The meta file lists fine and coarse names alphabetically, which is
+#: the order of the label indices torchvision yields.
+SUPERCLASSES = {
+    "aquatic_mammals": ["beaver", "dolphin", "otter", "seal", "whale"],
+    "fish": ["aquarium_fish", "flatfish", "ray", "shark", "trout"],
+    "flowers": ["orchid", "poppy", "rose", "sunflower", "tulip"],
+    "food_containers": ["bottle", "bowl", "can", "cup", "plate"],
+    "fruit_and_vegetables": ["apple", "mushroom", "orange", "pear", "sweet_pepper"],
+    "household_electrical_devices": ["clock", "keyboard", "lamp", "telephone", "television"],
+    "household_furniture": ["bed", "chair", "couch", "table", "wardrobe"],
+    "insects": ["bee", "beetle", "butterfly", "caterpillar", "cockroach"],
+    "large_carnivores": ["bear", "leopard", "lion", "tiger", "wolf"],
+    "large_man-made_outdoor_things": ["bridge", "castle", "house", "road", "skyscraper"],
+    "large_natural_outdoor_scenes": ["cloud", "forest", "mountain", "plain", "sea"],
+    "large_omnivores_and_herbivores": ["camel", "cattle", "chimpanzee", "elephant", "kangaroo"],
+    "medium_mammals": ["fox", "porcupine", "possum", "raccoon", "skunk"],
+    "non-insect_invertebrates": ["crab", "lobster", "snail", "spider", "worm"],
+    "people": ["baby", "boy", "girl", "man", "woman"],
+    "reptiles": ["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+    "small_mammals": ["hamster", "mouse", "rabbit", "shrew", "squirrel"],
+    "trees": ["maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"],
+    "vehicles_1": ["bicycle", "bus", "motorcycle", "pickup_truck", "train"],
+    "vehicles_2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
+}
+FINE = sorted(name for names in SUPERCLASSES.values() for name in names)  # torchvision's fine label order
+K100 = 100
+N100 = 100_000
+LABELS100 = np.arange(N100) % K100  # 1,000 per class
+
+
+def test_cifar100_coarse_table_is_the_datasets_superclasses():
+    assert len(FINE) == 100 and (FINE[0], FINE[4], FINE[39], FINE[99]) == ("apple", "beaver", "keyboard", "worm")
+    order = sorted(SUPERCLASSES)  # coarse label c is the c-th superclass name, alphabetically
+    coarse = {name: order.index(superclass) for superclass, names in SUPERCLASSES.items() for name in names}
+    assert noise.CIFAR100_COARSE == tuple(coarse[name] for name in FINE)
+    assert np.bincount(noise.CIFAR100_COARSE).tolist() == [5] * 20  # every superclass has exactly 5 fine classes
+    assert noise.CIFAR100_COARSE[FINE.index("whale")] == noise.CIFAR100_COARSE[FINE.index("beaver")] == 0
+
+
+def test_cifar100_superclass_map_moves_each_class_to_the_next_of_its_superclass():
+    # from the names: within a superclass's (alphabetical) listing, each name -> the next, the last -> the first
+    expected = {FINE.index(a): FINE.index(b) for names in SUPERCLASSES.values()
+                for a, b in zip(names, names[1:] + names[:1])}
+    assert dict(noise.CIFAR100_SUPERCLASS_ASYMMETRIC) == expected
+    assert noise.CIFAR100_SUPERCLASS_ASYMMETRIC[4] == 30 and noise.CIFAR100_SUPERCLASS_ASYMMETRIC[95] == 4  # beaver
+    rate = 0.4                                                                  # -> dolphin, whale -> beaver
+    nl = noise.make("asymmetric-superclass", LABELS100, rate, seed=2, num_classes=K100)
+    assert set(zip(nl.clean.tolist(), nl.noisy.tolist())) == {(c, c) for c in range(K100)} | set(expected.items())
+    assert within_binomial(int(nl.is_noisy.sum()), N100, rate)
+    assert nl.provenance["kind"] == "asymmetric-superclass" and nl.provenance["convention"] == "cifar100-superclass"
+
+
+def test_cifar100_asymmetric_is_the_groups_of_5_map_by_default():
+    # Patrini et al.'s / ELR's: classes 5g..5g+4, each to the next of its group, 5g+4 back to 5g. Written out by hand
+    # for the first two groups and the last.
+    by_hand = {0: 1, 1: 2, 2: 3, 3: 4, 4: 0, 5: 6, 6: 7, 7: 8, 8: 9, 9: 5, 95: 96, 96: 97, 97: 98, 98: 99, 99: 95}
+    assert all(noise.CIFAR100_ASYMMETRIC[a] == b for a, b in by_hand.items())
+    rate = 0.4
+    nl = noise.make("asymmetric", LABELS100, rate, seed=5, num_classes=K100)
+    expected = np.eye(K100) * (1 - rate)
+    for c in range(K100):
+        expected[c, 5 * (c // 5) + (c + 1) % 5] = rate
+    for c, d in by_hand.items():
+        assert expected[c, d] == rate
+    assert_transition_close(nl.transition, expected, np.full(K100, N100 / K100))
+    pairs = {(c, c) for c in range(K100)} | {(c, 5 * (c // 5) + (c + 1) % 5) for c in range(K100)}
+    assert set(zip(nl.clean.tolist(), nl.noisy.tolist())) == pairs
+    assert within_binomial(int(nl.is_noisy.sum()), N100, rate)  # every class flips: Binomial(N, rate) wrong labels
+    assert nl.provenance["kind"] == "asymmetric" and nl.provenance["convention"] == "cifar100-groups"
+    np.testing.assert_array_equal(noise.asymmetric(LABELS100, rate, seed=5).noisy, nl.noisy)  # K inferred: 100
+
+
+def test_every_kind_on_100_classes_realises_its_rate_or_refuses_in_one_line():
+    rate = 0.4
+    realised = {"none": 0.0, "symmetric": rate * (K100 - 1) / K100, "asymmetric": rate, "asymmetric-superclass": rate,
+                "pairflip": rate}  # symmetric replace redraws from all K: 1/K of the redrawn stay correct
+    refused = {f"cifar10n-{k}": "CIFAR-10N is human labels for CIFAR-10's 10 classes; this data has 100 classes"
+               for k in noise.CIFAR10N_KINDS}
+    assert set(noise.KINDS) == set(realised) | set(refused)
+    data = SimpleNamespace(y_train=LABELS100, train_index=np.arange(N100), num_classes=K100)
+    for kind, p in realised.items():
+        nl = noise.make(kind, LABELS100, rate, seed=3, num_classes=K100)
+        assert nl.num_classes == K100 and within_binomial(int(nl.is_noisy.sum()), N100, p), kind
+    for kind, message in refused.items():
+        for call in (lambda: noise.make(kind, rate=rate, num_classes=K100, dataset=data),
+                     lambda: noise.make(kind, dataset=data)):
+            with pytest.raises(ValueError) as e:
+                call()
+            assert str(e.value) == message
+    # from_transition: T keeps a label with probability 1 - rate. Per class the wrong labels are Binomial(1000, rate)
+    T = np.full((K100, K100), rate / (K100 - 1))
+    np.fill_diagonal(T, 1 - rate)
+    assert within_binomial(int(noise.from_transition(LABELS100, T, seed=3).is_noisy.sum()), N100, rate)
+
+
+NO_CONVENTION_FOR_20 = (r"asymmetric noise has conventions for 10 classes \(CIFAR-10\) and 100 \(CIFAR-100\), not 20: "
+                        "pass a mapping, or use pairflip")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: noise.asymmetric(LABELS100, 0.4, seed=0, mapping=noise.CIFAR10_ASYMMETRIC, num_classes=100),
+     "CIFAR-10's class map is for 10 classes; these labels have 100"),
+    (lambda: noise.asymmetric(LABELS100, 0.4, seed=0, mapping=dict(noise.CIFAR10_ASYMMETRIC)),
+     "CIFAR-10's class map is for 10 classes; these labels have 100"),
+    (lambda: noise.make("asymmetric", np.arange(200) % 20, 0.4, seed=0, num_classes=20), NO_CONVENTION_FOR_20),
+    (lambda: noise.asymmetric(np.arange(200) % 20, 0.4, seed=0), NO_CONVENTION_FOR_20),  # K inferred from the labels
+    (lambda: noise.make("asymmetric-superclass", LABELS, 0.4, seed=0, num_classes=K),
+     "CIFAR-100's superclass map is for 100 classes; these labels have 10"),
+    (lambda: noise.asymmetric(LABELS, 0.4, seed=0, mapping=noise.CIFAR100_ASYMMETRIC, num_classes=K),
+     "CIFAR-100's groups-of-5 map is for 100 classes; these labels have 10"),
+    (lambda: noise.make("asymmetric-superclass", np.arange(300) % 150, 0.4, seed=0),
+     "CIFAR-100's superclass map is for 100 classes; these labels have 150"),
+], ids=["cifar10-map-on-100", "cifar10-map-copy-on-100", "asymmetric-on-20", "asymmetric-on-inferred-20",
+        "superclass-map-on-10", "groups-map-on-10", "superclass-map-on-150"])
+def test_a_class_map_on_another_class_count_is_refused_in_one_line(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()
+
+
+def test_cifar10n_refuses_a_dataset_of_another_class_count(mini):
+    # CIFAR-10 images with their CIFAR-10 labels, declared as 100 classes: the labels fit, the class count does not
+    hundred = ImageDataset("c100", mini.x_train, mini.y_train, mini.x_test, mini.y_test,
+                           classes=[str(c) for c in range(100)], train_index=mini.train_index)
+    with pytest.raises(ValueError, match="^CIFAR-10N is human labels for CIFAR-10's 10 classes; this data has 100 "):
+        noise.cifar10n(hundred, "aggre")
+    with pytest.raises(ValueError, match="this data has 100 classes$"):
+        noise.make("cifar10n-worse", dataset=hundred, num_classes=hundred.num_classes)
+
+
 # ------------------------------------------------------------------------------------ from_transition
 
 def test_from_transition_realises_T():
@@ -220,6 +352,9 @@ def test_labels_are_pinned_across_machines():
     assert nl.is_noisy.sum() == 10
     replace = noise.symmetric(np.arange(20) % 10, 0.5, 10, seed=0)  # per-sample Bernoulli draws
     np.testing.assert_array_equal(replace.noisy, [0, 0, 0, 1, 4, 5, 6, 7, 8, 9, 0, 3, 2, 9, 4, 9, 6, 7, 9, 6])
+    # CIFAR-10's class map stays asymmetric's default on 10 classes: the labels noisysam drew before CIFAR-100's maps
+    np.testing.assert_array_equal(noise.make("asymmetric", np.arange(20) % 10, 0.5, seed=0, num_classes=10).noisy,
+                                  [0, 1, 2, 5, 7, 3, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     T = np.array([[0.6, 0.4, 0.0], [0.1, 0.8, 0.1], [0.0, 0.5, 0.5]])
     np.testing.assert_array_equal(noise.from_transition(np.arange(20) % 3, T, seed=0).noisy,
                                   [1, 1, 1, 0, 1, 2, 1, 1, 2, 1, 1, 1, 1, 0, 2, 0, 1, 2, 0, 1])

@@ -136,6 +136,20 @@ def test_asymmetric_moves_only_mapped_classes_within_binomial_bounds(data, rate,
     assert lo <= nl.is_noisy.sum() <= hi
 
 
+@given(label_vectors(min_classes=100, max_classes=100), rates, seeds, st.sampled_from(["asymmetric",
+                                                                                        "asymmetric-superclass"]))
+def test_cifar100_asymmetric_moves_every_class_to_its_target_within_binomial_bounds(data, rate, seed, kind):
+    labels, k = data
+    nl = noise.make(kind, labels, rate, seed=seed, num_classes=k)
+    # groups of 5 consecutive classes (Patrini et al.'s code), or the superclass of CIFAR100_COARSE: to the next one
+    groups = ([list(range(g, g + 5)) for g in range(0, 100, 5)] if kind == "asymmetric" else
+              [[f for f in range(100) if noise.CIFAR100_COARSE[f] == c] for c in range(20)])
+    target = {a: group[(i + 1) % 5] for group in groups for i, a in enumerate(group)}
+    assert all(nl.noisy[s] == target[labels[s]] for s in np.flatnonzero(nl.is_noisy))
+    lo, hi = binomial_range(labels.size, rate)  # every class has a target: each label flips with probability rate
+    assert lo <= nl.is_noisy.sum() <= hi
+
+
 @given(label_vectors(), rates, modes, seeds, st.booleans())
 def test_the_same_seed_gives_the_same_labels_and_save_load_round_trips(data, rate, mode, seed, exact):
     labels, k = data

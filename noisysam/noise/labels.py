@@ -7,7 +7,9 @@ codebases (see :mod:`noisysam`'s "Conventions"); which one was used is recorded 
   classes, possibly landing on the true class (realised rate about rate*(K-1)/K; DivideMix/ELR).
 - symmetric, ``mode="flip"``: with probability ``rate`` the label moves to a uniformly drawn *different*
   class (realised rate about ``rate``; Co-teaching).
-- asymmetric: class-dependent flips, by default the CIFAR-10 mapping of Patrini et al. 2017.
+- asymmetric: class-dependent flips (Patrini et al. 2017, arXiv 1609.03683), by the field's convention for the class
+  count: CIFAR-10's class map on 10 classes, CIFAR-100's groups of 5 consecutive classes on 100 (ELR's); any other
+  count needs a mapping. asymmetric-superclass: the next fine class of the same CIFAR-100 superclass.
 - pairflip: class i -> i+1 mod K (Han et al. 2018, Co-teaching).
 - from_transition: any row-stochastic matrix ``T[i, j] = P(noisy = j | clean = i)``.
 - cifar10n: real human labels, CIFAR-10N (Wei et al. 2022, "Learning with Noisy Labels Revisited: A
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
@@ -39,6 +41,9 @@ from noisysam.core.params import (ArrayLike, Boolean, HasAttrs, InstanceOf, Inte
                              validate_params)
 
 __all__ = [
+    "CIFAR100_ASYMMETRIC",
+    "CIFAR100_COARSE",
+    "CIFAR100_SUPERCLASS_ASYMMETRIC",
     "CIFAR10_ASYMMETRIC",
     "CIFAR10N_ANNOTATORS",
     "CIFAR10N_KINDS",
@@ -64,6 +69,58 @@ Seed = Union[int, np.random.Generator]
 #: deer->horse, cat<->dog (Patrini et al. 2017, "Making Deep Neural Networks Robust to Label Noise").
 CIFAR10_ASYMMETRIC: Mapping[int, int] = MappingProxyType({9: 1, 2: 0, 4: 7, 3: 5, 5: 3})  # read-only
 
+#: CIFAR-100's superclass (coarse label, 0-19) of each fine label 0-99, both in torchvision's order (the names sorted
+#: alphabetically, as in the dataset's ``meta`` file; https://www.cs.toronto.edu/~kriz/cifar.html). The standard table,
+#: as in ryanchankh/cifar100coarse ``cifar100coarse.py`` and UCSC-REAL/cifar-10-100n ``fine2coarse.py``.
+CIFAR100_COARSE: tuple[int, ...] = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3,  # apple, aquarium_fish, baby, bear, beaver, bed, bee, beetle, bicycle, bottle
+    3, 14, 9, 18, 7, 11, 3, 9, 7, 11,  # bowl .. cattle
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15,  # chair .. dinosaur
+    0, 11, 1, 10, 12, 14, 16, 9, 11, 5,  # dolphin .. keyboard
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10,  # lamp .. mountain
+    16, 4, 17, 4, 2, 0, 17, 4, 18, 17,  # mouse .. pine_tree
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19,  # plain .. rocket
+    2, 10, 0, 1, 16, 12, 9, 13, 15, 13,  # rose .. spider
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19,  # squirrel .. tractor
+    18, 1, 2, 15, 6, 0, 17, 8, 14, 13,  # train, trout, tulip, turtle, wardrobe, whale, willow_tree, wolf, woman, worm
+)
+
+
+def _cycles(groups: Iterable[Sequence[int]]) -> Mapping[int, int]:
+    """Each class of each group -> the next class of its group, the last -> the first (a read-only mapping)."""
+    return MappingProxyType({a: b for group in groups for a, b in zip(group, (*group[1:], group[0]))})
+
+
+#: CIFAR-100 class-dependent noise as Patrini et al.'s code makes it (arXiv 1609.03683; giorgiop/loss-correction
+#: ``noise.py``, ``noisify_cifar100_asymmetric``) and ELR (arXiv 2007.00151; shengliu66/ELR
+#: ``ELR/data_loader/cifar100.py``), JoCoR (arXiv 2003.02752; hongxin001/JoCoR ``data/utils.py``) and APL (arXiv
+#: 2006.13554; HanxunH/Active-Passive-Losses ``archive/dataset.py``) repeat: classes in groups of 5 consecutive
+#: indices, each to the next of its group (4 -> 0). Their comments say "superclass", but in torchvision's alphabetical
+#: order these groups are not CIFAR-100's superclasses (the first is apple, aquarium_fish, baby, bear, beaver).
+CIFAR100_ASYMMETRIC: Mapping[int, int] = _cycles([range(g, g + 5) for g in range(0, 100, 5)])
+
+#: CIFAR-100 class-dependent noise within the real superclasses (:data:`CIFAR100_COARSE`): each fine class to the
+#: next fine class of its superclass, in index order, the last to the first (beaver -> dolphin -> otter -> seal ->
+#: whale -> beaver). What the papers above describe in words; noisysam's kind ``asymmetric-superclass``.
+CIFAR100_SUPERCLASS_ASYMMETRIC: Mapping[int, int] = _cycles(
+    [[f for f, c in enumerate(CIFAR100_COARSE) if c == coarse] for coarse in range(20)])
+
+
+class _Convention(NamedTuple):
+    classes: int  # the class count it is defined for
+    mapping: Mapping[int, int]
+    kind: str  # the name make() knows it by
+    title: str  # for messages
+
+
+#: The named class-dependent maps, by the name provenance records as ``convention``.
+_CONVENTIONS: dict[str, _Convention] = {
+    "cifar10": _Convention(10, CIFAR10_ASYMMETRIC, "asymmetric", "CIFAR-10's class map"),
+    "cifar100-groups": _Convention(100, CIFAR100_ASYMMETRIC, "asymmetric", "CIFAR-100's groups-of-5 map"),
+    "cifar100-superclass": _Convention(100, CIFAR100_SUPERCLASS_ASYMMETRIC, "asymmetric-superclass",
+                                       "CIFAR-100's superclass map"),
+}
+
 #: The five CIFAR-10N label sets and the consensus of its three annotators (:func:`consensus`), with the fraction
 #: of wrong labels on all 50,000 training images (``aggre`` is the dataset's own majority vote, ties broken at random).
 CIFAR10N_KINDS: dict[str, float] = {
@@ -73,12 +130,12 @@ CIFAR10N_KINDS: dict[str, float] = {
 CIFAR10N_ANNOTATORS: tuple[str, ...] = ("random1", "random2", "random3")
 
 #: Names accepted by :func:`make` (the trainer's and CLI's ``noise`` option).
-KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip") + tuple(
+KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "asymmetric-superclass", "pairflip") + tuple(
     f"cifar10n-{k}" for k in CIFAR10N_KINDS
 )
 
 #: The kinds whose rate is a parameter; the others (none, cifar10n-*, a labels file) fix their own labels.
-RATED_KINDS: tuple[str, ...] = ("symmetric", "asymmetric", "pairflip")
+RATED_KINDS: tuple[str, ...] = ("symmetric", "asymmetric", "asymmetric-superclass", "pairflip")
 
 def label(kind: str, rate: float) -> str:
     """"symmetric 40%"; the rate only for the kinds that take one (not cifar10n-*, none or a labels file)."""
@@ -313,8 +370,9 @@ def symmetric(labels: Any, rate: float, num_classes: int | None = None, *, seed:
 
 
 def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num_classes: int | None,
-            seed: Seed, exact: bool) -> NoisyLabels:
-    """Move each label of a class in ``mapping`` to ``mapping[class]`` with probability ``rate``."""
+            seed: Seed, exact: bool, record: Mapping[str, Any] = MappingProxyType({})) -> NoisyLabels:
+    """Move each label of a class in ``mapping`` to ``mapping[class]`` with probability ``rate``; ``record``: more
+    provenance."""
     mapping = {int(a): int(b) for a, b in mapping.items()}
     clean, k = _check_labels(labels, num_classes)
     if num_classes is None and mapping:  # the mapping names classes too
@@ -331,20 +389,49 @@ def _mapped(kind: str, labels: Any, rate: float, mapping: Mapping[int, int], num
     noisy = clean.copy()
     chosen = eligible[_select(_rng(seed), eligible.size, rate, exact)]
     noisy[chosen] = target[clean[chosen]]
-    provenance = dict(kind=kind, nominal_rate=rate, mode=None, exact=bool(exact), seed=_seed_record(seed))
-    if kind == "asymmetric":
-        provenance["mapping"] = {str(a): b for a, b in sorted(mapping.items())}
+    provenance = dict(kind=kind, nominal_rate=rate, mode=None, exact=bool(exact), seed=_seed_record(seed), **record)
     return NoisyLabels(noisy, clean, k, provenance)
 
 
-@validate_params(dict(labels=_LABELS, rate=_RATE, seed=_SEED, mapping=_MAPPING, num_classes=_NUM_CLASSES,
+def _convention(mapping: Mapping[int, int] | None, k: int, inferred: bool) -> str | None:
+    """The name of the convention ``mapping`` is (None: the caller's own), checked against the labels' class count
+    ``k`` (``inferred`` from the labels: a smaller count is the convention's, with classes absent); ``mapping=None``
+    names the convention for ``k``: CIFAR-10's for 10 (or fewer, inferred), the groups of 5 for 100."""
+    if mapping is None:
+        name = "cifar10" if k == 10 or (inferred and k < 10) else "cifar100-groups" if k == 100 else None
+        if name is None:
+            raise ValueError(f"asymmetric noise has conventions for 10 classes (CIFAR-10) and 100 (CIFAR-100), "
+                             f"not {k}: pass a mapping, or use pairflip")
+        return name
+    name = next((n for n, c in _CONVENTIONS.items() if c.mapping == mapping), None)
+    if name is not None:
+        c = _CONVENTIONS[name]
+        if k != c.classes and not (inferred and k < c.classes):
+            raise ValueError(f"{c.title} is for {c.classes} classes; these labels have {k}")
+    return name
+
+
+@validate_params(dict(labels=_LABELS, rate=_RATE, seed=_SEED, mapping=[_MAPPING, None], num_classes=_NUM_CLASSES,
                      exact=Boolean()))
-def asymmetric(labels: Any, rate: float, *, seed: Seed, mapping: Mapping[int, int] = CIFAR10_ASYMMETRIC,
+def asymmetric(labels: Any, rate: float, *, seed: Seed, mapping: Mapping[int, int] | None = None,
                num_classes: int | None = None, exact: bool = False) -> NoisyLabels:
-    """Class-dependent noise: a label of class ``a`` in ``mapping`` becomes ``mapping[a]`` with
-    probability ``rate`` (or, with ``exact``, exactly round(rate * n_eligible) of them); classes not in
-    ``mapping`` are untouched. Default: the CIFAR-10 mapping :data:`CIFAR10_ASYMMETRIC`."""
-    return _mapped("asymmetric", labels, rate, mapping, num_classes, seed, exact)
+    """Class-dependent noise (Patrini et al. 2017, arXiv 1609.03683): a label of class ``a`` in ``mapping`` becomes
+    ``mapping[a]`` with probability ``rate`` (or, with ``exact``, exactly round(rate * n_eligible) of them); classes
+    not in ``mapping`` are untouched.
+
+    ``mapping=None``: the field's convention for K = ``num_classes`` (else max(labels) + 1): :data:`CIFAR10_ASYMMETRIC`
+    for 10 (also for fewer, inferred), :data:`CIFAR100_ASYMMETRIC` (groups of 5, as ELR) for 100; any other K is
+    refused. A named map (those two, :data:`CIFAR100_SUPERCLASS_ASYMMETRIC`) on another class count is refused.
+    Provenance records ``mapping`` and ``convention``, the map's name (None for another mapping)."""
+    mapping = None if mapping is None else {int(a): int(b) for a, b in mapping.items()}
+    _, k = _check_labels(labels, num_classes)
+    name = _convention(mapping, k, inferred=num_classes is None)
+    kind = "asymmetric"
+    if name is not None:
+        convention = _CONVENTIONS[name]
+        kind, mapping, num_classes = convention.kind, convention.mapping, convention.classes
+    record = dict(convention=name, mapping={str(a): b for a, b in sorted(mapping.items())})
+    return _mapped(kind, labels, rate, mapping, num_classes, seed, exact, record)
 
 
 @validate_params(dict(labels=_LABELS, rate=_RATE, num_classes=_NUM_CLASSES, seed=_SEED, exact=Boolean()))
@@ -352,7 +439,7 @@ def pairflip(labels: Any, rate: float, num_classes: int | None = None, *, seed: 
              exact: bool = False) -> NoisyLabels:
     """Pair-flip noise: class i becomes i+1 mod K with probability ``rate`` (Han et al. 2018)."""
     _, k = _check_labels(labels, num_classes)
-    return _mapped("pairflip", labels, rate, {i: (i + 1) % k for i in range(k)}, k, seed, exact)
+    return _mapped("pairflip", labels, rate, _cycles([range(k)]), k, seed, exact)
 
 
 @validate_params(dict(labels=_LABELS, T=ArrayLike(), seed=_SEED))
@@ -382,9 +469,16 @@ def from_transition(labels: Any, T: Any, *, seed: Seed) -> NoisyLabels:
                                             seed=_seed_record(seed), T=T.tolist()))
 
 
+def _cifar10n_fits(num_classes: int | None) -> None:
+    """CIFAR-10N's labels are for CIFAR-10's 10 classes: a dataset with another class count is refused."""
+    if num_classes is not None and num_classes != 10:
+        raise ValueError(f"CIFAR-10N is human labels for CIFAR-10's 10 classes; this data has {num_classes} classes")
+
+
 def _cifar10n_columns(dataset: Any, columns: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
     """``dataset.y_train`` (checked to be CIFAR-10's clean labels at ``dataset.train_index``) and the CIFAR-10N
     label sets ``columns`` at those positions, each int64 of the dataset's length."""
+    _cifar10n_fits(getattr(dataset, "num_classes", 10))
     index = getattr(dataset, "train_index", None)
     if index is None:
         raise ValueError("dataset.train_index is None: CIFAR-10N needs each image's position in CIFAR-10's training set")
@@ -455,15 +549,17 @@ def cifar10n(dataset: Any, kind: str) -> NoisyLabels:
 def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None = None, mode: str = "replace",
          num_classes: int | None = None, exact: bool = False, mapping: Mapping[int, int] | None = None,
          dataset: Any = None) -> NoisyLabels:
-    """One entry point by name (see :data:`KINDS`): ``none``, ``symmetric``, ``asymmetric``, ``pairflip``,
-    ``cifar10n-<set>``. ``labels`` defaults to ``dataset.y_train``; CIFAR-10N needs ``dataset``
-    (for its ``train_index``); ``seed`` is required by the random kinds; arguments a kind does not use
-    are ignored."""
+    """One entry point by name (see :data:`KINDS`): ``none``, ``symmetric``, ``asymmetric`` (the convention for the
+    class count, or ``mapping``; :func:`asymmetric`), ``asymmetric-superclass`` (:data:`CIFAR100_SUPERCLASS_ASYMMETRIC`,
+    100 classes only), ``pairflip``, ``cifar10n-<set>`` (10 classes only). ``labels`` defaults to ``dataset.y_train``;
+    CIFAR-10N needs ``dataset`` (for its ``train_index``); ``seed`` is required by the random kinds; arguments a kind
+    does not use are ignored. A kind that does not fit the class count raises ValueError."""
     if labels is None:
         if dataset is None:
             raise ValueError("make() needs labels or a dataset with y_train")
         labels = dataset.y_train
     if kind.startswith("cifar10n-"):
+        _cifar10n_fits(num_classes)
         if dataset is None:
             raise ValueError(f"noise kind {kind!r} needs dataset= (an ImageDataset with train_index)")
         if not np.array_equal(np.asarray(labels), np.asarray(dataset.y_train)):
@@ -471,9 +567,9 @@ def make(kind: str, labels: Any = None, rate: float = 0.0, *, seed: Seed | None 
         return cifar10n(dataset, kind.removeprefix("cifar10n-"))
     if kind == "symmetric":
         return symmetric(labels, rate, num_classes, seed=seed, mode=mode, exact=exact)
-    if kind == "asymmetric":
-        return asymmetric(labels, rate, seed=seed, num_classes=num_classes, exact=exact,
-                          mapping=CIFAR10_ASYMMETRIC if mapping is None else mapping)
+    if kind.startswith("asymmetric"):
+        chosen = CIFAR100_SUPERCLASS_ASYMMETRIC if kind == "asymmetric-superclass" else mapping
+        return asymmetric(labels, rate, seed=seed, num_classes=num_classes, exact=exact, mapping=chosen)
     if kind == "pairflip":
         return pairflip(labels, rate, num_classes, seed=seed, exact=exact)
     clean, k = _check_labels(labels, num_classes)
