@@ -1,5 +1,7 @@
 """noisysam installs as users install packages: the wheel holds every subpackage and the shipped data, and a
-non-editable install trains from the package data in any directory (issue: data as package data)."""
+non-editable install trains from the package data in any directory (issue: data as package data); its metadata
+names the data's licences beside the code's and it carries LICENSE and NOTICE.md (issue: the licences told
+honestly)."""
 
 import subprocess
 import sys
@@ -53,3 +55,16 @@ def test_a_non_editable_install_reads_its_package_data_from_anywhere(wheel, tmp_
     package, data, n = r.stdout.split()
     assert Path(package).is_relative_to(target) and Path(data) == target / "noisysam/assets/cifar10n.npz"
     assert n == "4085"
+
+
+def test_the_wheel_names_the_data_licences_and_carries_license_and_notice(wheel):
+    """Not "MIT" alone: the BY-NC labels and CIFAR-10 (no licence stated) ride in the same wheel."""
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+        licenses = {n.split(".dist-info/licenses/")[1]: z.read(n) for n in names if ".dist-info/licenses/" in n}
+    headers = metadata.split("\n\n")[0].splitlines()
+    assert "License-Expression: MIT AND CC-BY-NC-4.0 AND LicenseRef-CIFAR-10" in headers
+    assert not [h for h in headers if h.startswith("License:")]  # no bare "MIT" beside the expression
+    assert {"License-File: LICENSE", "License-File: NOTICE.md"} <= set(headers)
+    assert licenses == {f: (ROOT / f).read_bytes() for f in ("LICENSE", "NOTICE.md")}
