@@ -27,7 +27,7 @@ from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLik
 # radius (for noisysam.methods.registry.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the
 # paper does (0.1 -> 0.05), see profile_rho and method_radius.
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="cnn5", model_params={"width": 32}, epochs=100, batch_size=128, lr=0.05, warmup_epochs=0,
+    "cpu": dict(model="cnn5", model_params={"width": 32}, epochs=120, batch_size=128, lr=0.05, warmup_epochs=0,
                 weight_decay=5e-4, nesterov=True, schedule="onecycle", augment=True, padding_mode="reflect", rho=0.1),
     "paper": dict(model="resnet32", epochs=200, batch_size=128, lr=0.1, warmup_epochs=0, weight_decay=5e-4,
                   nesterov=False, schedule="cosine", augment=True, padding_mode="constant", rho=0.1),
