@@ -1,7 +1,7 @@
 """noisysam: Sharpness-Aware Minimization (Foret et al., arXiv 2010.01412) for learning with noisy labels.
 
 The public API: the SAM optimizer, label-noise models, datasets and loaders, models, methods, and
-:func:`train`, the engine behind the command line.
+:func:`train` (the engine behind the command line, with its live progress where the output is a terminal).
 
 Conventions (they differ between codebases; noisysam makes each an option and records which was used):
 
@@ -32,14 +32,16 @@ from noisysam.data.loader import Loader
 from noisysam.models.networks import MODELS, get_model
 from noisysam.methods.registry import METHODS, get_method, register_method
 from noisysam.run.config import TrainConfig
-from noisysam.run.loop import TrainResult, TrainingDiverged, train
+from noisysam.run.loop import TrainResult, TrainingDiverged
+from noisysam.data.streaming import DatasetPair
 from noisysam.core.files import RunDirectoryBusy
 from noisysam.detect.detection import Detection, find_label_issues
+from noisysam.report.live import train
 
 __all__ = [
     "SAM", "disable_running_stats", "sam_step",
     "NoisyLabels", "symmetric", "asymmetric", "pairflip", "from_transition", "cifar10n", "CIFAR10_ASYMMETRIC",
-    "ImageDataset", "Loader", "NoisyDataset", "load_dataset",
+    "ImageDataset", "DatasetPair", "Loader", "NoisyDataset", "load_dataset",
     "MODELS", "get_model", "METHODS", "get_method", "register_method",
     "TrainConfig", "TrainResult", "TrainingDiverged", "train",
     "RunDirectoryBusy",

@@ -123,7 +123,7 @@ def test_old_from_imports_and_the_train_function_survive_together():
     """``import noisysam.train`` must not replace the function noisysam.train by the old module's alias."""
     code = ("import warnings; warnings.simplefilter('error')\n"
             "import noisysam.train, noisysam\n"
-            "assert callable(noisysam.train) and noisysam.train.__module__ == 'noisysam.run.loop'\n"
+            "assert callable(noisysam.train) and noisysam.train.__module__ == 'noisysam.report.live'\n"
             "try:\n    from noisysam.sam import SAM\nexcept DeprecationWarning as e:\n    print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -66,6 +66,8 @@ def register_and_forget(**kw):
         methods.SAM_RADIUS_METHODS.discard(kw["name"])
 
 
+TENSORS = torch.utils.data.TensorDataset(torch.zeros(4, 3, 2, 2), torch.tensor([0, 1, 0, 1]))
+
 # How to call each entry point with valid arguments, overridden by the test's one parameter.
 CALLS = {
     "noisysam.optim.sam.SAM": sam_optimizer,
@@ -104,6 +106,9 @@ CALLS = {
         "name": "t", "x_train": np.zeros((4, 2, 2, 3), np.uint8), "y_train": [0, 1, 0, 1],
         "x_test": np.zeros((2, 2, 2, 3), np.uint8), "y_test": [0, 1], "classes": ["a", "b"], **kw}),
     "noisysam.data.datasets.load_dataset": lambda **kw: data.load_dataset(**{"name_or_path": "cifar10-mini", **kw}),
+    "noisysam.data.streaming.DatasetLoader": lambda **kw: data.DatasetLoader(**{
+        "dataset": TENSORS, "labels": [0, 1, 0, 1], "batch_size": 2, **kw}),
+    "noisysam.data.streaming.DatasetPair": lambda **kw: data.DatasetPair(**{"train": TENSORS, "test": TENSORS, **kw}),
 }
 
 

@@ -1,15 +1,17 @@
-"""Datasets as uint8 arrays (:mod:`.datasets`) and the batched on-device loader with whole-batch augmentation
-(:mod:`.loader`).
+"""A run's data, two ways in: datasets as uint8 arrays (:mod:`.datasets`) batched on the device with whole-batch
+augmentation (:mod:`.loader`), and any pair of map-style torch datasets streamed through a DataLoader
+(:mod:`.streaming`); both yield (x, y_noisy, index).
 
 Imports :mod:`noisysam.core` and :mod:`noisysam.noise`.
 """
 
 from noisysam.data.datasets import ImageDataset, NoisyDataset, load_dataset
-from noisysam.data.loader import DEVICE, Loader, check_device, crop_flip, random_crop_flip
+from noisysam.data.loader import DEVICE, Loader, channel_stats, check_device, crop_flip, random_crop_flip
+from noisysam.data.streaming import DatasetLoader, DatasetPair, dataset_labels
 from noisysam.core.assets import find_data_file
 
 # noisysam 0.2's names, kept outside __all__
 from noisysam.data.datasets import Layout
 
-__all__ = ["ImageDataset", "NoisyDataset", "load_dataset", "DEVICE", "Loader", "check_device", "crop_flip",
-           "random_crop_flip", "find_data_file"]
+__all__ = ["ImageDataset", "NoisyDataset", "load_dataset", "DEVICE", "Loader", "channel_stats", "check_device",
+           "crop_flip", "random_crop_flip", "find_data_file", "DatasetLoader", "DatasetPair", "dataset_labels"]

@@ -19,6 +19,7 @@ from noisysam.core.assets import find_data_file
 from noisysam.core.files import FileFormatError, NpzArrays
 from noisysam.noise.labels import MAX_CLASSES
 from noisysam.core.params import ArrayLike, Boolean, InstanceOf, PathLike, Text, validate_params
+from noisysam.data.streaming import dataset_labels
 
 if TYPE_CHECKING:
     from noisysam.noise.labels import NoisyLabels
@@ -248,20 +249,13 @@ def _load_folder(path: Path) -> ImageDataset:
 class NoisyDataset(torch.utils.data.Dataset):
     """Wraps a map-style dataset of (image, label): item i is (image, noisy label, i).
 
-    The dataset's own labels are read from ``.targets`` (torchvision), the label tensor of a
-    ``TensorDataset``, or else by indexing every item once, and must equal ``noisy_labels.clean``.
+    The dataset's own labels (:func:`~noisysam.data.streaming.dataset_labels`) must equal ``noisy_labels.clean``.
     """
 
     def __init__(self, dataset: torch.utils.data.Dataset, noisy_labels: "NoisyLabels") -> None:
         if len(dataset) != len(noisy_labels):  # type: ignore[arg-type]
             raise ValueError(f"dataset has {len(dataset)} items but noisy_labels has {len(noisy_labels)}")  # type: ignore[arg-type]
-        if hasattr(dataset, "targets"):
-            own = dataset.targets
-        elif isinstance(dataset, torch.utils.data.TensorDataset):
-            own = dataset.tensors[1]
-        else:
-            own = [dataset[i][1] for i in range(len(dataset))]  # type: ignore[arg-type]
-        own = torch.as_tensor(own).cpu().numpy().astype(np.int64).ravel()
+        own = dataset_labels(dataset)
         wrong = int((own != noisy_labels.clean).sum())
         if wrong:
             raise ValueError(f"the dataset's labels differ from noisy_labels.clean at {wrong} of {own.size} items")

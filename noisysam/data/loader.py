@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from noisysam.core.params import ArrayLike, Boolean, InstanceOf, Interval, Options, Text, validate_params
 
-__all__ = ["DEVICE", "Loader", "check_device", "crop_flip", "random_crop_flip"]
+__all__ = ["DEVICE", "Loader", "channel_stats", "check_device", "crop_flip", "random_crop_flip"]
 
 
 #: A torch device by name (TrainConfig adds "auto").
@@ -174,6 +174,12 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     offsets = torch.randint(0, 2 * padding + 1, (x.shape[0], 2), generator=generator).to(x.device)
     flips = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
     return crop_flip(x, offsets, flips, padding, mode="reflect")
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the [0, 1] scale of uint8 images (N, H, W, C): what a :class:`Loader` over them
+    normalises with by default."""
+    return _channel_stats(torch.as_tensor(images).permute(0, 3, 1, 2))
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

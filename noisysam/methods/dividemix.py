@@ -136,7 +136,7 @@ class DivideMix(LearnerMethod):
         """Network 1's pass, then network 2's: in warm-up over every row, afterwards over the rows the other
         network's division labels, each step drawing its views from the epoch's generator as it comes."""
         generator, batch = info.generator, loader.batch_size
-        every = torch.arange(loader.images.shape[0])
+        every = torch.arange(len(loader.labels))
         if info.epoch < self.warmup:
             passes = [(k, _order(every, generator), None) for k in (0, 1)]
         else:

@@ -35,16 +35,22 @@ from torch import nn
 
 from noisysam.core.version import __version__
 from noisysam.run import distributed
-from noisysam.data.loader import Loader
+from noisysam.data.loader import Loader, channel_stats
+from noisysam.data.streaming import DatasetLoader, DatasetPair
 from noisysam.data.datasets import ImageDataset, load_dataset
 from noisysam.methods.learner import EpochInfo, Learner, LearnerMethod
 from noisysam.core.files import (RESULT_SCHEMA, read_json, save_checkpoint, write_json, write_jsonl)
 from noisysam.run.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models.networks import get_model
+from noisysam.models.timm_models import input_normalisation, reset_classifier
 from noisysam.noise.labels import NoisyLabels, make as make_noise
 from noisysam.run.config import (TrainConfig, amp_choice, build_method, method_radius, require, resolve_amp,
                                  resolve_device)
 from noisysam.run.rundir import (amp_of_run, check_resume, fingerprints, locked, prepare_out, save_dynamics)
+
+
+#: A run's data: arrays held in memory, or a pair of map-style torch datasets streamed through a DataLoader.
+Data = Union[ImageDataset, DatasetPair]
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -193,7 +199,7 @@ class PassCounter:
 class _Run:
     """The state of one run between epochs; :func:`train` builds it and drives the loop."""
 
-    def __init__(self, cfg: TrainConfig, dataset: ImageDataset, labels: NoisyLabels, model_template: Optional[nn.Module],
+    def __init__(self, cfg: TrainConfig, dataset: Data, labels: NoisyLabels, model_template: Optional[nn.Module],
                  method: Any, callback: Optional[Callback], amp: str, dist: distributed.Distributed):
         self.cfg, self.dataset, self.labels, self.method, self.callback = cfg, dataset, labels, method, callback
         self.model_template = model_template
@@ -202,20 +208,38 @@ class _Run:
         self.dtype = resolve_amp(amp, self.device)  # amp: resolved once, when the run started
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.train_idx, self.val_idx = _split(len(labels), cfg.val_fraction, cfg.seed)
-        x = dataset.x_train
-        self.train_x = x[self.train_idx]
-        common = dict(device=self.device, channels_last=cfg.channels_last)
-        # Normalisation statistics come from the training split and are shared by every loader.
-        probe = Loader(self.train_x, labels.noisy[self.train_idx], batch_size=cfg.batch_size, augment=False, **common)
-        self.norm = dict(mean=probe.mean, std=probe.std)
-        evaluation = dict(batch_size=cfg.eval_batch_size, shuffle=False, augment=False, **self.norm, **common)
-        self.eval_train = Loader(self.train_x, labels.noisy[self.train_idx], **evaluation)
-        self.eval_test = Loader(dataset.x_test, dataset.y_test, **evaluation)
+        # Arrays are normalised with the model's own statistics where it declares them (a pretrained timm model's),
+        # else with the training split's, shared by every loader; a torch dataset's transform does its own.
+        self.norm: dict = {}
+        self.normalisation: dict = dict(source="the datasets' own transform")
+        if isinstance(dataset, ImageDataset):
+            own = input_normalisation(model_template if model_template is not None else cfg.model)
+            mean, std = own if own else channel_stats(dataset.x_train[self.train_idx])
+            self.norm = dict(mean=mean, std=std)
+            self.normalisation = dict(**self.norm, source="the model's pretrained config" if own else "training split")
+        noisy = labels.noisy[self.train_idx]
+        self.eval_train = self._loader("eval", self.train_idx, noisy, batch_size=cfg.eval_batch_size)
+        self.eval_test = self._loader("test", None, dataset.y_test, batch_size=cfg.eval_batch_size)
         val_targets = (labels.noisy if cfg.val_labels == "noisy" else labels.clean)[self.val_idx]
-        self.eval_val = Loader(x[self.val_idx], val_targets, **evaluation) if len(self.val_idx) else None
+        self.eval_val = (self._loader("eval", self.val_idx, val_targets, batch_size=cfg.eval_batch_size)
+                         if len(self.val_idx) else None)
         self.history: list[dict] = []
         self.relabels: Optional[np.ndarray] = None
         self.stage1: Optional[dict] = None
+
+    def _loader(self, split: str, rows: Optional[np.ndarray], labels: np.ndarray, *, batch_size: int,
+                shuffle: bool = False, augment: bool = False, seed: int = 0) -> Union[Loader, DatasetLoader]:
+        """A loader of the training set's ``rows`` (``split`` "train": as training sees them; "eval": for
+        evaluation, without the training augmentation) or of the test set (``rows`` None), with ``labels``."""
+        cfg, data = self.cfg, self.dataset
+        common = dict(batch_size=batch_size, shuffle=shuffle, seed=seed, device=self.device,
+                      channels_last=cfg.channels_last)
+        if isinstance(data, DatasetPair):
+            source = {"train": data.train, "eval": data.train_eval or data.train, "test": data.test}[split]
+            return DatasetLoader(source, labels, rows=rows, workers=cfg.workers, **common)
+        images = data.x_test if rows is None else data.x_train[rows]
+        return Loader(images, labels, augment=augment, padding_mode=cfg.padding_mode, cutout=cfg.cutout, **self.norm,
+                      **common)
 
     @property
     def stages(self) -> int:
@@ -236,10 +260,8 @@ class _Run:
         state = (self.method.init_state(len(self.train_idx), self.dataset.num_classes, self.device)
                  if isinstance(self.method, LearnerMethod) else {})
         self.learner = Learner(self.method, models, nets, optimizers, state)
-        self.loader = Loader(self.train_x, train_labels, batch_size=cfg.batch_size, shuffle=True,
-                             augment=cfg.augment, padding_mode=cfg.padding_mode, cutout=cfg.cutout,
-                             seed=derive_seed(cfg.seed, _LOADER, stage),
-                             device=self.device, channels_last=cfg.channels_last, **self.norm)
+        self.loader = self._loader("train", self.train_idx, train_labels, batch_size=cfg.batch_size, shuffle=True,
+                                   augment=cfg.augment, seed=derive_seed(cfg.seed, _LOADER, stage))
         self.stage = stage
 
     @property
@@ -252,34 +274,38 @@ class _Run:
 
     def _network(self, stage: int, k: int) -> nn.Module:
         """Network ``k`` (from 0) of ``stage``, initialised from its own seed (network 0's is the one-network
-        runs' seed), on the run's device, checked by :meth:`_probe`."""
+        runs' seed), on the run's device, checked by :meth:`_probe`. A model object of yours is copied; a second
+        network keeps its weights (a pretrained body stays pretrained) and draws its own classifier head."""
         cfg = self.cfg
+        sample = self._sample()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, _INIT, stage, *((k,) if k else ())))
             if self.model_template is not None:
                 model = copy.deepcopy(self.model_template)
-                if k:  # a second network of your own model starts from its own initialisation, not a copy
-                    for module in model.modules():
-                        if hasattr(module, "reset_parameters"):
-                            module.reset_parameters()
+                if k:
+                    reset_classifier(model)
             else:
                 require("in_channels" not in cfg.model_params, f"model_params may not set in_channels: it is the "
-                                                              f"data's channel count ({self.train_x.shape[-1]})")
-                model = get_model(cfg.model, self.dataset.num_classes, in_channels=self.train_x.shape[-1],
-                                  **cfg.model_params)
+                                                              f"data's channel count ({sample.shape[1]})")
+                model = get_model(cfg.model, self.dataset.num_classes, in_channels=sample.shape[1],
+                                  image_size=tuple(sample.shape[2:]), **cfg.model_params)
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self._probe(model)
+        self._probe(model, sample)
         return model
 
-    def _probe(self, model: nn.Module) -> None:
-        """Refuse, before anything is written, a model that cannot take 2 training images or does not return
+    def _sample(self) -> torch.Tensor:
+        """Two training images as evaluation feeds them to the model (their shape sizes the model)."""
+        if not hasattr(self, "_two_images"):
+            rows = self.train_idx[:2]
+            self._two_images = next(iter(self._loader("eval", rows, self.labels.noisy[rows], batch_size=2)))[0]
+        return self._two_images
+
+    def _probe(self, model: nn.Module, x: torch.Tensor) -> None:
+        """Refuse, before anything is written, a model that cannot take 2 training images ``x`` or does not return
         (2, num_classes) logits: a forward pass without gradients in eval mode (no BatchNorm statistics change)
         under a forked RNG, the model's mode restored."""
-        images = Loader(self.train_x[:2], self.labels.noisy[self.train_idx[:2]], batch_size=2, shuffle=False,
-                        augment=False, device=self.device, channels_last=self.cfg.channels_last, **self.norm)
-        x, _, _ = next(iter(images))
         expected = (2, self.dataset.num_classes)
         was_training = model.training
         model.eval()
@@ -417,16 +443,20 @@ def _total_cost(history: list[dict]) -> dict:
                 train_steps=total("steps"))
 
 
-def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageDataset, None] = None,
+def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageDataset, DatasetPair, tuple, None] = None,
           noise: Union[str, NoisyLabels, None] = None, model: Union[str, nn.Module, None] = None,
           callback: Optional[Callback] = None, **overrides: Any) -> TrainResult:
     """Train ``config.method`` on noisy labels and report clean-test accuracy (see the module docstring).
 
     ``config`` (or keyword ``overrides`` of its fields) says what to run; ``dataset``, ``noise`` and
-    ``model`` given as strings are those config fields. For your own data pass
-    ``dataset`` (an :class:`~noisysam.data.datasets.ImageDataset`), ``noise`` (a :class:`~noisysam.noise.labels.NoisyLabels`
-    for its training labels) and/or ``model`` (any ``nn.Module`` mapping (B, C, H, W) to (B, K) logits, checked on 2 training images first;
-    relabel-and-retrain restarts from a copy of it as given). ``callback(event, info)`` receives
+    ``model`` given as strings are those config fields. For your own data pass ``dataset``: an
+    :class:`~noisysam.data.datasets.ImageDataset` (arrays in memory), or any map-style torch ``Dataset`` s of
+    (image, label) as ``(train, test)`` or ``(train, test, train_eval)`` (a
+    :class:`~noisysam.data.streaming.DatasetPair`: their transforms make the images, the noise goes into the training
+    labels); ``noise`` (a :class:`~noisysam.noise.labels.NoisyLabels` for its training labels) and/or ``model`` (any
+    ``nn.Module`` mapping (B, C, H, W) to (B, K) logits, checked on 2 training images first; relabel-and-retrain
+    restarts from a copy of it as given, a second network copies it with its own classifier head). ``callback(event,
+    info)`` receives
     ``"start"``, ``"batch"`` (the loss as an unsynchronised tensor), ``"epoch"`` and ``"end"`` events.
     Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.
     """
@@ -434,6 +464,10 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
         if isinstance(value, str):
             overrides[name] = value
     dataset, noise, model = (None if isinstance(v, str) else v for v in (dataset, noise, model))
+    if isinstance(dataset, (tuple, list)):
+        dataset = DatasetPair(*dataset)
+    require(dataset is None or isinstance(dataset, (ImageDataset, DatasetPair)),
+            f"dataset must be a name, an ImageDataset or torch datasets (train, test), got {type(dataset).__name__}")
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     custom: dict[str, Any] = {}
     if dataset is not None:
@@ -473,7 +507,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
             return _train(cfg, data, labels, model, method, callback, out, saved, ckpt, dist)
 
 
-def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
+def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
            callback: Optional[Callback], out: Optional[Path], saved: Optional[dict],
            ckpt: Optional[dict], dist: distributed.Distributed) -> TrainResult:
     callback = callback if dist.is_writer else None
@@ -509,6 +543,7 @@ def _train(cfg: TrainConfig, data: ImageDataset, labels: NoisyLabels, model: Opt
         write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
                                              noise=labels.summary(), noisysam_version=__version__,
                                              inputs=inputs, amp=amp, amp_choice=amp_choice(cfg.amp, run.device)[1],
+                                             input_normalisation=run.normalisation,
                                              torch_version=torch.__version__, device=str(run.device),
                                              world_size=dist.world_size, train_rows=len(run.train_idx),
                                              val_rows=len(run.val_idx)))

@@ -16,6 +16,7 @@ import torch
 from noisysam.core.version import __version__
 from noisysam.run import distributed
 from noisysam.data.datasets import ImageDataset
+from noisysam.data.streaming import DatasetPair
 from noisysam.core.files import (CONFIG_SCHEMA, LOCK_NAME, atomic_write, load_checkpoint, read_json, run_lock)
 from noisysam.noise.labels import NoisyLabels
 from noisysam.run.config import AMP_MODES, TrainConfig, require, resolve_amp, resolve_device
@@ -75,11 +76,13 @@ _INPUTS = {"dataset_sha256": "the dataset (its train/test images, labels and cla
            "labels_sha256": "the training labels (noisy and clean)"}
 
 
-def fingerprints(data: ImageDataset, labels: NoisyLabels) -> dict:
+def fingerprints(data: Union[ImageDataset, DatasetPair], labels: NoisyLabels) -> dict:
     """Content hashes of what a run depends on beyond its config, saved in config.json and checked on resume:
-    the dataset (its images, labels and class names) and the labels it trains on (noisy and clean)."""
-    return dict(dataset_sha256=_sha256(data.x_train, data.y_train, data.x_test, data.y_test,
-                                       np.array(data.classes, dtype=str)),
+    the dataset (arrays: its images, labels and class names; torch datasets: their labels and class names, since
+    reading every image to hash it could take longer than the run) and the labels it trains on (noisy and clean)."""
+    arrays = ((data.x_train, data.y_train, data.x_test, data.y_test) if isinstance(data, ImageDataset)
+              else (data.y_train, data.y_test))
+    return dict(dataset_sha256=_sha256(*arrays, np.array(data.classes, dtype=str)),
                 labels_sha256=_sha256(labels.noisy, labels.clean))
 
 
