@@ -152,7 +152,7 @@ def test_noise_on_100_classes_uses_cifar100s_maps_and_refuses_what_does_not_fit(
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "nope"], "Invalid value for '--method'"),
-    (["--model", "nope"], "Invalid value for '--model'"),
+    (["--model", "nope"], "model must be one of"),
     (["--noise", "nope"], "noise must be one of"),
     (["--noise-rate", "1.5"], "'--noise-rate': 1.5 is not in the range 0<=x<=1"),
     (["--noise-rate", "-0.1"], "'--noise-rate': -0.1 is not in the range"),

@@ -96,7 +96,7 @@ def test_print_config_round_trips_to_the_same_text_and_the_same_config(tmp_path,
     values = tomllib.loads(printed)
     resolved = dataclasses.asdict(from_options.resolved())
     assert {k: v for k, v in values.items() if k in resolved} == {
-        k: v for k, v in resolved.items() if v is not None and k not in ("channels_last", "eval_batch_size")}
+        k: v for k, v in resolved.items() if v is not None}  # every field, none left out (as --help offers them)
     assert (values["method_params"], values["model_params"]) == ({"adaptive": True, "m": 8}, {"width": 4})
     assert (values["epochs"], values["tensorboard"], values["threads"]) == (PROFILES["cpu"]["epochs"], True, 2)
     # rho is left to the radius rule, which reads the labels' own noise rate when the run starts
@@ -217,3 +217,20 @@ def test_a_run_from_a_config_file_alone_saves_the_file_values(tiny_npz, tmp_path
     assert {k: saved[k] for k in training} == training
     assert saved["model_params"]["width"] == 4
     assert not (out / "curves.png").exists()  # plot = false took effect
+
+
+def test_every_run_setting_is_an_option_and_a_config_key(tmp_path, captured):
+    """Every TrainConfig field can be set from the command line (train: all but where it writes; the grid commands:
+    all but what they set per cell) and so from a TOML file; channels_last, eval_batch_size and workers could not."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    params = {name: {p.name for p in cli.commands[name].params} for name in ("train", "table", "compare", "sweep")}
+    assert fields <= params["train"] | {"out", "resume"}  # train's --out and --resume are its own options
+    per_cell = {"method", "noise_rate", "seed", "sam_sync", "sync_bn", "out", "resume"}
+    assert fields - per_cell <= params["table"] and fields - per_cell <= params["compare"]
+    assert fields - per_cell - {"val_labels"} <= params["sweep"]  # --select sets the validation labels
+    path = tmp_path / "run.toml"
+    path.write_text("channels_last = false\neval_batch_size = 64\nworkers = 2\nnesterov = false\n"
+                    'padding_mode = "constant"\n')
+    config = trained_config(captured, "--config", path)
+    assert (config.channels_last, config.eval_batch_size, config.workers, config.nesterov, config.padding_mode) == \
+        (False, 64, 2, False, "constant")

@@ -372,15 +372,20 @@ def test_resume_after_a_kill_is_bitwise_the_uninterrupted_run(tiny, tmp_path, me
         assert torch.allclose(mass, torch.full_like(mass, 1 - 0.7 ** 3), atol=1e-5)
 
 
-def test_a_second_network_of_your_own_model_gets_its_own_initialisation(tiny, tmp_path):
-    """Two copies of one initialisation would rank alike, train on the same picks and stay equal: no co-teaching."""
+def test_a_second_network_of_your_own_model_keeps_its_weights_and_draws_its_own_head(tiny, tmp_path):
+    """A model object of yours may be pretrained: the second network copies it and draws its classifier head (the last
+    nn.Linear) afresh, so the two differ (two equal networks would rank alike: no co-teaching); lr 0 keeps them as
+    they started."""
     own = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     settings = {k: v for k, v in RUN.items() if k not in ("model", "model_params")}
     train(dataset=tiny, model=own, method="co-teaching", method_params={"tk": 2}, out=str(tmp_path / "run"),
-          **{**settings, "epochs": 1})
+          **{**settings, "epochs": 1, "lr": 0.0})
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     first, second = ckpt["model"], ckpt["models"][0]
-    assert first.keys() == second.keys() and not any(torch.equal(first[k], second[k]) for k in first)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], v) for k, v in own.state_dict().items()
+                                                 if k.startswith("0."))
+    assert all(torch.equal(second[k], v) for k, v in own.state_dict().items() if k.startswith("0."))
+    assert not torch.equal(first["3.weight"], second["3.weight"]) and not torch.equal(first["3.bias"], second["3.bias"])
 
 
 def test_two_network_methods_count_both_networks_passes(tiny):

@@ -461,9 +461,9 @@ def detect_command(ctx: click.Context, from_run: Optional[str], score: Optional[
     with user_errors(hint):
         if threshold_samples:
             with RunProgress(console) as progress:
-                detection = find_label_issues(from_run, threshold_samples=True, out=out, callback=progress)
-        elif from_run is not None:
-            detection = find_label_issues(from_run, score=score, annotators=annotators, out=out)
+                detection = find_label_issues(from_run, threshold_samples=True, out=target, callback=progress)
+        elif from_run is not None:  # the command writes its files (the API only where asked)
+            detection = find_label_issues(from_run, score=score, annotators=annotators, out=target)
         else:
             config = dataclasses.replace(DEFAULT, **given_options(ctx, ("method", "noise_rate", "seed") + TRAINING))
             with RunProgress(console) as progress:
@@ -508,7 +508,7 @@ def info_command() -> None:
                        f"{d.num_classes} classes")
         t.add_row(name, detail)
     t.add_row("methods", ", ".join(METHODS))
-    t.add_row("models", ", ".join(MODELS))
+    t.add_row("models", ", ".join(MODELS) + ", timm:<name> (any timm model, with the timm extra)")
     t.add_row("noise", ", ".join(KINDS))
     t.add_row("profiles", "; ".join(f"{k}: " + ", ".join(f"{f}={v}" for f, v in p.items()) for k, p in PROFILES.items()))
     console.print(t)

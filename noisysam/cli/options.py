@@ -4,6 +4,7 @@ file under the command line, and the grid commands share their execution options
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import nullcontext
 from functools import reduce
@@ -15,8 +16,9 @@ from click.core import ParameterSource
 
 from noisysam.cli import config_file
 from noisysam.methods.registry import METHODS, SAM_RADIUS_METHODS, default_param
+from noisysam.models.networks import MODELS
 from noisysam.noise.labels import KINDS
-from noisysam.core.params import Interval, InvalidParameterError, Options
+from noisysam.core.params import Interval, InvalidParameterError, Options, Text
 from noisysam.run.tensorboard import TensorBoardLogger
 from noisysam.run.config import CONFIG_PARAMS, PROFILES, TrainConfig
 
@@ -50,7 +52,10 @@ def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 def click_type(field: str) -> Optional[click.ParamType]:
     """The click type of TrainConfig field ``field``, made from its constraint in ``CONFIG_PARAMS`` so that
     --help and the check agree (the table, applied by the API, has the last word: e.g. it refuses inf)."""
-    for c in CONFIG_PARAMS.constraints[field]:
+    constraints = CONFIG_PARAMS.constraints[field]
+    if any(isinstance(c, Text) for c in constraints):  # free text beside the choices (timm:<name>): the API checks
+        return None
+    for c in constraints:
         if isinstance(c, Interval):
             kind = click.IntRange if c.kind is int else click.FloatRange
             return kind(c.low, c.high, min_open=c.low is not None and not c.closed_low,
@@ -113,7 +118,9 @@ OPTIONS: dict[str, Callable] = {
     "mixup_alpha": click.option("--mixup-alpha", type=click_type("mixup_alpha"),
                                 help="Mixup Beta(alpha, alpha), for methods with mixup [default: the method's, 1.0]. "
                                      "An error for a method without mixup."),
-    "model": click.option("--model", type=click_type("model"), help=f"Network. {_PROFILE}"),
+    "model": click.option("--model", type=click_type("model"),
+                          help=f"Network: {', '.join(MODELS)}, or timm:<name> for any of timm's (pip install "
+                               f"'noisysam[timm]'; --model-param pretrained=true, checkpoint=FILE). {_PROFILE}"),
     "model_params": click.option("--model-param", "model_params", multiple=True, callback=_key_values,
                                  metavar="KEY=VALUE", help="Model option, repeatable (e.g. width=16 for cnn)."),
     "epochs": click.option("--epochs", type=click_type("epochs"), help=f"Training epochs (per stage). {_PROFILE}"),
@@ -143,6 +150,15 @@ OPTIONS: dict[str, Callable] = {
     "amp": click.option("--amp", type=click_type("amp"), default=DEFAULT.amp, show_default=True,
                         help="Mixed precision (auto: bf16 where it is faster: a GPU with bf16, a CPU with native "
                              "bf16; fp32 elsewhere)."),
+    "channels_last": click.option("--channels-last/--no-channels-last", default=DEFAULT.channels_last,
+                                  show_default=True, help="Images and weights in channels_last memory layout (faster "
+                                                          "convolutions on CPUs and recent GPUs)."),
+    "eval_batch_size": click.option("--eval-batch-size", type=click_type("eval_batch_size"),
+                                    default=DEFAULT.eval_batch_size, show_default=True,
+                                    help="Batch size of the per-epoch evaluation passes (no effect on results)."),
+    "workers": click.option("--workers", type=click_type("workers"), default=DEFAULT.workers, show_default=True,
+                            help="DataLoader worker processes for torch datasets given through the Python API "
+                                 "(arrays are batched on the device and ignore it)."),
     "profile": click.option("--profile", type=click_type("profile"), default=DEFAULT.profile,
                             show_default=True,
                             help="Fills model, epochs, batch size, lr, Nesterov, weight decay, schedule, "
@@ -196,11 +212,15 @@ def set_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
+#: The fields a grid or a command sets per run itself (its cells' method, rate and seed; where it writes), and the
+#: distributed settings that only `train` takes; every other TrainConfig field is a training option of every command
+#: that trains (generated from the dataclass, so a new field without an option above fails at import).
+PER_RUN = ("method", "noise_rate", "seed", "sam_sync", "sync_bn", "out", "resume")
+
 #: The training options shared by `train` and `table` (`table` sets method, noise rate and seed per cell).
-TRAINING = ("dataset", "data_root", "download", "noise", "noise_mode", "noise_exact", "method_params", "rho",
-             "mixup_alpha", "model", "model_params", "epochs", "batch_size", "lr", "momentum", "nesterov",
-             "weight_decay", "schedule", "warmup_epochs", "augment", "padding_mode", "cutout", "val_fraction",
-             "val_labels", "device", "amp", "profile")
+TRAINING = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN)
+if set(TRAINING) - set(OPTIONS):
+    raise TypeError(f"TrainConfig fields without a command-line option: {sorted(set(TRAINING) - set(OPTIONS))}")
 
 
 def options(*names: str) -> Callable:

@@ -22,13 +22,14 @@ spatial size is free (global pooling before the classifier).
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisysam.core.params import Interval, Options, validate_params, validate_with
+from noisysam.core.params import InstanceOf, Interval, Options, Text, validate_params, validate_with
+from noisysam.models import timm_models
 
 __all__ = ["MODELS", "get_model", "ResNet32", "PreActResNet18", "WideResNet", "SimpleCNN", "PlainCNN"]
 
@@ -255,14 +256,24 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-@validate_params(dict(name=Options(MODELS), num_classes=MODEL_PARAMS["num_classes"],
-                     in_channels=MODEL_PARAMS["in_channels"]))
-def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` for ``num_classes`` outputs from ``in_channels``-channel images.
+#: A model name: one of :data:`MODELS`, or ``timm:<name>`` for any of timm's (:mod:`noisysam.models.timm_models`).
+MODEL_NAME = [Options(MODELS), Text(r"timm:.+", "timm:<name> (any timm model)")]
 
-    Extra keyword arguments go to the constructor (e.g. ``width`` for ``cnn``). Every factory in
-    :data:`MODELS` takes ``num_classes`` and ``in_channels``.
+
+@validate_params(dict(name=MODEL_NAME, num_classes=MODEL_PARAMS["num_classes"],
+                     in_channels=MODEL_PARAMS["in_channels"],
+                     image_size=[InstanceOf(tuple, list, description="(height, width)"), None]))
+def get_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: Optional[Sequence[int]] = None,
+              **kwargs: object) -> nn.Module:
+    """Build the model registered as ``name`` for ``num_classes`` outputs from ``in_channels``-channel images
+    (``image_size`` (H, W): for a timm model whose input size is fixed).
+
+    Extra keyword arguments go to the constructor (e.g. ``width`` for ``cnn``; ``pretrained``, ``checkpoint`` and
+    timm's own for ``timm:<name>``, :func:`noisysam.models.timm_models.create`). Every factory in :data:`MODELS`
+    takes ``num_classes`` and ``in_channels``.
     """
+    if name.startswith(timm_models.PREFIX):
+        return timm_models.create(name[len(timm_models.PREFIX):], num_classes, in_channels, image_size, **kwargs)
     factory = MODELS[name]
     parameters = inspect.signature(factory).parameters
     accepted = set(parameters) - {"num_classes", "in_channels"}

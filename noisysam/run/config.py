@@ -16,7 +16,7 @@ from noisysam.data.loader import DEVICE, check_device
 from noisysam.methods.rules import METHOD_PARAMS
 from noisysam.methods.registry import (METHODS, NOISE_RATE_METHODS, SAM_RADIUS_METHODS, SAM_UPDATES, default_param,
                                        get_method, takes_param)
-from noisysam.models.networks import MODELS
+from noisysam.models.networks import MODEL_NAME
 from noisysam.noise.labels import KINDS, NoisyLabels
 from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
 
@@ -96,7 +96,7 @@ CONFIG_PARAMS = declare("noisysam.run.config.TrainConfig", dict(
     method_params=_PARAMS,
     rho=[METHOD_PARAMS["rho"], None],  # the method's own constraints
     mixup_alpha=[METHOD_PARAMS["alpha"], None],
-    model=[Options(MODELS), None],
+    model=[*MODEL_NAME, None],
     model_params=_PARAMS,
     epochs=_COUNT,
     batch_size=_COUNT,
@@ -116,6 +116,7 @@ CONFIG_PARAMS = declare("noisysam.run.config.TrainConfig", dict(
     amp=Options(AMP_MODES),
     channels_last=Boolean(),
     eval_batch_size=Interval(int, 1),
+    workers=Interval(int, 0),
     profile=Options(PROFILES),
     sam_sync=Options(distributed.SAM_SYNC),
     sync_bn=Boolean(),
@@ -137,7 +138,8 @@ class TrainConfig:
     ``mixup_alpha`` None: the method's default.
     ``val_fraction`` of the training set is held out for model selection, labelled ``val_labels``
     (noisy: honest; clean: the paper's rho search on a clean split).
-    ``eval_batch_size``: the batch of the per-epoch evaluation passes; small batches keep a CPU's caches warm (the
+    ``workers``: DataLoader worker processes for a dataset of torch ``Dataset`` s (``train(dataset=(train, test))``);
+    arrays ignore it (they are batched on the device). ``eval_batch_size``: the batch of the per-epoch evaluation passes; small batches keep a CPU's caches warm (the
     CPU profile's CNN evaluates 1.45x faster at 64-128 than at 1000); it changes no result beyond float rounding.
     ``sam_sync`` and ``sync_bn``: SAM's first pass and BatchNorm across processes when the run is data-parallel
     (torchrun, ``--nproc``; :mod:`noisysam.run.distributed`); no effect in one process.
@@ -174,6 +176,7 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     eval_batch_size: int = 128
+    workers: int = 0
     profile: str = "cpu"
     sam_sync: str = "none"
     sync_bn: bool = False
