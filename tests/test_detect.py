@@ -107,7 +107,7 @@ def test_aum_and_loss_scores_and_the_table_by_hand(run):
     aum = np.mean([e["margin"].astype(np.float64) for e in epochs], axis=0)
     mean_loss = np.mean([e["loss"].astype(np.float64) for e in epochs], axis=0)
     given = run.noisy_labels.noisy[rows]
-    det = find_label_issues(run.run_dir, score="aum")
+    det = find_label_issues(run.run_dir, score="aum", out=run.run_dir / "detect-aum")
     assert np.allclose(det.score, -aum, atol=1e-6) and np.array_equal(det.index, rows)
     assert np.allclose(find_label_issues(run.run_dir, score="loss").score, mean_loss, atol=1e-6)
     assert np.array_equal(det.flagged, aum < 0) and det.estimated_rate == pytest.approx(np.mean(aum < 0))
@@ -125,8 +125,19 @@ def test_aum_and_loss_scores_and_the_table_by_hand(run):
     assert int(csv_rows[1].split(",")[0]) == table[0]["index"]
 
 
-def test_truth_metrics_agree_with_sklearn(run):
+def test_the_api_writes_only_where_asked(run, snapshot):
+    """find_label_issues returns its result and writes nothing without out (noisysam detect passes default_out);
+    threshold samples, which train a run, need out."""
+    before = snapshot(run.run_dir)
     det = find_label_issues(run.run_dir)
+    assert snapshot(run.run_dir) == before and det.estimated_rate is not None
+    with pytest.raises(ValueError, match="threshold samples train a run: pass out"):
+        find_label_issues(run.run_dir, threshold_samples=True)
+    assert snapshot(run.run_dir) == before
+
+
+def test_truth_metrics_agree_with_sklearn(run):
+    det = find_label_issues(run.run_dir, out=run.run_dir / "detect-aum")
     truth = run.noisy_labels.is_noisy[det.index]
     got = json.loads((run.run_dir / "detect-aum" / "summary.json").read_text())["truth"]
     assert got["auroc"] == pytest.approx(roc_auc_score(truth, det.score))

@@ -534,9 +534,10 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     ``annotators``, :func:`annotator_scores`; for these two ``dataset`` is the run's own where it was passed as an
     object), or ``kfold`` K: K-fold training with ``config`` (``overrides`` of its fields; SAM by default),
     ``dataset``/``noise`` as :func:`noisysam.run.loop.train` takes them, out-of-fold probabilities to cleanlab; fold run
-    directories go under ``out`` (required for K-fold). The table, summary and plot are written to ``out`` (for a
-    run: default :func:`default_out`). ``callback``: training events, see :func:`kfold_probabilities`. Raises
-    ValueError for bad input before writing anything."""
+    directories go under ``out`` (required for K-fold and threshold samples, which train). The table, summary and
+    plot are written to ``out`` where it is given, and nowhere else (``noisysam detect`` passes :func:`default_out`;
+    :meth:`Detection.save` writes them later). ``callback``: training events, see :func:`kfold_probabilities`.
+    Raises ValueError for bad input before writing anything."""
     _check((run_dir is None) != (kfold is None), "pass either run_dir (dynamics) or kfold (cleanlab), not both "
                                                  "or neither")
     _check(not (threshold_samples and annotators), "pass threshold_samples or annotators, not both")
@@ -547,22 +548,24 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
                f"{name} take no score but their own, got {score!r}")
         _check(dataset is None or isinstance(dataset, ImageDataset),
                f"dataset must be the run's ImageDataset or None (its own, by name), got {dataset!r}")
-        target = default_out(run_dir, "aum-threshold-samples" if threshold_samples else "annotators") \
-            if out is None else Path(out)
-        check_not_a_run(target, "a detection")
-        with run_lock(target):
-            detection = (threshold_scores(run_dir, target, dataset, callback) if threshold_samples
-                         else annotator_scores(run_dir, dataset))
-            detection.other_estimates = _other_estimates(run_dir, dataset)
-            detection.save(target)
-        return detection
+        _check(out is not None or annotators, "threshold samples train a run: pass out (a directory for it and "
+                                              f"the results; the command line's default is {default_out(run_dir, 'aum-threshold-samples')})")
     if run_dir is not None:
-        detection = dynamics_scores(run_dir, "aum" if score is None else score)
+        target = None if out is None else Path(out)
+        if target is not None:
+            check_not_a_run(target, "a detection")
+        if threshold_samples:  # trains a run into target: the lock covers it
+            with run_lock(target):
+                detection = threshold_scores(run_dir, target, dataset, callback)
+                detection.other_estimates = _other_estimates(run_dir, dataset)
+                detection.save(target)
+            return detection
+        detection = annotator_scores(run_dir, dataset) if annotators else \
+            dynamics_scores(run_dir, "aum" if score is None else score)
         detection.other_estimates = _other_estimates(run_dir, dataset if isinstance(dataset, ImageDataset) else None)
-        target = default_out(run_dir, detection.score_name) if out is None else Path(out)
-        check_not_a_run(target, "a detection")
-        with run_lock(target):
-            detection.save(target)
+        if target is not None:
+            with run_lock(target):
+                detection.save(target)
         return detection
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
