@@ -15,7 +15,10 @@
 (f) Issue 31: seconds per epoch of a SAM run of ``noisysam train`` on the CPU profile against the plain reference
     (scripts/plain_reference.py), the two run at the same time with one thread each. Target <= 1.1x.
 
-Usage: ``python scripts/bench.py [--quick] [--sections abcdf] [--threads N] [--batch-size 128] [--images N]
+(g) Issue 32: SGD epoch throughput of the CPU profile's model fed by the batched on-device Loader (arrays) against
+    the same images as a torch Dataset with per-image transforms, streamed by DatasetLoader (the general path).
+
+Usage: ``python scripts/bench.py [--quick] [--sections abcdfg] [--threads N] [--batch-size 128] [--images N]
 [--repeats N] [--grid-repeats N] [--grid-epochs N] [--reference-epochs N]``.
 Timings interleave the compared variants in each repeat (order rotated), so load from other processes
 hits them alike; each ratio is the median over repeats of the per-repeat ratio.
@@ -35,6 +38,7 @@ import torch
 
 from noisysam.grid import executors, table
 from noisysam.data.loader import Loader
+from noisysam.data.streaming import DatasetLoader
 from noisysam.data.datasets import load_dataset
 from noisysam.methods.registry import get_method
 from noisysam.models.networks import get_model
@@ -52,7 +56,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per comparison (default 7; quick 2)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to compare in (b)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--sections", default="abcdf", help="which sections to run, e.g. 'abcdf' (default) or 'e' (the grid)")
+    p.add_argument("--sections", default="abcdfg", help="which sections to run, e.g. 'abcdfg' (default) or 'e' (the grid)")
     p.add_argument("--grid-repeats", type=int, default=None, help="timed rounds of (e) (default 1; quick 2)")
     p.add_argument("--grid-epochs", type=int, default=None,
                    help="epochs per cell in (e) (default: the profile's 60); fewer shortens every cell alike")
@@ -65,8 +69,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.images = args.images or (256 if args.quick else 2048)
     args.repeats = args.repeats or (2 if args.quick else 7)
     args.grid_repeats = args.grid_repeats or (2 if args.quick else 1)
-    if set(args.sections) - set("abcdef"):
-        p.error(f"--sections takes letters of 'abcdef', got {args.sections!r}")
+    if set(args.sections) - set("abcdefg"):
+        p.error(f"--sections takes letters of 'abcdefg', got {args.sections!r}")
     args.warmup = 2  # the first two calls of a new model are far slower on CPU (oneDNN primitive set-up)
     return args
 
@@ -334,7 +338,47 @@ def section_f(args: argparse.Namespace, ctx: dict) -> None:
                 "ratio", f"{per_epoch['ours'] / per_epoch['plain']:.2f}x", "target <= 1.1")
 
 
-SECTIONS = dict(a=section_a, b=section_b, c=section_c, d=section_d, e=section_e, f=section_f)
+class TransformedImages(torch.utils.data.Dataset):
+    """The embedded images as a user's torch dataset serves them: uint8 (C, H, W) tensors through a per-image
+    torchvision.transforms.v2 pipeline (4-px reflect crop, flip, scale to [0, 1], normalise)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std) -> None:
+        from torchvision.transforms import v2
+
+        self.images, self.labels = torch.as_tensor(images).permute(0, 3, 1, 2), labels
+        self.transform = v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip(),
+                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def section_g(args: argparse.Namespace, ctx: dict) -> None:
+    device, data, cpu, B = ctx["device"], ctx["data"], ctx["cpu"], args.batch_size
+    print(f"\n(g) SGD epoch throughput, {cpu.model}, {args.images} images, batch {B}: the batched on-device Loader "
+          "(arrays) vs a torch Dataset streamed by DatasetLoader (per-image transforms), fp32")
+    images, labels = data.x_train[:args.images], data.y_train[:args.images]
+    loader = Loader(images, labels, batch_size=B, device=device, channels_last=True, seed=args.seed,
+                    padding_mode="reflect")
+    trainee = functools.partial(Trainee, cpu.model, "sgd", device, args.seed, model_params=cpu.model_params)
+    variants: dict[str, Step] = {"Loader (arrays)": noisysam_epoch(trainee(), loader, None)}
+    dataset = TransformedImages(images, labels, loader.mean, loader.std)
+    for w in args.workers:
+        variants[f"DatasetLoader workers={w}"] = noisysam_epoch(
+            trainee(), DatasetLoader(dataset, labels, batch_size=B, device=device, channels_last=True, workers=w,
+                                     seed=args.seed), None)
+    t = interleaved(variants, args.repeats, args.warmup, device)
+    for k, v in t.items():
+        report("g", f"{k}: images/s", f"{len(labels) / statistics.median(v):.0f}")
+    for k in (k for k in t if k.startswith("DatasetLoader")):
+        report("g", f"{k} / Loader: epoch time", f"{median_ratio(t[k], t['Loader (arrays)']):.2f}x",
+               "(the general path's cost)")
+
+
+SECTIONS = dict(a=section_a, b=section_b, c=section_c, d=section_d, e=section_e, f=section_f, g=section_g)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
