@@ -232,7 +232,7 @@ def main():
     def divide(model):
         loss = per_sample_loss(model, x_train, y_train).numpy()
         loss = ((loss - loss.min()) / (loss.max() - loss.min())).reshape(-1, 1)
-        gmm = GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4).fit(loss)
+        gmm = GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=args.seed).fit(loss)
         return torch.tensor(gmm.predict_proba(loss)[:, gmm.means_.argmin()], dtype=torch.float32)
 
     def sharpen(p):
