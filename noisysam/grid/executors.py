@@ -35,9 +35,9 @@ from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
-from noisysam.core.files import read_jsonl
 from noisysam.run.loop import Callback, train
 from noisysam.run.config import TrainConfig, resolve_device
+from noisysam.run.rundir import RunDir
 
 #: Seconds between two looks at the running cells' run directories.
 POLL_SECONDS = 1.0
@@ -97,7 +97,7 @@ def epochs_done(run_dir: Path) -> tuple[int, Optional[dict]]:
     """Finished epochs of a run (lines of its metrics.jsonl, written atomically per epoch) and the last one;
     FileFormatError for a damaged metrics.jsonl (the grid's progress reads it before any cell trains)."""
     try:
-        records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
+        records = RunDir(run_dir).metrics()
     except FileNotFoundError:
         return 0, None
     return len(records), (records[-1] if records else None)

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from noisysam.core.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
+from noisysam.core.files import FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods.registry import METHODS, get_method, takes_param
 from noisysam.grid.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name,
                                  read_tuning, run_grid, settings)
 from noisysam.run.config import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig
-from noisysam.run.rundir import config_diff, saved_config
+from noisysam.run.rundir import RESULT_SCHEMA, config_diff, saved_config
 
 SWEEP_FILES = ("sweep.json", "sweep.md")
 

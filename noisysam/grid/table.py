@@ -36,14 +36,13 @@ import numpy as np
 import torch
 
 from noisysam.grid.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
-from noisysam.core.files import (RESULT_SCHEMA, FileFormatError, atomic_write, check_not_a_run, read_json, run_lock,
-                            schema_problem, write_json)
+from noisysam.core.files import FileFormatError, atomic_write, read_json, run_lock, schema_problem, write_json
 from noisysam.methods.registry import takes_param
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
 from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method
 from noisysam.run.loop import Callback
-from noisysam.run.rundir import config_diff, saved_config
+from noisysam.run.rundir import RESULT, RESULT_SCHEMA, RunDir, check_not_a_run, config_diff
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -103,12 +102,17 @@ class Cell:
     params: tuple[tuple[str, Any], ...] = ()
 
     @property
+    def run(self) -> RunDir:
+        """The cell's run directory."""
+        return RunDir(self.dir)
+
+    @property
     def finished(self) -> bool:
-        return (self.dir / "result.json").is_file()
+        return self.run.finished
 
     def result(self, schema: dict[str, Any] = RESULT_SCHEMA) -> dict:
         """The finished cell's result.json, checked to hold what ``schema`` says (the table's keys; FileFormatError if not)."""
-        return read_json(self.dir / "result.json", schema, "run result")
+        return self.run.result(schema)
 
     def label(self, noise: str = "symmetric") -> str:
         """``sam rho=0.05 60% seed 0``; under a ``noise`` kind that takes no rate its name instead of the rate."""
@@ -178,11 +182,11 @@ def _check_grid_takes_options(config: TrainConfig, cells: list[Cell]) -> None:
 
 def _check_same_config(cell: Cell, config: TrainConfig) -> None:
     """A started or finished cell is only continued or reused if it was trained with the settings asked for now."""
-    if not (cell.dir / "config.json").is_file():
+    if not cell.run.config_path.is_file():
         return
     try:
-        saved = saved_config(cell.dir)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        saved = cell.run.config().settings
+    except (OSError, ValueError) as e:
         raise ValueError(f"cell {str(cell.dir)!r} has an unreadable config.json ({e}); delete that directory "
                          "to train the cell again") from None
     diff = config_diff(saved, config.resolved().to_dict())
@@ -304,7 +308,7 @@ class SkippedCellWarning(UserWarning):
 def _scan(root: Union[str, Path]) -> tuple[list[dict], list[str]]:
     """The finished cells under ``root`` whose result.json is usable, and one problem (naming the file) per other."""
     found, problems = [], []
-    for result in sorted(Path(root).glob("*/rate*/seed*/result.json")):
+    for result in sorted(Path(root).glob(f"*/rate*/seed*/{RESULT}")):
         seed_dir, rate_dir, method_dir = result.parent, result.parent.parent, result.parent.parent.parent
         rate, seed = _parse_rate(rate_dir.name), seed_dir.name.removeprefix("seed")
         if rate is None or not seed.isdigit():
