@@ -287,18 +287,19 @@ def read_tuning(root: Union[str, Path]) -> dict:
         problem = schema_problem(entry, TUNING_SCHEMA)
         if problem is None:
             bad = next((rate for rate, params in entry["choices"].items()
-                        if _parse_rate(f"rate{rate}") is None or not isinstance(params, dict)), None)
+                        if not _is_number(rate) or not isinstance(params, dict)), None)
             problem = None if bad is None else f"choice {bad!r} must be a noise rate mapped to an object of parameters"
         if problem:
             raise FileFormatError(path, f"method {method!r}: {problem}", what)
     return record
 
 
-def _parse_rate(name: str) -> Optional[float]:
+def _is_number(text: str) -> bool:
     try:
-        return float(name.removeprefix("rate")) if name.startswith("rate") else None
+        float(text)
     except ValueError:
-        return None
+        return False
+    return True
 
 
 class SkippedCellWarning(UserWarning):
@@ -306,21 +307,33 @@ class SkippedCellWarning(UserWarning):
 
 
 def _scan(root: Union[str, Path]) -> tuple[list[dict], list[str]]:
-    """The finished cells under ``root`` whose result.json is usable, and one problem (naming the file) per other."""
+    """The finished cells under ``root`` (``<method>/rate<r>/seed<s>/``) whose result.json is usable, and one problem
+    (naming the file) per other. What a cell is (method, noise rate, seed) is read from its run's files, not from
+    the folder names (:func:`cell_key`)."""
     found, problems = [], []
     for result in sorted(Path(root).glob(f"*/rate*/seed*/{RESULT}")):
-        seed_dir, rate_dir, method_dir = result.parent, result.parent.parent, result.parent.parent.parent
-        rate, seed = _parse_rate(rate_dir.name), seed_dir.name.removeprefix("seed")
-        if rate is None or not seed.isdigit():
-            continue
-        cell = Cell(method_dir.name, rate, int(seed), seed_dir)
+        run = RunDir(result.parent)
         try:
-            summary = cell.result()
+            summary = run.result()
+            method, rate, seed = cell_key(run, summary)
         except (FileFormatError, OSError) as e:
             problems.append(str(e))
             continue
-        found.append(dict(method=cell.method, rate=rate, seed=cell.seed, dir=str(seed_dir), result=summary))
+        found.append(dict(method=method, rate=rate, seed=seed, dir=str(run.path), result=summary))
     return found, problems
+
+
+def cell_key(run: RunDir, result: dict) -> tuple[str, float, int]:
+    """A finished run's place in a grid: its method, noise rate and seed as its ``result`` (its result.json) records
+    them. The rate is the labels' nominal rate; where they have none (CIFAR-10N's human labels), the ``noise_rate``
+    the grid set in its config.json."""
+    rate = result["noise"]["rate"]
+    if rate is None:
+        rate = run.config().settings.get("noise_rate")
+        problem = schema_problem({"noise_rate": rate}, {"noise_rate": (int, float)})
+        if problem:
+            raise FileFormatError(run.config_path, f"config {problem}", "run config")
+    return result["method"], float(rate), result["seed"]
 
 
 def collect(root: Union[str, Path]) -> list[dict]:
