@@ -183,6 +183,18 @@ def config_file(text, name="train"):
     return make
 
 
+def kfold_detection(w):
+    """The detection's folder as `detect --kfold` leaves one (detect.json, fold runs, cleanlab's summary.json), then
+    a detection from the run's dynamics into it."""
+    folder = w["dir"] / "kf"
+    shutil.copytree(w["dir"] / "det", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "score": "cleanlab", "source": {"kind": "kfold"}}))
+    (folder / "detect.json").write_text('{"kfold": 2}')
+    (folder / "fold_1").mkdir()
+    return ["detect", "--from-run", w["dir"] / "run", "--out", folder], None
+
+
 def case(name, make, message, marks=()):
     return pytest.param(make, message, id=name, marks=marks)
 
@@ -224,6 +236,14 @@ CASES = [
     case("detect-out-is-a-run", command("detect", "--from-run", "{dir}/run", "--out", "{dir}/sweep/sam/rho=0.05/rate0.4/"
                                                                                      "seed0"), "is a run directory"),
     case("detect-from-run-missing", command("detect", "--from-run", "{dir}/nowhere"), "does not exist"),
+    # detect --out: a folder noisysam did not make, or another detection's
+    case("detect-out-holds-your-summary", written("mine/summary.json", '{"my": "notes"}', lambda w: [
+        "detect", "--from-run", w["dir"] / "run", "--out", w["dir"] / "mine"]), "is not a detection's summary"),
+    case("detect-out-holds-your-files", unnamed(written("mine/notes.txt", "mine", lambda w: [
+        "detect", "--from-run", w["dir"] / "run", "--out", w["dir"] / "mine"])), "holds 'notes.txt', which a detection"),
+    case("detect-out-another-score", command("detect", "--from-run", "{dir}/run", "--score", "loss", "--out", "{dir}/det"),
+         "holds another detection (aum scores from a run's dynamics)"),
+    case("detect-out-a-kfold-detection", kfold_detection, "holds another detection (cleanlab scores from K folds)"),
     # detect: options and K-fold
     case("detect-neither-source", command("detect"), "give either --from-run RUN_DIR"),
     case("detect-both-sources", command("detect", "--from-run", "{dir}/run", "--kfold", "2"), "give either"),
@@ -240,6 +260,8 @@ CASES = [
          "holds another detection", NEEDS_CLEANLAB),
     case("detect-kfold-record-garbage", written("kf/detect.json", "{", line(*KFOLD)),
          "not valid JSON", NEEDS_CLEANLAB),
+    case("detect-kfold-out-a-detection-from-a-run", command(*KFOLD, "--out", "{dir}/det"),
+         "holds another detection (aum scores from a run's dynamics)", NEEDS_CLEANLAB),
     # train --labels-from: a detection directory edited by hand
     case("labels-from-duplicate-index", detection(lambda t: row(1, index=t[0]["index"])(t)), "twice (positions 0 and "
                                                                                              "1)"),

@@ -52,8 +52,8 @@ from noisysam.run.metrics import noise_auroc
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module, consensus
 from noisysam.detect.figure import plot_scores
-from noisysam.run.rundir import (DYNAMICS_DIR, RunDir, check_not_a_run, dynamics_path, fingerprints, given_inputs,
-                                 inputs)
+from noisysam.run.rundir import (DYNAMICS_DIR, RunDir, check_not_a_run, check_own, dynamics_path, fingerprints,
+                                 given_inputs, inputs)
 from noisysam.run.loop import Callback, derive_seed, train
 from noisysam.run.config import TrainConfig, labels_rate
 
@@ -495,6 +495,33 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
 
 # ------------------------------------------------------------------------------------- entry point
 
+#: What a detection writes into its directory beside :data:`OUTPUT_FILES` and scores.png, by its source's kind
+#: (summary.json's ``source.kind``), and that kind in words.
+_OWN_FILES = {"threshold samples": (THRESHOLD_RUN,), "kfold": ("detect.json", "oof_probs.npz", "fold_*")}
+_SOURCES = {"dynamics": "from a run's dynamics", "threshold samples": "with threshold samples",
+            "annotators": "from CIFAR-10N's annotators", "kfold": "from K folds"}
+
+
+def check_out(out: Union[str, Path], score: str, kind: str) -> None:
+    """ValueError unless ``out`` is new or holds this detection (``score`` of a source of ``kind``, as summary.json
+    records them) or what is left of it: a run directory, a folder holding what no detection writes (yours, another
+    command's output), a summary.json no detection wrote, or another detection is refused before anything is written."""
+    out, what = Path(out), "a detection"
+    check_not_a_run(out, what)
+    summary = out / "summary.json"
+    if summary.is_file():
+        try:
+            record = read_json(summary, SUMMARY_SCHEMA, "detection summary")
+        except FileFormatError as e:
+            raise ValueError(f"{summary} is not a detection's summary ({e.problem}): {str(out)!r} is a folder of yours "
+                             "or another command's output, not a place for a detection; choose another out") from None
+        theirs, source = record["score"], record["source"].get("kind")
+        _check((theirs, source) == (score, kind),
+               f"{str(out)!r} holds another detection ({theirs} scores {_SOURCES.get(source, f'from {source}')}), not "
+               f"one of {score} scores {_SOURCES[kind]}; choose another out")
+    check_own(out, what, (*OUTPUT_FILES, "scores.png", *_OWN_FILES.get(kind, ())))
+
+
 def default_out(run_dir: Union[str, Path], name: str) -> Path:
     """Where a detection from run ``run_dir`` is written unless told: ``run_dir/detect-<name>``, ``name`` its score,
     ``aum-threshold-samples`` or ``annotators``."""
@@ -532,7 +559,8 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     if run_dir is not None:
         target = None if out is None else Path(out)
         if target is not None:
-            check_not_a_run(target, "a detection")
+            check_out(target, *(("aum", "threshold samples") if threshold_samples else ("annotators", "annotators")
+                                if annotators else ("aum" if score is None else score, "dynamics")))
         if threshold_samples:  # trains a run into target: the lock covers it
             with run_lock(target):
                 detection = threshold_scores(run_dir, target, dataset, callback)
@@ -548,7 +576,7 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
         return detection
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
-    check_not_a_run(out, "a detection")
+    check_out(out, "cleanlab", "kfold")
     _cleanlab()  # before any fold trains
     dataset, noise, _ = given_inputs(overrides, dataset, noise)  # names are config fields, as train() takes them
     _check(dataset is None or isinstance(dataset, ImageDataset),

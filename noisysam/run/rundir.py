@@ -223,6 +223,24 @@ def check_not_a_run(directory: PathLike, what: str) -> None:
                          "choose another out")
 
 
+def check_own(directory: PathLike, what: str, own: Iterable[str]) -> None:
+    """ValueError unless ``directory`` is missing, or holds nothing but what ``what`` writes there: the names ``own``
+    (a name ending in ``*``: any name that starts with the rest), the lock and hidden (temporary) files. A run
+    directory is refused as by :func:`check_not_a_run`; a folder of the user's, or another command's output, names
+    its first stranger."""
+    directory = Path(directory)
+    check_not_a_run(directory, what)
+    if not directory.is_dir():
+        return
+    own = tuple(own)
+    mine = lambda name: name.startswith(".") or any(name.startswith(o[:-1]) if o.endswith("*") else name == o
+                                                     for o in own)
+    stranger = next((p.name for p in sorted(directory.iterdir()) if not mine(p.name)), None)
+    if stranger is not None:
+        raise ValueError(f"{str(directory)!r} holds {stranger!r}, which {what} does not write: it is a folder of "
+                         "yours or another command's output, not a place for " + what + "; choose another out")
+
+
 @contextmanager
 def locked(cfg: TrainConfig) -> Iterator[Optional[Path]]:
     """The run directory (None without ``out``), locked for this run while the block runs (files.run_lock); of
