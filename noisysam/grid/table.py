@@ -42,7 +42,7 @@ from noisysam.models.networks import get_model
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
 from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method
 from noisysam.run.loop import Callback
-from noisysam.run.rundir import RESULT, RESULT_SCHEMA, RunDir, check_not_a_run, config_diff
+from noisysam.run.rundir import RESULT, RESULT_SCHEMA, RunDir, check_not_a_run, config_diff, inputs
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -229,7 +229,8 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     """Train every unfinished cell (resuming a killed one) with ``executor`` (default: one after another
     in this process); return the summaries in cell order.
 
-    Before the first cell trains, every cell's config and method parameters are validated, every
+    Before the first cell trains, every cell's config and method parameters are validated, its inputs built once
+    (:func:`noisysam.run.rundir.inputs`: a damaged dataset or labels file is refused here, not by the cells), every
     cell already on disk is checked against the settings asked for and, unfinished, for another process
     holding its lock (:class:`~noisysam.core.files.RunDirectoryBusy`), so a bad option (e.g. a method
     parameter only some of the methods take) fails before anything is written. ``callback`` goes to
@@ -240,10 +241,14 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     """
     cells = list(cells)
     _check_grid_takes_options(config, cells)
-    jobs = {}
+    jobs, checked = {}, set()
     for cell in cells:
         c = cell_config(config, cell)
         resolved = c.resolved()
+        data = (resolved.dataset, resolved.data_root, resolved.download, resolved.noise)
+        if data not in checked:  # the dataset and labels (a file, or the noise model's), once, before any cell trains
+            checked.add(data)
+            inputs(resolved)
         method = build_method(resolved)
         with torch.device("meta"):  # the model's options too (no memory), before any cell trains
             get_model(resolved.model, 2, **resolved.model_params)
