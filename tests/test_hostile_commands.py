@@ -379,6 +379,12 @@ CASES = [
     case("config-out-of-range", config_file("noise_rate = 1.5\n"), "noise_rate"),
     case("config-not-toml", config_file("epochs = = 3\n"), "is not valid TOML"),
     case("config-table-rates-out-of-range", config_file("rates = [1.5]\n", "table"), "rates"),
+    case("config-labels-from-with-noise-rate", config_file('labels_from = "det"\nnoise_rate = 0.8\n'),
+         "--labels-from gives the labels: it takes no --noise or --noise-rate"),
+    case("config-labels-from-with-noise", config_file('labels_from = "det"\nnoise = "pairflip"\n'),
+         "--labels-from gives the labels: it takes no --noise or --noise-rate"),
+    case("config-noise-rate-beside-labels-from", lambda w: (config_file("noise_rate = 0.8\n")(w)[0] + [
+        "--labels-from", w["dir"] / "det"], None), "--labels-from gives the labels: it takes no --noise or --noise-rate"),
     # train --resume into a directory that is not a run
     case("train-resume-into-a-sweep", command(*TRAIN[:3], "--out", "{dir}/sweep", "--resume", *TINY),
          "it holds no config.json but 'sam', so it is not a run directory"),

@@ -106,9 +106,11 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     if tensorboard and not out and not print_config:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
-    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # a config file may hold them: it is read too
-    if labels_from and any(ctx.get_parameter_source(n) in typed for n in ("noise", "noise_rate")):
-        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
+    # One contract for the command line and a --config file: labels from a detection take no noise settings.
+    if labels_from and any(ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)
+                           for n in ("noise", "noise_rate")):
+        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate (on the command "
+                               "line or in a --config file)")
     if labels_from and nproc and nproc > 1:
         raise click.UsageError("--labels-from trains in one process: it does not take --nproc")
     console = Console(stderr=as_json)
@@ -122,7 +124,10 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
                                                       + TRAINING), out=out, resume=resume)
         if print_config:
             header = "noisysam train --config FILE reads this; options given on the command line override it."
-            click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
+            values = config_file.resolved_values(ctx, config)
+            if labels_from:  # the detection gives the labels: no noise settings, so that the file reads back
+                values.update(noise=None, noise_rate=None)
+            click.echo(config_file.dumps(values, header), nl=False)
             return
         data = {}
         if labels_from:
