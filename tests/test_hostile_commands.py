@@ -398,6 +398,9 @@ CASES = [
          "no Ray cluster answers at 127.0.0.1:1", NEEDS_RAY),
     case("ray-with-jobs", command("table", "--executor", "ray", "--jobs", "2", "--out", "{dir}/table"),
          "--jobs is for --executor local", NEEDS_RAY),
+    case("ray-address-port-not-a-number", command("sweep", "--executor", "ray", "--address", "notahost:abc", "--dataset",
+                                                  "{data}", *SWEEP, "--out", "{dir}/s", *TINY),
+         "address must be HOST:PORT with PORT a number in 1..65535", NEEDS_RAY),
     case("address-without-ray", command("sweep", "--param", "rho=0.1", "--rates", "0.4", "--address", "127.0.0.1:1"),
          "--address is for --executor ray"),
     # --nproc: refused before any process starts
