@@ -427,6 +427,25 @@ def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tmp_p
     assert snapshot(tmp_path) == before  # nothing written, nothing changed
 
 
+def test_a_run_resumes_with_its_dataset_moved_and_not_with_other_bytes_there(material, tmp_path, snapshot):
+    """Where the dataset lies is no setting of a run: `train --resume` given the same bytes at another path continues
+    it (here: reports the finished run, changing nothing); other bytes at that path are refused, naming the dataset."""
+    shutil.copytree(material["base"] / "run", tmp_path / "run")
+    moved = tmp_path / "moved" / "data.npz"
+    moved.parent.mkdir()
+    shutil.copy(material["data"], moved)
+    before = snapshot(tmp_path / "run")
+    r = invoke("train", "--dataset", moved, "--out", tmp_path / "run", "--resume", "--json", *TINY)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads((tmp_path / "run" / "result.json").read_text())
+    assert snapshot(tmp_path / "run") == before
+    shutil.copy(material["other"], moved)  # other labels at the new path
+    r = invoke("train", "--dataset", moved, "--out", tmp_path / "run", "--resume", *TINY)
+    assert (r.exit_code, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.output
+    assert "the dataset (its train/test images, labels and class names)" in r.stderr and "changed" in r.stderr
+    assert snapshot(tmp_path / "run") == before
+
+
 # ------------------------------------------------------------------------------------ kill and resume
 
 KILL_AFTER_CHECKPOINT = """

@@ -26,7 +26,7 @@ import torch
 
 from noisysam.core.version import __version__
 from noisysam.run import distributed
-from noisysam.data.datasets import ImageDataset, load_dataset
+from noisysam.data.datasets import DATASET_NAMES, ImageDataset, load_dataset
 from noisysam.data.streaming import DatasetPair
 from noisysam.core.files import (LOCK_NAME, FileFormatError, PathLike, atomic_write, load_checkpoint, read_json,
                                  read_jsonl, run_lock, save_checkpoint, write_json, write_jsonl)
@@ -256,7 +256,8 @@ def locked(cfg: TrainConfig) -> Iterator[Optional[Path]]:
 
 def prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[RunConfig], Optional[dict]]:
     """Check the (locked) run directory before anything is written; return its config.json and a checkpoint
-    to resume from (each None for a new run)."""
+    to resume from (each None for a new run). Where the run's dataset or labels file lies is no setting: a resume
+    from another path compares their content instead (:func:`check_resume`)."""
     if out is None or not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
         return None, None
     require(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
@@ -274,9 +275,27 @@ def prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[RunConf
     require(saved.version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {saved.version} "
                                          f"and this is noisysam {__version__}; finish it with noisysam {saved.version} "
                                          "or start a new run")
-    diff = config_diff(saved.settings, cfg.to_dict())
+    mine = cfg.to_dict()
+    diff = config_diff(saved.settings, mine, ignore=moved_files(saved.settings, mine))
     require(not diff, f"cannot resume {str(out)!r}: its config differs in {diff}")
     return saved, (run.checkpoint() if ckpt.exists() else None)
+
+
+def _is_file_setting(name: str, value: Any) -> bool:
+    """Whether config field ``name`` holds the path of a file or folder (a dataset .npz or image folder, a labels
+    .npz) rather than a name (a dataset noisysam knows, a noise kind, an object's ``custom:`` name)."""
+    if not isinstance(value, str):
+        return False
+    if name == "dataset":
+        return value not in DATASET_NAMES and not value.startswith("custom:")
+    return name == "noise" and value.endswith(".npz")
+
+
+def moved_files(saved: dict, mine: dict) -> list[str]:
+    """The config fields (``dataset``, ``noise``) that name a file in both config dicts, ``saved`` and ``mine``:
+    where a file lies is no setting of the run, its content is (:func:`fingerprints`)."""
+    return [name for name in ("dataset", "noise")
+            if _is_file_setting(name, saved.get(name)) and _is_file_setting(name, mine.get(name))]
 
 
 def _sha256(*arrays: np.ndarray) -> str:
