@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,8 @@ from noisysam.core.files import (ArraySpec, FileFormatError, NpzArrays, atomic_w
                                  write_json)
 from noisysam.run.metrics import noise_auroc
 from noisysam.models.networks import get_model
-from noisysam.noise.labels import CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module, consensus
+from noisysam.noise.labels import (CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module, consensus,
+                                   int_sha256)
 from noisysam.detect.figure import plot_scores
 from noisysam.run.rundir import (DYNAMICS_DIR, RunDir, check_not_a_run, check_own, dynamics_path, fingerprints,
                                  given_inputs, inputs)
@@ -665,11 +665,8 @@ def cleaned(detect_dir: Union[str, Path], mode: str, dataset: ImageDataset) -> t
         return dataset, NoisyLabels(noisy, labels.clean, labels.num_classes, provenance)
     keep = np.setdiff1d(np.arange(len(labels)), index)
     _check(keep.size > 0, f"detection {str(detect_dir)!r} flags every label: nothing left to train on")
-    provenance["detection"].update(dropped=int(index.size), kept_rows_sha256=_rows_hash(keep))
+    provenance["detection"].update(dropped=int(index.size), kept_rows_sha256=int_sha256(keep))
     subset = ImageDataset(f"{dataset.name}-dropped", dataset.x_train[keep], dataset.y_train[keep], dataset.x_test,
                           dataset.y_test, dataset.classes)
     return subset, NoisyLabels(labels.noisy[keep], labels.clean[keep], labels.num_classes, provenance)
 
-
-def _rows_hash(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()
