@@ -40,7 +40,7 @@ from noisysam.core.files import FileFormatError, atomic_write, read_json, run_lo
 from noisysam.methods.registry import takes_param
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
-from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method
+from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method, method_stages
 from noisysam.run.loop import Callback
 from noisysam.run.rundir import RESULT, RESULT_SCHEMA, RunDir, check_not_a_run, config_diff, inputs
 
@@ -256,8 +256,7 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
         if cell.dir.is_dir() and not cell.finished:  # another process training this cell: refuse the grid now
             with run_lock(cell.dir):
                 pass
-        stages = 2 if getattr(method, "relabel", False) else 1  # relabel-and-retrain trains twice
-        jobs[cell] = Job(c, resolved.epochs * stages, cell.label(c.noise), callback)
+        jobs[cell] = Job(c, resolved.epochs * method_stages(method), cell.label(c.noise), callback)
     summaries = {}
     for cell in cells:  # a finished cell's result is checked before anything trains
         if cell.finished:

@@ -44,7 +44,7 @@ from noisysam.models.networks import get_model
 from noisysam.models.timm_models import input_normalisation, reset_classifier
 from noisysam.noise.labels import NoisyLabels
 from noisysam.run.config import (TrainConfig, amp_choice, build_method, method_radius, require, resolve_amp,
-                                 resolve_device)
+                                 resolve_device, method_stages)
 from noisysam.run.rundir import (Data, RunConfig, RunDir, amp_of_run, check_resume, fingerprints, given_inputs,
                                   inputs, locked, prepare_out, save_dynamics)
 
@@ -239,7 +239,7 @@ class _Run:
 
     @property
     def stages(self) -> int:
-        return 2 if getattr(self.method, "relabel", False) else 1
+        return method_stages(self.method)
 
     def build(self, stage: int, train_labels: np.ndarray) -> None:
         """A fresh learner (its networks, optimizers and per-sample state) and training loader for ``stage`` (1, or
