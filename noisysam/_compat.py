@@ -16,7 +16,7 @@ from typing import Any
 
 #: Old module (under noisysam) -> the modules that hold its public names now, searched in order.
 MOVED: dict[str, tuple[str, ...]] = {
-    "params": ("core.params",), "files": ("core.files",), "sam": ("optim.sam",), "variants": ("optim.variants",),
+    "params": ("core.params",), "files": ("core.files", "run.rundir"), "sam": ("optim.sam",), "variants": ("optim.variants",),
     "learner": ("methods.learner",), "elr": ("methods.elr",), "coteaching": ("methods.coteaching",),
     "dividemix": ("methods.dividemix",), "metrics": ("run.metrics",),
     "train": ("run.config", "run.rundir", "run.loop"), "distributed": ("run.distributed",),
@@ -24,17 +24,26 @@ MOVED: dict[str, tuple[str, ...]] = {
     "sweep": ("grid.sweep",), "plot": ("report.plots", "detect.figure"), "config_file": ("cli.config_file",),
 }
 
+#: Old names whose object has another name now: (old module, name) -> (new module, name). noisysam 0.2 had two
+#: constants called RUN_FILES: files.RUN_FILES (what marks a run directory) is run.rundir.RUN_MARKERS now.
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {("files", "RUN_FILES"): ("run.rundir", "RUN_MARKERS")}
+
 
 class MovedModule(ModuleType):
     """An old module path: attribute lookups go to the new modules, with a DeprecationWarning naming the new path."""
 
     def __init__(self, old: str, new: tuple[str, ...]) -> None:
         super().__init__(f"noisysam.{old}", f"Deprecated alias of {', '.join('noisysam.' + n for n in new)}.")
-        self._new = tuple(f"noisysam.{n}" for n in new)
+        self._old, self._new = old, tuple(f"noisysam.{n}" for n in new)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if (self._old, name) in RENAMED:
+            module, new_name = RENAMED[self._old, name]
+            warnings.warn(f"{self.__name__}.{name} moved to noisysam.{module}.{new_name}; the old path will be removed",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(f"noisysam.{module}"), new_name)
         for path in self._new:
             module = importlib.import_module(path)
             if hasattr(module, name):

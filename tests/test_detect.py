@@ -318,10 +318,11 @@ def test_cli_detect_from_run_and_retrain_with_labels_from(run, tiny_npz, tmp_pat
                      "--out", tmp_path / "drop", "--resume", "--no-plot", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == json.loads((tmp_path / "drop" / "result.json").read_text())
-    # --print-config writes noise/noise_rate beside labels_from; read back with --config they are the file's, not
-    # options typed against --labels-from, so the file round-trips.
+    # --print-config leaves noise/noise_rate unset beside labels_from (the detection gives the labels, and a file that
+    # set them would be refused as the command line is), so the file round-trips.
     printed = cli_run("train", "--labels-from", tmp_path / "d", "--mode", "drop", "--print-config")
     assert printed.exit_code == 0, printed.output
+    assert "# noise: not set\n" in printed.output and "# noise_rate: not set\n" in printed.output
     (tmp_path / "run.toml").write_text(printed.output)
     again = cli_run("train", "--config", tmp_path / "run.toml", "--print-config")
     assert (again.exit_code, again.output) == (0, printed.output)

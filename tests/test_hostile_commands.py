@@ -183,6 +183,18 @@ def config_file(text, name="train"):
     return make
 
 
+def kfold_detection(w):
+    """The detection's folder as `detect --kfold` leaves one (detect.json, fold runs, cleanlab's summary.json), then
+    a detection from the run's dynamics into it."""
+    folder = w["dir"] / "kf"
+    shutil.copytree(w["dir"] / "det", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "score": "cleanlab", "source": {"kind": "kfold"}}))
+    (folder / "detect.json").write_text('{"kfold": 2}')
+    (folder / "fold_1").mkdir()
+    return ["detect", "--from-run", w["dir"] / "run", "--out", folder], None
+
+
 def case(name, make, message, marks=()):
     return pytest.param(make, message, id=name, marks=marks)
 
@@ -224,6 +236,14 @@ CASES = [
     case("detect-out-is-a-run", command("detect", "--from-run", "{dir}/run", "--out", "{dir}/sweep/sam/rho=0.05/rate0.4/"
                                                                                      "seed0"), "is a run directory"),
     case("detect-from-run-missing", command("detect", "--from-run", "{dir}/nowhere"), "does not exist"),
+    # detect --out: a folder noisysam did not make, or another detection's
+    case("detect-out-holds-your-summary", written("mine/summary.json", '{"my": "notes"}', lambda w: [
+        "detect", "--from-run", w["dir"] / "run", "--out", w["dir"] / "mine"]), "is not a detection's summary"),
+    case("detect-out-holds-your-files", unnamed(written("mine/notes.txt", "mine", lambda w: [
+        "detect", "--from-run", w["dir"] / "run", "--out", w["dir"] / "mine"])), "holds 'notes.txt', which a detection"),
+    case("detect-out-another-score", command("detect", "--from-run", "{dir}/run", "--score", "loss", "--out", "{dir}/det"),
+         "holds another detection (aum scores from a run's dynamics)"),
+    case("detect-out-a-kfold-detection", kfold_detection, "holds another detection (cleanlab scores from K folds)"),
     # detect: options and K-fold
     case("detect-neither-source", command("detect"), "give either --from-run RUN_DIR"),
     case("detect-both-sources", command("detect", "--from-run", "{dir}/run", "--kfold", "2"), "give either"),
@@ -240,6 +260,8 @@ CASES = [
          "holds another detection", NEEDS_CLEANLAB),
     case("detect-kfold-record-garbage", written("kf/detect.json", "{", line(*KFOLD)),
          "not valid JSON", NEEDS_CLEANLAB),
+    case("detect-kfold-out-a-detection-from-a-run", command(*KFOLD, "--out", "{dir}/det"),
+         "holds another detection (aum scores from a run's dynamics)", NEEDS_CLEANLAB),
     # train --labels-from: a detection directory edited by hand
     case("labels-from-duplicate-index", detection(lambda t: row(1, index=t[0]["index"])(t)), "twice (positions 0 and "
                                                                                              "1)"),
@@ -292,6 +314,16 @@ CASES = [
          "was trained with different settings (['weight_decay'])"),
     case("sweep-cell-result-garbage", sweep_cell("result.json", "{"), "not valid JSON"),
     case("sweep-cell-config-garbage", sweep_cell("config.json", "{"), "unreadable config.json"),
+    case("sweep-of-another-method-into-a-sweep", command("sweep", "--dataset", "{data}", "--method", "mixup", "--param",
+                                                         "mixup_alpha=8", "--rates", "0.4", "--seeds", "0", "--out",
+                                                         "{dir}/sweep", *TINY), "holds a sweep of sam"),
+    case("sweep-into-a-table", unnamed(written("table/table.json", '{"rows": []}', lambda w: sweep(w, out="table"))),
+         "holds 'table.json', which a sweep of sam does not write"),
+    case("sweep-dataset-garbage", written("bad.npz", "garbage", lambda w: ["sweep", "--dataset", w["dir"] / "bad.npz",
+                                                                           *SWEEP, "--out", w["dir"] / "s", *TINY]),
+         "not an .npz (zip) file"),
+    case("sweep-param-1-and-true", command("sweep", "--param", "m=1,true", "--rates", "0.4", "--out", "{dir}/s"),
+         "m must be an integer >= 1 or None, got True (bool)"),
     case("sweep-config-param-out-of-range", config_file("params = {rho = [0.1, -1.0]}\n", "sweep"),
          "rho must be a finite float > 0 or None, got -1.0"),
     case("sweep-config-unknown-key", config_file("parms = {rho = [0.1]}\n", "sweep"), "unknown key 'parms'"),
@@ -347,6 +379,12 @@ CASES = [
     case("config-out-of-range", config_file("noise_rate = 1.5\n"), "noise_rate"),
     case("config-not-toml", config_file("epochs = = 3\n"), "is not valid TOML"),
     case("config-table-rates-out-of-range", config_file("rates = [1.5]\n", "table"), "rates"),
+    case("config-labels-from-with-noise-rate", config_file('labels_from = "det"\nnoise_rate = 0.8\n'),
+         "--labels-from gives the labels: it takes no --noise or --noise-rate"),
+    case("config-labels-from-with-noise", config_file('labels_from = "det"\nnoise = "pairflip"\n'),
+         "--labels-from gives the labels: it takes no --noise or --noise-rate"),
+    case("config-noise-rate-beside-labels-from", lambda w: (config_file("noise_rate = 0.8\n")(w)[0] + [
+        "--labels-from", w["dir"] / "det"], None), "--labels-from gives the labels: it takes no --noise or --noise-rate"),
     # train --resume into a directory that is not a run
     case("train-resume-into-a-sweep", command(*TRAIN[:3], "--out", "{dir}/sweep", "--resume", *TINY),
          "it holds no config.json but 'sam', so it is not a run directory"),
@@ -360,6 +398,9 @@ CASES = [
          "no Ray cluster answers at 127.0.0.1:1", NEEDS_RAY),
     case("ray-with-jobs", command("table", "--executor", "ray", "--jobs", "2", "--out", "{dir}/table"),
          "--jobs is for --executor local", NEEDS_RAY),
+    case("ray-address-port-not-a-number", command("sweep", "--executor", "ray", "--address", "notahost:abc", "--dataset",
+                                                  "{data}", *SWEEP, "--out", "{dir}/s", *TINY),
+         "address must be HOST:PORT with PORT a number in 1..65535", NEEDS_RAY),
     case("address-without-ray", command("sweep", "--param", "rho=0.1", "--rates", "0.4", "--address", "127.0.0.1:1"),
          "--address is for --executor ray"),
     # --nproc: refused before any process starts
@@ -384,6 +425,25 @@ def test_hostile_input_exits_2_with_one_line_and_changes_nothing(material, tmp_p
     assert message in r.stderr, r.stderr
     assert hostile is None or str(hostile) in r.stderr  # the message names the file
     assert snapshot(tmp_path) == before  # nothing written, nothing changed
+
+
+def test_a_run_resumes_with_its_dataset_moved_and_not_with_other_bytes_there(material, tmp_path, snapshot):
+    """Where the dataset lies is no setting of a run: `train --resume` given the same bytes at another path continues
+    it (here: reports the finished run, changing nothing); other bytes at that path are refused, naming the dataset."""
+    shutil.copytree(material["base"] / "run", tmp_path / "run")
+    moved = tmp_path / "moved" / "data.npz"
+    moved.parent.mkdir()
+    shutil.copy(material["data"], moved)
+    before = snapshot(tmp_path / "run")
+    r = invoke("train", "--dataset", moved, "--out", tmp_path / "run", "--resume", "--json", *TINY)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads((tmp_path / "run" / "result.json").read_text())
+    assert snapshot(tmp_path / "run") == before
+    shutil.copy(material["other"], moved)  # other labels at the new path
+    r = invoke("train", "--dataset", moved, "--out", tmp_path / "run", "--resume", *TINY)
+    assert (r.exit_code, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.output
+    assert "the dataset (its train/test images, labels and class names)" in r.stderr and "changed" in r.stderr
+    assert snapshot(tmp_path / "run") == before
 
 
 # ------------------------------------------------------------------------------------ kill and resume

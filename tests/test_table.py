@@ -357,6 +357,33 @@ def test_the_papers_numbers_stand_only_beside_symmetric_noise_and_a_rateless_kin
     assert symmetric["paper"] == table.paper_value("sam", 0.4)
 
 
+
+def test_a_cell_is_what_its_result_json_says_not_what_its_folders_are_named(tmp_path):
+    """The table reads a cell's method, noise rate and seed from its result.json: a folder name keeps the rate to 6
+    digits (%g), so 0.123456789 came back as 0.123457, and says nothing once a folder is renamed by hand."""
+    root = tmp_path / "grid"
+    write_result(root, "sgd", 0.123456789, 0, 0.5, 10.0, (100, 100))
+    assert table.cell_dir(root, "sgd", 0.123456789, 0).parent.name == "rate0.123457"
+    write_result(root, "sam", 0.4, 1, 0.7, 20.0, (200, 200))
+    table.cell_dir(root, "sam", 0.4, 1).rename(table.cell_dir(root, "sam", 0.4, 1).with_name("seed7"))
+    rows = table.write_table(root)["rows"]
+    assert [(r["method"], r["rate"], r["seeds"]) for r in rows] == [("sgd", 0.123456789, [0]), ("sam", 0.4, [1])]
+
+
+def test_labels_without_a_rate_take_the_rate_the_grid_recorded_in_config_json(tmp_path):
+    """CIFAR-10N's labels have no nominal rate (null in result.json): the cell's rate is its config.json's noise_rate;
+    a cell without a readable one is skipped, named, like a cell with an unusable result.json."""
+    root = tmp_path / "grid"
+    for seed in (0, 1):
+        write_result(root, "sgd", 0.0, seed, 0.5, 10.0, (100, 100), noise="cifar10n-worse", realised=0.4)
+        path = table.cell_dir(root, "sgd", 0.0, seed) / "result.json"
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "noise": {**result["noise"], "rate": None}}))
+    (path.parent / "config.json").write_text(json.dumps({"config": {"noise_rate": 0.0}}))
+    with pytest.warns(table.SkippedCellWarning, match="seed0/config.json"):
+        rows = table.write_table(root)["rows"]
+    assert [(r["rate"], r["seeds"], r["column"]) for r in rows] == [(0.0, [1], "cifar10n-worse, 40% wrong")]
+
 def test_pareto_front_by_hand():
     from noisysam.report.plots import pareto_front
 

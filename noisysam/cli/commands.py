@@ -36,15 +36,15 @@ from noisysam.grid import table as grid
 from noisysam.core.assets import find_data_file
 from noisysam.data.datasets import load_dataset
 from noisysam.detect.detection import CLEAN_MODES, DYNAMICS_SCORES, cleaned, default_out, find_label_issues
-from noisysam.core.files import RESULT_SCHEMA, read_json, to_jsonable
+from noisysam.core.files import to_jsonable
 from noisysam.methods.learner import LearnerMethod
 from noisysam.methods.registry import METHODS
 from noisysam.models.networks import MODELS
-from noisysam.noise.labels import KINDS, NoisyLabels, make as make_noise
+from noisysam.noise.labels import KINDS, NoisyLabels
 from noisysam.run.tensorboard import LOG_DIR as TENSORBOARD_DIR, log_finished_run
 from noisysam.run.config import PROFILES, TrainConfig, build_method, resolve_amp, resolve_device
 from noisysam.run.loop import chain, train
-from noisysam.run.rundir import saved_config
+from noisysam.run.rundir import RunDir, noise_labels
 from noisysam.cli.errors import Group, fail, user_errors
 from noisysam.cli.options import (DEFAULT, SWEEP_TRAINING, TRAINING, config_option, execution_options, given_options,
                                   list_of, options, param_values, set_threads, tensorboard_logger,
@@ -69,8 +69,8 @@ def main() -> None:
 def _saved(out: str) -> TrainConfig:
     """The config saved in run directory ``out`` (what ``--resume`` continues)."""
     try:
-        return TrainConfig(**saved_config(out))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return RunDir(out).config().train_config()
+    except (OSError, ValueError) as e:
         raise ValueError(f"cannot resume {out!r}: its config.json is unreadable or from another version ({e})") from None
 
 
@@ -106,9 +106,11 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
         raise click.UsageError("--resume needs --out DIR (the run directory to continue)")
     if tensorboard and not out and not print_config:
         raise click.UsageError("--tensorboard needs --out DIR (the log goes to DIR/tensorboard)")
-    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # a config file may hold them: it is read too
-    if labels_from and any(ctx.get_parameter_source(n) in typed for n in ("noise", "noise_rate")):
-        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate")
+    # One contract for the command line and a --config file: labels from a detection take no noise settings.
+    if labels_from and any(ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)
+                           for n in ("noise", "noise_rate")):
+        raise click.UsageError("--labels-from gives the labels: it takes no --noise or --noise-rate (on the command "
+                               "line or in a --config file)")
     if labels_from and nproc and nproc > 1:
         raise click.UsageError("--labels-from trains in one process: it does not take --nproc")
     console = Console(stderr=as_json)
@@ -117,12 +119,15 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
     hint = (f"interrupted; continue with: noisysam train --out {out} --resume{again}" if out
             else "interrupted; nothing was saved (pass --out DIR to make a run resumable)")
     with user_errors(hint):
-        base = _saved(out) if resume and (Path(out) / "config.json").is_file() else DEFAULT
+        base = _saved(out) if resume and RunDir(out).config_path.is_file() else DEFAULT
         config = dataclasses.replace(base, **given_options(ctx, ("method", "noise_rate", "seed", "sam_sync", "sync_bn")
                                                       + TRAINING), out=out, resume=resume)
         if print_config:
             header = "noisysam train --config FILE reads this; options given on the command line override it."
-            click.echo(config_file.dumps(config_file.resolved_values(ctx, config), header), nl=False)
+            values = config_file.resolved_values(ctx, config)
+            if labels_from:  # the detection gives the labels: no noise settings, so that the file reads back
+                values.update(noise=None, noise_rate=None)
+            click.echo(config_file.dumps(values, header), nl=False)
             return
         data = {}
         if labels_from:
@@ -143,7 +148,7 @@ def train_command(ctx: click.Context, out: Optional[str], nproc: Optional[int], 
         if tensorboard and not Path(out, TENSORBOARD_DIR).exists():  # resumed a run finished without the logger
             log_finished_run(out)
     if as_json:
-        click.echo(Path(out, "result.json").read_text().rstrip() if out else json.dumps(to_jsonable(summary), indent=2))
+        click.echo(RunDir(out).result_path.read_text().rstrip() if out else json.dumps(to_jsonable(summary), indent=2))
     else:
         console.print(summary_table(summary, run_dir))
     if out and plot:  # after the table: the last line a new user sees names the picture
@@ -268,9 +273,9 @@ def compare_command(ctx: click.Context, methods: list[str], noise_rate: float, s
     with user_errors(_interrupted(root)):
         cells = grid.grid(root, methods, [config.noise_rate], [config.seed])
         failed = _train_grid(console, cells, config, executor, plot=False, tensorboard=False)
-        finished = [c.dir for c in cells if (c.dir / "result.json").is_file()]
+        finished = [c.dir for c in cells if c.finished]
         for run_dir in finished:
-            console.print(summary_table(read_json(run_dir / "result.json", RESULT_SCHEMA, "run result"), run_dir))
+            console.print(summary_table(RunDir(run_dir).result(), run_dir))
         if plot and finished:
             show_plot(console, plots.plot_compare, root, finished)
         if failed is not None:
@@ -400,8 +405,8 @@ def noise_command(ctx: click.Context, dataset: str, data_root: Optional[str], do
                 if not Path(output).resolve().parent.is_dir():
                     raise FileNotFoundError(f"cannot write {output}: its directory does not exist")
             data = load_dataset(dataset, root=data_root, download=download)
-            made = make_noise(noise, data.y_train, noise_rate, seed=seed, mode=noise_mode,
-                              num_classes=data.num_classes, exact=noise_exact, dataset=data)
+            made = noise_labels(TrainConfig(noise=noise, noise_rate=noise_rate, noise_mode=noise_mode,
+                                            noise_exact=noise_exact, seed=seed), data)
             labels = NoisyLabels(made.noisy, made.clean, made.num_classes,
                                  {**made.provenance, "dataset": dataset, "classes": data.classes})
             classes = data.classes

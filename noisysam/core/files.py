@@ -1,5 +1,6 @@
-"""Run-directory files: atomic writes that honour the umask, the one-writer lock, and readers that treat
-every file as possibly hostile.
+"""Files: atomic writes that honour the umask, the one-writer lock, and readers that treat every file as possibly
+hostile. What a run directory holds, and the schemas of its files, are the run layer's
+(:mod:`noisysam.run.rundir`).
 
 Every writer goes through :func:`atomic_write`: write to a temporary file in the same folder, flush
 and fsync it, then ``os.replace`` it over the target (atomic on POSIX and Windows). A run directory
@@ -159,19 +160,6 @@ def _holder(fd: int) -> str:
         return "holder not recorded yet"
 
 
-#: What only a run directory holds at its top (noisysam.run.loop writes config.json before anything else of a run).
-RUN_FILES = ("config.json", "checkpoint.pt")
-
-
-def check_not_a_run(directory: PathLike, what: str) -> None:
-    """ValueError when ``directory`` is a run directory (it holds one of :data:`RUN_FILES`): ``what`` (a grid of
-    runs, a detection) writes folders and files of its own, which must not land among a run's."""
-    found = [name for name in RUN_FILES if (Path(directory) / name).exists()]
-    if found:
-        raise ValueError(f"{str(directory)!r} is a run directory (it holds {found[0]}), not a place for {what}; "
-                         "choose another out")
-
-
 def to_jsonable(obj: Any) -> Any:
     """NaN/inf floats become null: strict JSON has no NaN."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -221,11 +209,12 @@ def save_checkpoint(path: PathLike, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu", schema: Optional[Mapping[str, Any]] = None) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` and check it holds ``schema``'s keys and types
-    (default :data:`CHECKPOINT_SCHEMA`: what :func:`noisysam.run.loop.train` resumes from). Never unpickles arbitrary objects: torch's
-    weights-only unpickler refuses them, and so does this function, with :class:`FileFormatError`, as it
-    does for an empty, truncated or garbage file."""
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", schema: Optional[Mapping[str, Any]] = None) -> Any:
+    """Load a checkpoint written by :func:`save_checkpoint` and, with ``schema``, check that it is an object holding
+    ``schema``'s keys and types (:func:`schema_problem`; a run's checkpoint is read by
+    :func:`noisysam.run.rundir.read_checkpoint`). Never unpickles arbitrary objects: torch's weights-only unpickler
+    refuses them, and so does this function, with :class:`FileFormatError`, as it does for an empty, truncated or
+    garbage file."""
     what = "checkpoint"
     with open(path, "rb") as f:  # missing or unreadable: the OSError as it is
         if os.fstat(f.fileno()).st_size == 0:
@@ -243,16 +232,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", schema: Optional[
         except Exception as e:  # torch.load raises anything on a damaged file (KeyError, RuntimeError, OSError, ...)
             raise FileFormatError(path, f"not a torch checkpoint, or truncated ({type(e).__name__}: "
                                         f"{_first_line(e)})", what) from None
-    problem = schema_problem(state, CHECKPOINT_SCHEMA if schema is None else schema)
+    problem = schema_problem(state, schema or {})
     if problem:
         raise FileFormatError(path, problem, what)
-    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise FileFormatError(path, "'model' must map parameter names to tensors", what)
-    if not all(isinstance(r, dict) for r in state["history"]):
-        raise FileFormatError(path, "'history' must be a list of per-epoch records (objects)", what)
-    if state["stage"] not in (1, 2) or state["epoch"] < 0:
-        raise FileFormatError(path, f"stage must be 1 or 2 and epoch >= 0, got stage {state['stage']}, "
-                                    f"epoch {state['epoch']}", what)
     return state
 
 
@@ -261,27 +243,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", schema: Optional[
 #: The largest JSON file read (run files are far smaller: config.json with a 1000-class matrix is ~25 MB).
 MAX_JSON_BYTES = 256 * 2**20
 
-_NUMBER, _NONE = (int, float), type(None)
-
-#: What :func:`noisysam.run.loop.train` reads from a checkpoint to resume (other keys may be present).
-CHECKPOINT_SCHEMA: dict[str, Any] = {
-    "stage": int, "epoch": int, "model": dict, "optimizer": dict, "history": list, "wall_seconds": _NUMBER,
-    "relabels": (torch.Tensor, _NONE), "stage1": (dict, _NONE),
-}
-
-#: What resuming a run reads from its config.json.
-CONFIG_SCHEMA: dict[str, Any] = {"config": dict}
-
-#: What the CLI and the table read from a result.json (dotted keys are nested).
-RESULT_SCHEMA: dict[str, Any] = {
-    "method": str, "dataset": str, "model": str, "seed": int, "epochs": int, "profile": str,
-    "noise.type": str, "noise.mode": (str, _NONE), "noise.rate": (*_NUMBER, _NONE), "noise.realised_rate": _NUMBER,
-    "test_accuracy.last": (*_NUMBER, _NONE), "test_accuracy.best": (*_NUMBER, _NONE), "test_accuracy.best_epoch": int,
-    "test_accuracy.selected": (*_NUMBER, _NONE), "test_accuracy.selected_epoch": (int, _NONE),
-    "test_accuracy.selected_by": (str, _NONE), "memorisation_last": (*_NUMBER, _NONE),
-    "recovery_last": (*_NUMBER, _NONE), "noise_auroc_last": (*_NUMBER, _NONE), "stage1": (dict, _NONE),
-    "wall_seconds": _NUMBER, "device": str, "amp": str,
-}
+_NONE = type(None)
 
 
 class FileFormatError(ValueError):

@@ -104,6 +104,10 @@ def _check_num_classes(num_classes: int) -> None:
 
 # -------------------------------------------------------------------------------------------- loading
 
+#: The datasets noisysam knows by name (anything else given as a dataset is the path of a .npz file or an image folder).
+DATASET_NAMES = ("cifar10-mini", "cifar10", "cifar100")
+
+
 @validate_params(dict(name_or_path=PathLike(), root=[PathLike(), None], download=Boolean()))
 def load_dataset(name_or_path: Union[str, os.PathLike], root: Union[str, os.PathLike, None] = None,
                  download: bool = False) -> ImageDataset:
@@ -114,11 +118,11 @@ def load_dataset(name_or_path: Union[str, os.PathLike], root: Union[str, os.Path
     torchvision stores CIFAR as Python pickles and unpickles them: only point ``root`` at files you trust.
     """
     name = str(name_or_path)
-    if name == "cifar10-mini":
+    if name == DATASET_NAMES[0]:
         dataset = _load_npz(find_data_file("cifar10-mini.npz"))
         dataset.name = name
         return dataset
-    if name in ("cifar10", "cifar100"):
+    if name in DATASET_NAMES[1:]:
         return _load_cifar(name, Path(root).expanduser() if root else Path.home() / ".cache" / "noisysam", download)
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".npz":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +43,17 @@ import torch
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
-from noisysam.data.datasets import ImageDataset, load_dataset
+from noisysam.data.datasets import ImageDataset
 from noisysam.data.loader import Loader
-from noisysam.core.files import (ArraySpec, CONFIG_SCHEMA, FileFormatError, NpzArrays, atomic_write, check_not_a_run,
-                            load_checkpoint, read_json, read_table, run_lock, write_json)
+from noisysam.core.files import (ArraySpec, FileFormatError, NpzArrays, atomic_write, read_json, read_table, run_lock,
+                                 write_json)
 from noisysam.run.metrics import noise_auroc
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import (CIFAR10N_ANNOTATORS, NoisyLabels, cifar10n_annotators, cleanlab_module, consensus,
-                            make as make_noise)
+                                   int_sha256)
 from noisysam.detect.figure import plot_scores
-from noisysam.run.rundir import DYNAMICS_DIR, dynamics_path, fingerprints
+from noisysam.run.rundir import (DYNAMICS_DIR, RunDir, check_not_a_run, check_own, dynamics_path, fingerprints,
+                                 given_inputs, inputs)
 from noisysam.run.loop import Callback, derive_seed, train
 from noisysam.run.config import TrainConfig, labels_rate
 
@@ -203,7 +203,7 @@ def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.nda
     _check(bool(epochs), f"run directory {str(run_dir)!r} has no recorded epoch of stage {stage}")
     _check([p.name for p in epochs] == [dynamics_path(run_dir, stage, e).name for e in range(1, len(epochs) + 1)],
            f"run directory {str(run_dir)!r}: its {DYNAMICS_DIR}/ files are not epochs 1..{len(epochs)}")
-    labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
+    labels = RunDir(run_dir).labels()
     with NpzArrays(rows_file, "dynamics rows") as npz:
         rows = npz.read("rows", DYNAMICS_ARRAYS["rows"]._replace(high=len(labels)))
     if not rows.size:
@@ -238,7 +238,7 @@ def dynamics_scores(run_dir: Union[str, Path], score: str = "aum") -> Detection:
     run_dir = Path(run_dir)
     _check(run_dir.is_dir(), f"run directory {str(run_dir)!r} does not exist")
     dyn = read_dynamics(run_dir)
-    labels = NoisyLabels.load(run_dir / "noisy_labels.npz")  # what read_dynamics checked the dynamics against
+    labels = RunDir(run_dir).labels()  # what read_dynamics checked the dynamics against
     rows = dyn["rows"]
     _check(rows.size and rows.max() < len(labels), f"run directory {str(run_dir)!r}: dynamics rows exceed its labels")
     keep = np.ones(rows.size, dtype=bool)
@@ -280,27 +280,6 @@ def threshold_flags(aum: np.ndarray, threshold_aum: np.ndarray,
     return aum < t, t
 
 
-def _run_inputs(run_dir: Path, dataset: Optional[ImageDataset]) -> tuple[TrainConfig, ImageDataset, NoisyLabels]:
-    """A run directory's config, dataset (reloaded by name, or ``dataset`` for one given as an object) and noisy
-    labels, checked against the fingerprints its config.json recorded."""
-    _check(run_dir.is_dir(), f"run directory {str(run_dir)!r} does not exist")
-    _check((run_dir / "config.json").is_file(), f"run directory {str(run_dir)!r} has no config.json")
-    saved = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in saved["config"].items() if k in names})
-    _check(not cfg.model.startswith("custom:"), f"run directory {str(run_dir)!r} trained a model passed as an object "
-                                                f"({cfg.model}); this detection needs a model noisysam can build")
-    if dataset is None:
-        _check(not cfg.dataset.startswith("custom:"), f"run directory {str(run_dir)!r} trained on a dataset passed as "
-                                                      f"an object ({cfg.dataset}): pass that dataset")
-        dataset = load_dataset(cfg.dataset, root=cfg.data_root)
-    labels = NoisyLabels.load(run_dir / "noisy_labels.npz", num_classes=dataset.num_classes, n=len(dataset.y_train))
-    _check(fingerprints(dataset, labels) == saved.get("inputs"),
-           f"run directory {str(run_dir)!r}: its dataset or labels differ from the ones it was trained on "
-           "(config.json's fingerprints)")
-    return cfg, dataset, labels
-
-
 def threshold_scores(run_dir: Union[str, Path], out: Union[str, Path], dataset: Optional[ImageDataset] = None,
                      callback: Optional[Callback] = None) -> Detection:
     """The paper's procedure on run ``run_dir``: train its settings once more through :func:`noisysam.run.loop.train`
@@ -309,7 +288,7 @@ def threshold_scores(run_dir: Union[str, Path], out: Union[str, Path], dataset: 
     and flag every other training row whose AUM in that run is below the 99th percentile of the threshold samples'
     AUMs (:func:`threshold_flags`). The scores are that run's -AUM; the given labels those of ``run_dir``."""
     run_dir, out = Path(run_dir), Path(out)
-    cfg, data, labels = _run_inputs(run_dir, dataset)
+    cfg, data, labels = RunDir(run_dir).inputs(dataset)
     with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
         rows = npz.read("rows").astype(np.int64)
     k = labels.num_classes
@@ -342,7 +321,7 @@ def _run_model(run_dir: Path, cfg: TrainConfig, data: ImageDataset) -> tuple[np.
     with NpzArrays(dynamics_path(run_dir, 0, 0), "dynamics rows") as npz:
         rows = npz.read("rows").astype(np.int64)
     model = get_model(cfg.model, data.num_classes, in_channels=data.x_train.shape[-1], **cfg.model_params)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    model.load_state_dict(RunDir(run_dir).checkpoint()["model"])
     return rows, model
 
 
@@ -378,7 +357,7 @@ def validation_estimate(run_dir: Union[str, Path], dataset: Optional[ImageDatase
     (:func:`symmetric_rate_error`); the correction magnifies the accuracies' noise by 1/(A - (1 - A)/(K - 1)).
     Raises ValueError where the run has no validation split or its inputs cannot be reloaded."""
     run_dir = Path(run_dir)
-    cfg, data, labels = _run_inputs(run_dir, dataset)
+    cfg, data, labels = RunDir(run_dir).inputs(dataset)
     rows, model = _run_model(run_dir, cfg, data)
     val = np.setdiff1d(np.arange(len(labels)), rows)
     _check(val.size > 0, f"run directory {str(run_dir)!r} holds out no validation split (val_fraction 0)")
@@ -414,7 +393,7 @@ def annotator_scores(run_dir: Union[str, Path], dataset: Optional[ImageDataset] 
     against the dataset's own labels, and the consensus's accuracy."""
     _cleanlab()  # before the model is loaded
     run_dir = Path(run_dir)
-    cfg, data, labels = _run_inputs(run_dir, dataset)
+    cfg, data, labels = RunDir(run_dir).inputs(dataset)
     annotations = cifar10n_annotators(data)
     rows, model = _run_model(run_dir, cfg, data)
     agreed, quality, stats = crowdlab(annotations, predict_probabilities(model, data.x_train[rows], data.x_train, cfg))
@@ -516,6 +495,33 @@ def cleanlab_scores(labels: NoisyLabels, probs: np.ndarray, source: dict) -> Det
 
 # ------------------------------------------------------------------------------------- entry point
 
+#: What a detection writes into its directory beside :data:`OUTPUT_FILES` and scores.png, by its source's kind
+#: (summary.json's ``source.kind``), and that kind in words.
+_OWN_FILES = {"threshold samples": (THRESHOLD_RUN,), "kfold": ("detect.json", "oof_probs.npz", "fold_*")}
+_SOURCES = {"dynamics": "from a run's dynamics", "threshold samples": "with threshold samples",
+            "annotators": "from CIFAR-10N's annotators", "kfold": "from K folds"}
+
+
+def check_out(out: Union[str, Path], score: str, kind: str) -> None:
+    """ValueError unless ``out`` is new or holds this detection (``score`` of a source of ``kind``, as summary.json
+    records them) or what is left of it: a run directory, a folder holding what no detection writes (yours, another
+    command's output), a summary.json no detection wrote, or another detection is refused before anything is written."""
+    out, what = Path(out), "a detection"
+    check_not_a_run(out, what)
+    summary = out / "summary.json"
+    if summary.is_file():
+        try:
+            record = read_json(summary, SUMMARY_SCHEMA, "detection summary")
+        except FileFormatError as e:
+            raise ValueError(f"{summary} is not a detection's summary ({e.problem}): {str(out)!r} is a folder of yours "
+                             "or another command's output, not a place for a detection; choose another out") from None
+        theirs, source = record["score"], record["source"].get("kind")
+        _check((theirs, source) == (score, kind),
+               f"{str(out)!r} holds another detection ({theirs} scores {_SOURCES.get(source, f'from {source}')}), not "
+               f"one of {score} scores {_SOURCES[kind]}; choose another out")
+    check_own(out, what, (*OUTPUT_FILES, "scores.png", *_OWN_FILES.get(kind, ())))
+
+
 def default_out(run_dir: Union[str, Path], name: str) -> Path:
     """Where a detection from run ``run_dir`` is written unless told: ``run_dir/detect-<name>``, ``name`` its score,
     ``aum-threshold-samples`` or ``annotators``."""
@@ -553,7 +559,8 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
     if run_dir is not None:
         target = None if out is None else Path(out)
         if target is not None:
-            check_not_a_run(target, "a detection")
+            check_out(target, *(("aum", "threshold samples") if threshold_samples else ("annotators", "annotators")
+                                if annotators else ("aum" if score is None else score, "dynamics")))
         if threshold_samples:  # trains a run into target: the lock covers it
             with run_lock(target):
                 detection = threshold_scores(run_dir, target, dataset, callback)
@@ -569,19 +576,13 @@ def find_label_issues(run_dir: Union[str, Path, None] = None, *, kfold: Optional
         return detection
     _check(score in (None, "cleanlab"), f"score must be 'cleanlab' for kfold detection, got {score!r}")
     _check(out is not None, "kfold detection needs out (a directory for its fold runs and results)")
-    check_not_a_run(out, "a detection")
+    check_out(out, "cleanlab", "kfold")
     _cleanlab()  # before any fold trains
-    for name, value in (("dataset", dataset), ("noise", noise)):
-        if isinstance(value, str):  # a name, as train() takes it: a config field
-            overrides[name] = value
-    dataset, noise = (None if isinstance(v, str) else v for v in (dataset, noise))
+    dataset, noise, _ = given_inputs(overrides, dataset, noise)  # names are config fields, as train() takes them
+    _check(dataset is None or isinstance(dataset, ImageDataset),
+           f"kfold detection needs arrays: dataset must be a name or an ImageDataset, got {type(dataset).__name__}")
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
-    labels = noise if noise is not None else (
-        NoisyLabels.load(cfg.noise, num_classes=data.num_classes, n=len(data.y_train)) if cfg.noise.endswith(".npz")
-        else make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
-                        num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data))
-    _check(len(labels) == len(data.y_train), f"noise has {len(labels)} labels, the dataset {len(data.y_train)}")
+    data, labels = inputs(cfg, dataset, noise)
     check_kfold(kfold, labels.noisy, data.num_classes)
     out = Path(out)
     with run_lock(out):
@@ -664,11 +665,8 @@ def cleaned(detect_dir: Union[str, Path], mode: str, dataset: ImageDataset) -> t
         return dataset, NoisyLabels(noisy, labels.clean, labels.num_classes, provenance)
     keep = np.setdiff1d(np.arange(len(labels)), index)
     _check(keep.size > 0, f"detection {str(detect_dir)!r} flags every label: nothing left to train on")
-    provenance["detection"].update(dropped=int(index.size), kept_rows_sha256=_rows_hash(keep))
+    provenance["detection"].update(dropped=int(index.size), kept_rows_sha256=int_sha256(keep))
     subset = ImageDataset(f"{dataset.name}-dropped", dataset.x_train[keep], dataset.y_train[keep], dataset.x_test,
                           dataset.y_test, dataset.classes)
     return subset, NoisyLabels(labels.noisy[keep], labels.clean[keep], labels.num_classes, provenance)
 
-
-def _rows_hash(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()

@@ -35,9 +35,9 @@ from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
-from noisysam.core.files import read_jsonl
 from noisysam.run.loop import Callback, train
 from noisysam.run.config import TrainConfig, resolve_device
+from noisysam.run.rundir import RunDir
 
 #: Seconds between two looks at the running cells' run directories.
 POLL_SECONDS = 1.0
@@ -97,7 +97,7 @@ def epochs_done(run_dir: Path) -> tuple[int, Optional[dict]]:
     """Finished epochs of a run (lines of its metrics.jsonl, written atomically per epoch) and the last one;
     FileFormatError for a damaged metrics.jsonl (the grid's progress reads it before any cell trains)."""
     try:
-        records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
+        records = RunDir(run_dir).metrics()
     except FileNotFoundError:
         return 0, None
     return len(records), (records[-1] if records else None)
@@ -372,11 +372,14 @@ def probe_ray_address(address: Optional[str]) -> None:
     """ValueError unless something accepts a TCP connection at Ray cluster ``address`` (``HOST:PORT`` or
     ``ray://HOST:PORT``; None: ``RAY_ADDRESS``) within :data:`PROBE_SECONDS`: ``ray.init`` waits minutes for an
     address where nothing listens, this refuses it at once. Other forms (``auto``, ``local``, no port) and no
-    address at all are left to ray.init's own rule."""
+    address at all are left to ray.init's own rule; a port that is not a number in 1..65535 is refused here too."""
     given = address if address is not None else os.environ.get("RAY_ADDRESS")
     host, sep, port = (given or "").removeprefix("ray://").rpartition(":")
-    if not (sep and host and port.isdigit()):
+    if not sep or port.endswith("]"):  # no port (auto, local, a bare [IPv6] host)
         return
+    if not (host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"address must be HOST:PORT with PORT a number in 1..65535 (or ray://HOST:PORT, auto, "
+                         f"local), got {given!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
     except OSError as e:

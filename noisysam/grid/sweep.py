@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from noisysam.core.files import RESULT_SCHEMA, FileFormatError, atomic_write, read_json, write_json
+from noisysam.core.files import FileFormatError, atomic_write, read_json, write_json
 from noisysam.methods.registry import METHODS, get_method, takes_param
 from noisysam.grid.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name,
                                  read_tuning, run_grid, settings)
 from noisysam.run.config import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig
-from noisysam.run.rundir import config_diff, saved_config
+from noisysam.run.rundir import RESULT_SCHEMA, check_not_a_run, check_own, config_diff, saved_config
 
 SWEEP_FILES = ("sweep.json", "sweep.md")
 
@@ -87,7 +87,7 @@ def check_params(method: str, params: Mapping[str, Sequence[Any]],
             if not isinstance(value, _SCALAR) or (isinstance(value, str) and not _NAME_SAFE.fullmatch(value)):
                 raise ValueError(f"{name} values must be numbers, booleans, null or plain words (letters, digits, "
                                  f"._+-), got {value!r}")
-            if value in values[:i]:
+            if any(v == value and isinstance(v, bool) == isinstance(value, bool) for v in values[:i]):  # 1 is not true
                 raise ValueError(f"{name} has the value {value!r} twice")
             if name in METHOD_FIELDS:
                 CONFIG_PARAMS.check({name: value})
@@ -130,7 +130,9 @@ class Sweep:
         return [dict(zip(self.params, values)) for values in itertools.product(*self.params.values())]
 
     def cells(self, root: Union[str, Path]) -> list[Cell]:
-        """The grid's cells under ``root``: combination, then rate, then seed."""
+        """The grid's cells under ``root``: combination, then rate, then seed. A ``root`` that holds anything but
+        a sweep of this method (another method's sweep, a table, a run, a folder of yours) is refused (ValueError)."""
+        check_out(root, self.method)
         return grid(root, [self.method], self.rates, self.seeds, self.combos())
 
     def config(self, config: TrainConfig) -> TrainConfig:
@@ -139,6 +141,21 @@ class Sweep:
         if config.val_fraction == 0:
             raise ValueError("val_fraction must be > 0 for a sweep: the choice is made on the validation split")
         return dataclasses.replace(config, val_labels=self.select)
+
+
+def check_out(root: Union[str, Path], method: str) -> None:
+    """ValueError unless ``root`` is new or holds a sweep of ``method`` (its sweep.json, files and cells) or what is
+    left of one: a sweep directory has one writer's kind of content, so a sweep of another method never replaces its
+    sweep.json."""
+    root, what = Path(root), f"a sweep of {method}"
+    check_not_a_run(root, "a grid of runs")
+    path = root / "sweep.json"
+    if path.is_file():
+        theirs = read_json(path, SWEEP_SCHEMA, "sweep result")["method"]
+        if theirs != method:
+            raise ValueError(f"{str(root)!r} holds a sweep of {theirs} (its sweep.json), not a place for {what}; "
+                             "choose another out")
+    check_own(root, what, (*SWEEP_FILES, "sweep.png", method))
 
 
 def run_sweep(root: Union[str, Path], sweep: Sweep, config: TrainConfig, **run: Any) -> dict:

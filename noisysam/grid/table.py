@@ -36,14 +36,13 @@ import numpy as np
 import torch
 
 from noisysam.grid.executors import CellsFailed, Executor, InProcess, Job, Outcome, Watch
-from noisysam.core.files import (RESULT_SCHEMA, FileFormatError, atomic_write, check_not_a_run, read_json, run_lock,
-                            schema_problem, write_json)
+from noisysam.core.files import FileFormatError, atomic_write, read_json, run_lock, schema_problem, write_json
 from noisysam.methods.registry import takes_param
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
-from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method
+from noisysam.run.config import METHOD_FIELDS, TrainConfig, build_method, method_stages
 from noisysam.run.loop import Callback
-from noisysam.run.rundir import config_diff, saved_config
+from noisysam.run.rundir import RESULT, RESULT_SCHEMA, RunDir, check_not_a_run, config_diff, inputs
 
 #: Noise rates of the paper's table.
 PAPER_RATES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
@@ -103,12 +102,17 @@ class Cell:
     params: tuple[tuple[str, Any], ...] = ()
 
     @property
+    def run(self) -> RunDir:
+        """The cell's run directory."""
+        return RunDir(self.dir)
+
+    @property
     def finished(self) -> bool:
-        return (self.dir / "result.json").is_file()
+        return self.run.finished
 
     def result(self, schema: dict[str, Any] = RESULT_SCHEMA) -> dict:
         """The finished cell's result.json, checked to hold what ``schema`` says (the table's keys; FileFormatError if not)."""
-        return read_json(self.dir / "result.json", schema, "run result")
+        return self.run.result(schema)
 
     def label(self, noise: str = "symmetric") -> str:
         """``sam rho=0.05 60% seed 0``; under a ``noise`` kind that takes no rate its name instead of the rate."""
@@ -178,11 +182,11 @@ def _check_grid_takes_options(config: TrainConfig, cells: list[Cell]) -> None:
 
 def _check_same_config(cell: Cell, config: TrainConfig) -> None:
     """A started or finished cell is only continued or reused if it was trained with the settings asked for now."""
-    if not (cell.dir / "config.json").is_file():
+    if not cell.run.config_path.is_file():
         return
     try:
-        saved = saved_config(cell.dir)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        saved = cell.run.config().settings
+    except (OSError, ValueError) as e:
         raise ValueError(f"cell {str(cell.dir)!r} has an unreadable config.json ({e}); delete that directory "
                          "to train the cell again") from None
     diff = config_diff(saved, config.resolved().to_dict())
@@ -225,7 +229,8 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     """Train every unfinished cell (resuming a killed one) with ``executor`` (default: one after another
     in this process); return the summaries in cell order.
 
-    Before the first cell trains, every cell's config and method parameters are validated, every
+    Before the first cell trains, every cell's config and method parameters are validated, its inputs built once
+    (:func:`noisysam.run.rundir.inputs`: a damaged dataset or labels file is refused here, not by the cells), every
     cell already on disk is checked against the settings asked for and, unfinished, for another process
     holding its lock (:class:`~noisysam.core.files.RunDirectoryBusy`), so a bad option (e.g. a method
     parameter only some of the methods take) fails before anything is written. ``callback`` goes to
@@ -236,10 +241,14 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
     """
     cells = list(cells)
     _check_grid_takes_options(config, cells)
-    jobs = {}
+    jobs, checked = {}, set()
     for cell in cells:
         c = cell_config(config, cell)
         resolved = c.resolved()
+        data = (resolved.dataset, resolved.data_root, resolved.download, resolved.noise)
+        if data not in checked:  # the dataset and labels (a file, or the noise model's), once, before any cell trains
+            checked.add(data)
+            inputs(resolved)
         method = build_method(resolved)
         with torch.device("meta"):  # the model's options too (no memory), before any cell trains
             get_model(resolved.model, 2, **resolved.model_params)
@@ -247,8 +256,7 @@ def run_grid(cells: Iterable[Cell], config: TrainConfig, *, executor: Optional[E
         if cell.dir.is_dir() and not cell.finished:  # another process training this cell: refuse the grid now
             with run_lock(cell.dir):
                 pass
-        stages = 2 if getattr(method, "relabel", False) else 1  # relabel-and-retrain trains twice
-        jobs[cell] = Job(c, resolved.epochs * stages, cell.label(c.noise), callback)
+        jobs[cell] = Job(c, resolved.epochs * method_stages(method), cell.label(c.noise), callback)
     summaries = {}
     for cell in cells:  # a finished cell's result is checked before anything trains
         if cell.finished:
@@ -283,18 +291,19 @@ def read_tuning(root: Union[str, Path]) -> dict:
         problem = schema_problem(entry, TUNING_SCHEMA)
         if problem is None:
             bad = next((rate for rate, params in entry["choices"].items()
-                        if _parse_rate(f"rate{rate}") is None or not isinstance(params, dict)), None)
+                        if not _is_number(rate) or not isinstance(params, dict)), None)
             problem = None if bad is None else f"choice {bad!r} must be a noise rate mapped to an object of parameters"
         if problem:
             raise FileFormatError(path, f"method {method!r}: {problem}", what)
     return record
 
 
-def _parse_rate(name: str) -> Optional[float]:
+def _is_number(text: str) -> bool:
     try:
-        return float(name.removeprefix("rate")) if name.startswith("rate") else None
+        float(text)
     except ValueError:
-        return None
+        return False
+    return True
 
 
 class SkippedCellWarning(UserWarning):
@@ -302,21 +311,33 @@ class SkippedCellWarning(UserWarning):
 
 
 def _scan(root: Union[str, Path]) -> tuple[list[dict], list[str]]:
-    """The finished cells under ``root`` whose result.json is usable, and one problem (naming the file) per other."""
+    """The finished cells under ``root`` (``<method>/rate<r>/seed<s>/``) whose result.json is usable, and one problem
+    (naming the file) per other. What a cell is (method, noise rate, seed) is read from its run's files, not from
+    the folder names (:func:`cell_key`)."""
     found, problems = [], []
-    for result in sorted(Path(root).glob("*/rate*/seed*/result.json")):
-        seed_dir, rate_dir, method_dir = result.parent, result.parent.parent, result.parent.parent.parent
-        rate, seed = _parse_rate(rate_dir.name), seed_dir.name.removeprefix("seed")
-        if rate is None or not seed.isdigit():
-            continue
-        cell = Cell(method_dir.name, rate, int(seed), seed_dir)
+    for result in sorted(Path(root).glob(f"*/rate*/seed*/{RESULT}")):
+        run = RunDir(result.parent)
         try:
-            summary = cell.result()
+            summary = run.result()
+            method, rate, seed = cell_key(run, summary)
         except (FileFormatError, OSError) as e:
             problems.append(str(e))
             continue
-        found.append(dict(method=cell.method, rate=rate, seed=cell.seed, dir=str(seed_dir), result=summary))
+        found.append(dict(method=method, rate=rate, seed=seed, dir=str(run.path), result=summary))
     return found, problems
+
+
+def cell_key(run: RunDir, result: dict) -> tuple[str, float, int]:
+    """A finished run's place in a grid: its method, noise rate and seed as its ``result`` (its result.json) records
+    them. The rate is the labels' nominal rate; where they have none (CIFAR-10N's human labels), the ``noise_rate``
+    the grid set in its config.json."""
+    rate = result["noise"]["rate"]
+    if rate is None:
+        rate = run.config().settings.get("noise_rate")
+        problem = schema_problem({"noise_rate": rate}, {"noise_rate": (int, float)})
+        if problem:
+            raise FileFormatError(run.config_path, f"config {problem}", "run config")
+    return result["method"], float(rate), result["seed"]
 
 
 def collect(root: Union[str, Path]) -> list[dict]:

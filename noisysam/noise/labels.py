@@ -169,9 +169,10 @@ _MAPPING = InstanceOf(Mapping, description="a mapping {class: class}")
 _DATASET = HasAttrs("y_train", description="a dataset with y_train (an ImageDataset)")
 
 
-def _labels_hash(clean: np.ndarray) -> str:
-    """sha256 of the clean labels as little-endian int64: identifies which labels were corrupted."""
-    return hashlib.sha256(np.ascontiguousarray(clean, dtype="<i8").tobytes()).hexdigest()
+def int_sha256(values: np.ndarray) -> str:
+    """sha256 of integers (labels, row indices) as little-endian int64: a labels file's ``clean_sha256`` (which
+    labels were corrupted), a cleaned training set's ``kept_rows_sha256``."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<i8").tobytes()).hexdigest()
 
 
 @validate_params(dict(noisy=_LABELS, clean=_LABELS, num_classes=Interval(int, 2, MAX_CLASSES),
@@ -212,7 +213,7 @@ class NoisyLabels:
         problem = schema_problem(provenance, _PROVENANCE_TYPES, optional=True)
         if problem:
             raise ValueError(f"provenance: {problem}")
-        digest = _labels_hash(clean)
+        digest = int_sha256(clean)
         if provenance.setdefault("clean_sha256", digest) != digest:
             raise ValueError("provenance['clean_sha256'] does not match the clean labels: they are not the labels "
                              "this provenance describes")

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
-from noisysam.core.files import CONFIG_SCHEMA, read_json, read_jsonl, save_figure
+from noisysam.core.files import save_figure
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
 from noisysam.grid.table import PAPER_RATES, PAPER_TABLE4
+from noisysam.run.rundir import RunDir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,8 +36,8 @@ def run_figure(run_dir: Union[str, Path]) -> Figure:
     For relabel-and-retrain the two stages follow each other, split by a dotted line."""
     from matplotlib.figure import Figure
 
-    run_dir = Path(run_dir)
-    records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
+    run = RunDir(run_dir)
+    records = run.metrics()
     x = list(range(1, len(records) + 1))
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
@@ -50,8 +51,7 @@ def run_figure(run_dir: Union[str, Path]) -> Figure:
     for s in stage_starts:
         ax.axvline(s - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(s - 0.4, 2, "retrain on relabels", fontsize=8, color="grey")
-    config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"] \
-        if (run_dir / "config.json").exists() else {}
+    config = run.config().settings if run.config_path.exists() else {}
     title = ", ".join(str(config[k]) for k in ("method", "model", "dataset") if k in config)
     if config:
         title += f"; {noise_label(str(config.get('noise')), config.get('noise_rate', 0))} noise, seed {config.get('seed')}"
@@ -76,8 +76,8 @@ def compare_figure(run_dirs: Sequence[Union[str, Path]]) -> Figure:
     fig = Figure(figsize=(10, 4))
     acc_ax, mem_ax = fig.subplots(1, 2)
     for run_dir in map(Path, run_dirs):
-        records = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
-        config = read_json(run_dir / "config.json", CONFIG_SCHEMA, "run config")["config"]
+        run = RunDir(run_dir)
+        records, config = run.metrics(), run.config().settings
         x = list(range(1, len(records) + 1))
         for ax, key in ((acc_ax, "test_accuracy"), (mem_ax, "memorisation")):
             ax.plot(x, [_pct(r[key]) for r in records], marker="o", markersize=2, label=config["method"])

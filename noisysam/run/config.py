@@ -268,3 +268,9 @@ def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
     if cfg.method in NOISE_RATE_METHODS and cfg.method_params.get("tau") is None:
         params["tau"] = labels.rate if labels is not None else cfg.noise_rate
     return get_method(cfg.method, **{**params, **cfg.method_params})
+
+
+def method_stages(method: Any) -> int:
+    """How many times a run of ``method`` trains its network from scratch: 2 for relabel-and-retrain (the SAM paper's
+    bootstrap: the first model's predictions become the second's labels), else 1. A run's epochs are per stage."""
+    return 2 if getattr(method, "relabel", False) else 1

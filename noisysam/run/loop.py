@@ -37,20 +37,16 @@ from noisysam.core.version import __version__
 from noisysam.run import distributed
 from noisysam.data.loader import Loader, channel_stats
 from noisysam.data.streaming import DatasetLoader, DatasetPair
-from noisysam.data.datasets import ImageDataset, load_dataset
+from noisysam.data.datasets import ImageDataset
 from noisysam.methods.learner import EpochInfo, Learner, LearnerMethod
-from noisysam.core.files import (RESULT_SCHEMA, read_json, save_checkpoint, write_json, write_jsonl)
 from noisysam.run.metrics import accuracy, memorisation_recovery, noise_auroc
 from noisysam.models.networks import get_model
 from noisysam.models.timm_models import input_normalisation, reset_classifier
-from noisysam.noise.labels import NoisyLabels, make as make_noise
+from noisysam.noise.labels import NoisyLabels
 from noisysam.run.config import (TrainConfig, amp_choice, build_method, method_radius, require, resolve_amp,
-                                 resolve_device)
-from noisysam.run.rundir import (amp_of_run, check_resume, fingerprints, locked, prepare_out, save_dynamics)
-
-
-#: A run's data: arrays held in memory, or a pair of map-style torch datasets streamed through a DataLoader.
-Data = Union[ImageDataset, DatasetPair]
+                                 resolve_device, method_stages)
+from noisysam.run.rundir import (Data, RunConfig, RunDir, amp_of_run, check_resume, fingerprints, given_inputs,
+                                  inputs, locked, prepare_out, save_dynamics)
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -243,7 +239,7 @@ class _Run:
 
     @property
     def stages(self) -> int:
-        return 2 if getattr(self.method, "relabel", False) else 1
+        return method_stages(self.method)
 
     def build(self, stage: int, train_labels: np.ndarray) -> None:
         """A fresh learner (its networks, optimizers and per-sample state) and training loader for ``stage`` (1, or
@@ -460,14 +456,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     ``"start"``, ``"batch"`` (the loss as an unsynchronised tensor), ``"epoch"`` and ``"end"`` events.
     Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.
     """
-    for name, value in (("dataset", dataset), ("noise", noise), ("model", model)):
-        if isinstance(value, str):
-            overrides[name] = value
-    dataset, noise, model = (None if isinstance(v, str) else v for v in (dataset, noise, model))
-    if isinstance(dataset, (tuple, list)):
-        dataset = DatasetPair(*dataset)
-    require(dataset is None or isinstance(dataset, (ImageDataset, DatasetPair)),
-            f"dataset must be a name, an ImageDataset or torch datasets (train, test), got {type(dataset).__name__}")
+    dataset, noise, model = given_inputs(overrides, dataset, noise, model)
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     custom: dict[str, Any] = {}
     if dataset is not None:
@@ -483,19 +472,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     with locked(cfg) as out:  # one writer per run directory, from the first read to the last write
         saved, ckpt = prepare_out(cfg, out)
 
-        data = dataset if dataset is not None else load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
-        if noise is not None:
-            labels = noise
-        elif cfg.noise.endswith(".npz"):
-            labels = NoisyLabels.load(cfg.noise, num_classes=data.num_classes, n=len(data.y_train))
-        else:
-            labels = make_noise(cfg.noise, data.y_train, cfg.noise_rate, seed=cfg.seed, mode=cfg.noise_mode,
-                                num_classes=data.num_classes, exact=cfg.noise_exact, dataset=data)
-        require(len(labels) == len(data.y_train) and np.array_equal(labels.clean, data.y_train),
-               f"noisy labels do not belong to this dataset: their clean labels differ from the dataset's "
-               f"({len(labels)} vs {len(data.y_train)} samples)")
-        require(labels.num_classes <= data.num_classes, f"noisy labels have {labels.num_classes} classes, more than the "
-                                                       f"dataset's {data.num_classes}")
+        data, labels = inputs(cfg, dataset, noise)  # checked once: the labels belong to the data
         n_val = int(round(cfg.val_fraction * len(labels)))
         require(n_val < len(labels), f"val_fraction {cfg.val_fraction} leaves no training samples: {n_val} of "
                                     f"{len(labels)} would go to validation")
@@ -508,10 +485,10 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
 
 
 def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn.Module], method: Any,
-           callback: Optional[Callback], out: Optional[Path], saved: Optional[dict],
+           callback: Optional[Callback], out: Optional[Path], saved: Optional[RunConfig],
            ckpt: Optional[dict], dist: distributed.Distributed) -> TrainResult:
     callback = callback if dist.is_writer else None
-    inputs = fingerprints(data, labels) if out is not None else {}
+    recorded = fingerprints(data, labels) if out is not None else {}
     amp = amp_of_run(cfg, saved)
     run = _Run(cfg, data, labels, model, method, callback, amp, dist)
     dist.check(cfg.batch_size, len(run.train_idx), cfg.method_params.get("m"))
@@ -520,10 +497,11 @@ def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn
                                      f"noisysam does not split over processes; run it in one process (no --nproc)")
         method.check_labels(labels.noisy[run.train_idx], data.num_classes)
     if saved is not None:
-        check_resume(out, saved, inputs, ckpt, run.stages, cfg.epochs)
+        check_resume(out, saved, recorded, ckpt, run.stages, cfg.epochs)
     if ckpt is not None:
         distributed.check_resume(ckpt.get("world_size", 1), dist.world_size, str(out))
-    writer = out if dist.is_writer else None  # rank 0 alone writes the run directory
+    rundir = RunDir(out) if out is not None else None
+    writer = rundir if dist.is_writer else None  # rank 0 alone writes the run directory
     wall0 = 0.0
     start_stage, start_epoch = 1, 0
     if ckpt is not None:
@@ -536,18 +514,17 @@ def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn
         if run.scaler and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
         finished = start_stage == run.stages and start_epoch == cfg.epochs
-        if finished and (out / "result.json").exists():
-            return TrainResult(read_json(out / "result.json", RESULT_SCHEMA, "run result"), run.history, run.model,
-                               labels, out)
+        if finished and rundir.finished:
+            return TrainResult(rundir.result(), run.history, run.model, labels, out)
     if writer is not None and ckpt is None:
-        write_json(out / "config.json", dict(config=cfg.to_dict(), method_params=method.params,
-                                             noise=labels.summary(), noisysam_version=__version__,
-                                             inputs=inputs, amp=amp, amp_choice=amp_choice(cfg.amp, run.device)[1],
-                                             input_normalisation=run.normalisation,
-                                             torch_version=torch.__version__, device=str(run.device),
-                                             world_size=dist.world_size, train_rows=len(run.train_idx),
-                                             val_rows=len(run.val_idx)))
-        labels.save(out / "noisy_labels.npz")
+        writer.write_config(dict(config=cfg.to_dict(), method_params=method.params,
+                                 noise=labels.summary(), noisysam_version=__version__,
+                                 inputs=recorded, amp=amp, amp_choice=amp_choice(cfg.amp, run.device)[1],
+                                 input_normalisation=run.normalisation,
+                                 torch_version=torch.__version__, device=str(run.device),
+                                 world_size=dist.world_size, train_rows=len(run.train_idx),
+                                 val_rows=len(run.val_idx)))
+        writer.save_labels(labels)
         save_dynamics(out, 0, 0, dict(rows=run.train_idx))
     if callback:
         callback("start", dict(stages=run.stages, epochs=cfg.epochs, batches=len(run.loader), config=cfg,
@@ -562,8 +539,8 @@ def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn
             broken = [f"the training loss ({train_loss})"] if not math.isfinite(train_loss) else run.nonfinite()
             metrics = None if broken else run.evaluate()
             if metrics is None:
-                kept = out is not None and (out / "checkpoint.pt").exists()
-                where = f"{out / 'checkpoint.pt'} (stage {run.stage}, epoch {epoch})" if kept else "none (no epoch finished)"
+                kept = rundir is not None and rundir.checkpoint_path.exists()
+                where = f"{rundir.checkpoint_path} (stage {run.stage}, epoch {epoch})" if kept else "none (no epoch finished)"
                 what = (", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
                         or "the model's outputs")
                 raise TrainingDiverged(f"training diverged in epoch {epoch + 1} of stage {stage}: "
@@ -581,19 +558,19 @@ def _train(cfg: TrainConfig, data: Data, labels: NoisyLabels, model: Optional[nn
             if out is not None:
                 if writer is not None:
                     save_dynamics(out, stage, epoch + 1, run.dynamics)  # before the checkpoint: a resume redoes it
-                    write_jsonl(out / "metrics.jsonl", run.history)
+                    writer.write_metrics(run.history)
                 if run.relabels is not None and stage == 1:  # stage 1 done: checkpoint the start of stage 2
                     run.build(2, run.relabels)
                     if writer is not None:
-                        save_checkpoint(out / "checkpoint.pt", run.checkpoint(0, time.perf_counter() - t0))
+                        writer.save_checkpoint(run.checkpoint(0, time.perf_counter() - t0))
                 elif writer is not None:
-                    save_checkpoint(out / "checkpoint.pt", run.checkpoint(epoch + 1, time.perf_counter() - t0))
+                    writer.save_checkpoint(run.checkpoint(epoch + 1, time.perf_counter() - t0))
             if callback:  # after the writes: stopping here keeps this epoch
                 callback("epoch", record)
     wall = time.perf_counter() - t0
     summary = _summary(run, wall)
     if writer is not None:
-        write_json(out / "result.json", summary)
+        writer.write_result(summary)
     if callback:
         callback("end", summary)
     return TrainResult(summary, run.history, run.model, labels, out)

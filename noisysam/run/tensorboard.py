@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from noisysam.core.files import RESULT_SCHEMA, read_json, read_jsonl
-from noisysam.run.config import TrainConfig
-from noisysam.run.rundir import comparable_config, saved_config
+from noisysam.run.rundir import RunDir, comparable_config
 
 #: The tag of each per-epoch field of metrics.jsonl, grouped by the data it is measured on (memorisation,
 #: recovery and the noise AUROC are measured on the training split). A field missing here (a metric added
@@ -191,14 +189,15 @@ class TensorBoardLogger:
 def log_finished_run(run_dir: Union[str, Path]) -> Path:
     """Write ``run_dir/tensorboard`` for a finished run from its files (config.json, metrics.jsonl, result.json),
     as :class:`TensorBoardLogger` would have while it trained: for runs trained without it. Returns the log dir."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    saved = run.config()
     try:
-        config = TrainConfig(**saved_config(run_dir))
-    except TypeError as e:
-        raise ValueError(f"cannot log {str(run_dir)!r}: its config.json is from another version ({e})") from None
-    history = read_jsonl(run_dir / "metrics.jsonl", "run metrics")
-    result = read_json(run_dir / "result.json", RESULT_SCHEMA, "run result")  # both read before the log is written
-    log_dir = run_dir / LOG_DIR
+        config = saved.train_config()
+    except ValueError as e:
+        raise ValueError(f"cannot log {str(run.path)!r}: {e}") from None
+    history = run.metrics()
+    result = run.result()  # both read before the log is written
+    log_dir = run.path / LOG_DIR
     with TensorBoardLogger(log_dir) as logger:
         logger("start", dict(config=config, epochs=config.epochs, history=history))
         logger("end", result)
