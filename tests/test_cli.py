@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from noisysam.cli import commands as cli_module
@@ -261,6 +262,19 @@ def test_info_lists_versions_data_methods_and_models():
     assert r.exit_code == 0, r.output
     for word in ("torch", "numpy", "scikit-learn", "cifar10-mini.npz", "bootstrap-sam", "resnet32"):
         assert word in r.stdout
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_info_says_what_amp_auto_picks_here_and_why(monkeypatch, native):
+    """`--amp auto` on a CPU: bf16 only with native bf16; info names the choice and the reason, as config.json does."""
+    import noisysam.run.config as config_module
+    monkeypatch.setattr(config_module, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = run("info")
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stdout.replace("│", " ").split())
+    expected = "auto: bf16, this CPU has native bf16" if native else "auto: fp32, this CPU has no native bf16"
+    assert expected in said
 
 
 def test_compare_trains_sgd_and_sam_at_once_on_the_same_labels_and_draws_both(tiny_npz, tmp_path):

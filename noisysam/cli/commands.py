@@ -42,7 +42,7 @@ from noisysam.methods.registry import METHODS
 from noisysam.models.networks import MODELS
 from noisysam.noise.labels import KINDS, NoisyLabels
 from noisysam.run.tensorboard import LOG_DIR as TENSORBOARD_DIR, log_finished_run
-from noisysam.run.config import PROFILES, TrainConfig, build_method, resolve_amp, resolve_device
+from noisysam.run.config import PROFILES, TrainConfig, amp_choice, build_method, resolve_device
 from noisysam.run.loop import chain, train
 from noisysam.run.rundir import RunDir, noise_labels
 from noisysam.cli.errors import Group, fail, user_errors
@@ -496,10 +496,9 @@ def info_command() -> None:
                     torchvision=torchvision.__version__, numpy=np.__version__, **{"scikit-learn": sklearn.__version__})
     t.add_row("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))
     device = resolve_device("auto")
-    amp = resolve_amp("auto", device)
     gpu = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CUDA: not available"
-    t.add_row("device", f"{device} ({gpu}); mixed precision (--amp auto): "
-                        f"{str(amp).replace('torch.', '') if amp else 'off (fp32)'}; torch threads: {torch.get_num_threads()}")
+    t.add_row("device", f"{device} ({gpu}); mixed precision: {amp_choice('auto', device)[1]}; "
+                        f"torch threads: {torch.get_num_threads()}")
     for name in ("cifar10-mini.npz", "cifar10n.npz"):
         try:
             path = find_data_file(name)
