@@ -23,7 +23,6 @@ labels the validation split with the clean labels (the paper's protocol); ``"noi
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import math
 import re
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from noisysam.core.files import FileFormatError, atomic_write, read_json, write_json
-from noisysam.methods.registry import METHODS, get_method, takes_param
+from noisysam.methods.registry import get_method, method_info, takes_param
 from noisysam.grid.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name,
                                  read_tuning, run_grid, settings)
 from noisysam.run.config import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig
@@ -71,7 +70,7 @@ def check_params(method: str, params: Mapping[str, Sequence[Any]],
     CONFIG_PARAMS.check({"method": method})
     if not params:
         raise ValueError(f"params must name at least one parameter of method {method!r} to sweep, got none")
-    taken = list(inspect.signature(METHODS[method]).parameters)
+    taken = list(method_info(method).params)
     out: dict[str, list] = {}
     for name, values in params.items():
         if not takes_param(method, _method_param(name)):
