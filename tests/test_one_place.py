@@ -38,3 +38,153 @@ def test_p_says_whether_it_is_a_norm_or_a_probability():
     assert get_method("random-sam", p=0.25).params["p"] == 0.25  # a probability: below SAM's p > 1
     with pytest.raises(InvalidParameterError, match="^p must be a float > 1"):
         get_method("sam", p=0.25)
+
+
+# ------------------------------------------------------------------------------------------ the methods' records
+
+
+from noisysam import methods  # noqa: E402
+from noisysam.methods import registry  # noqa: E402
+from noisysam.run.config import TrainConfig, build_method, method_radius  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    import noisysam
+    from noisysam.data.datasets import ImageDataset
+
+    d = noisysam.load_dataset("cifar10-mini")
+    return ImageDataset("tiny", d.x_train[:128], d.y_train[:128], d.x_test[:32], d.y_test[:32], d.classes)
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Registrations made in a test stay in it."""
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+
+
+def test_each_method_has_one_record_and_the_old_containers_are_views_of_it():
+    assert list(registry.METHODS) == list(registry.REGISTRY)
+    assert all(registry.METHODS[n] is info.factory for n, info in registry.REGISTRY.items())
+    assert set(registry.SAM_RADIUS_METHODS) == {n for n, i in registry.REGISTRY.items() if i.sam_radius} == {
+        "sam", "bootstrap-sam", "mixup-sam", "elr-sam", "co-teaching-sam", "dividemix-sam", "looksam", "random-sam",
+        "ae-sam"}
+    assert set(registry.NOISE_RATE_METHODS) == {"co-teaching", "co-teaching-sam"}
+    info = registry.method_info("asam")
+    assert (info.radius, info.defaults["rho"], info.passes, info.networks) == ("own", 0.5, "2", 1)
+    assert registry.method_info("sam").radius == "profile" and registry.method_info("sgd").radius is None
+    assert registry.method_info("co-teaching").noise_rate_param == "tau"
+    with pytest.raises(ValueError, match="method must be one of"):
+        registry.method_info("nope")
+
+
+@pytest.mark.parametrize("name", sorted(registry.REGISTRY))
+def test_a_record_says_what_its_method_is(name):
+    """Networks, the noise rate and the radius: what the record says is what the built method does."""
+    info = registry.method_info(name)
+    method = registry.get_method(name, **({info.noise_rate_param: 0.5} if info.needs_noise_rate else {}))
+    assert getattr(method, "networks", 1) == info.networks
+    assert info.takes("rho") == (info.radius is not None)
+    assert info.needs_noise_rate == ("tau" in info.params and info.defaults["tau"] is None)
+
+
+def test_the_declared_passes_are_what_a_run_counts(tiny_dataset):
+    """Every record with a number of passes per step trains at that cost (the cost table's count)."""
+    from noisysam.run.loop import train
+
+    fixed = [n for n, i in registry.REGISTRY.items() if i.passes and i.passes.isdigit() and i.networks == 1]
+    assert {"sgd", "sam", "asam", "sam-on", "momentum-sam", "norm-penalty"} <= set(fixed)
+    for name in fixed:
+        s = train(dataset=tiny_dataset, method=name, model="cnn", model_params={"width": 2}, epochs=1, batch_size=32,
+                  amp="none", val_fraction=0.0, seed=0).summary
+        assert s["forward_passes"] / s["train_steps"] == int(registry.method_info(name).passes), name
+
+
+def test_register_method_can_say_that_a_method_needs_the_noise_rate(isolated_registry):
+    def forgetful(forget: float | None = None):
+        return methods.Method("forgetful", params={"forget": forget})
+
+    methods.register_method("forgetful", forgetful, needs_noise_rate="forget")
+    methods.register_method("forgetful-tau", lambda tau=None: methods.Method("t", params={"tau": tau}),
+                            needs_noise_rate=True)
+    assert {"forgetful", "forgetful-tau"} <= set(methods.NOISE_RATE_METHODS)
+    cfg = TrainConfig(method="forgetful", noise_rate=0.3)
+    assert build_method(cfg).params == {"forget": 0.3}
+    assert build_method(TrainConfig(method="forgetful-tau", noise_rate=0.2)).params == {"tau": 0.2}
+    assert build_method(TrainConfig(method="forgetful", method_params={"forget": 0.1})).params == {"forget": 0.1}
+    with pytest.raises(ValueError, match="needs the noise rate as its parameter 'tau'"):
+        methods.register_method("sgd-like", registry._sgd, needs_noise_rate=True)
+    assert "sgd-like" not in methods.METHODS
+
+
+def test_the_views_write_the_records(isolated_registry):
+    methods.register_method("mine", registry._sam)
+    assert registry.method_info("mine").radius == "own" and method_radius(TrainConfig(method="mine"), None) == dict(
+        value=0.05, source="method default")
+    methods.SAM_RADIUS_METHODS.add("mine")
+    assert registry.method_info("mine").radius == "profile"
+    assert method_radius(TrainConfig(method="mine"), None)["source"] == "profile"
+    methods.SAM_RADIUS_METHODS.discard("mine")
+    methods.METHODS["mine"] = registry._sgd
+    assert registry.method_info("mine").radius is None and methods.METHODS.pop("mine") is registry._sgd
+    assert "mine" not in registry.REGISTRY
+
+
+# ------------------------------------------------------------------------------------------ the 0.2 paths
+
+
+import importlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import noisysam  # noqa: E402
+from noisysam.core import deprecation  # noqa: E402
+
+
+@pytest.mark.parametrize("module, name, new", [
+    ("noisysam.sam", "SAM", "noisysam.optim.sam.SAM"),
+    ("noisysam.files", "RUN_FILES", "noisysam.run.rundir.RUN_MARKERS"),
+    ("noisysam.methods", "BOOTSTRAP_BETA", "noisysam.methods.registry.BOOTSTRAP_BETA"),
+    ("noisysam.models", "wrn28_10", "noisysam.models.networks.wrn28_10"),
+    ("noisysam.cli", "GridProgress", "noisysam.report.console.GridProgress"),
+    ("noisysam.noise", "Seed", "noisysam.noise.labels.Seed"),
+])
+def test_every_old_path_warns_by_one_mechanism_naming_its_removal_version(module, name, new):
+    with pytest.warns(deprecation.RemovedInNoisysam03Warning, match=rf"^{module}\.{name} moved to {new};") as record:
+        got = getattr(importlib.import_module(module), name)
+    new_module, _, new_name = new.rpartition(".")
+    assert got is getattr(importlib.import_module(new_module), new_name)
+    assert issubclass(record[0].category, DeprecationWarning) and record[0].category.removed_in == "0.3.0"
+    assert record[0].filename == __file__  # it points at the line that used the old path
+
+
+def test_the_package_has_no_lookup_of_its_own_and_the_packages_share_one():
+    assert "__getattr__" not in vars(noisysam) and isinstance(noisysam.sam, deprecation.MovedModule)
+    for package in ("noise", "data", "models", "methods", "cli"):
+        lookup = vars(importlib.import_module(f"noisysam.{package}"))["__getattr__"]
+        assert lookup.__qualname__ == "moved_names.<locals>.__getattr__"
+    assert deprecation.REMOVED_IN == "0.3.0" and noisysam.RemovedInNoisysam03Warning is deprecation.RemovedInNoisysam03Warning
+
+
+def test_noisysam_train_is_the_function_and_from_imports_of_the_old_module_work():
+    """What docs/layout.md says: ``from noisysam.train import TrainConfig`` works (and warns); ``noisysam.train`` is the
+    function, so ``noisysam.train.TrainConfig`` is no attribute."""
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "import noisysam\n"
+            "try:\n    noisysam.train.TrainConfig\nexcept AttributeError:\n    print('function')\n"
+            "try:\n    from noisysam.train import TrainConfig\nexcept DeprecationWarning as e:\n"
+            "    print(type(e).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["function", "RemovedInNoisysam03Warning"]
+
+
+def test_the_docs_name_the_removal_version_and_say_only_what_works():
+    layout = (Path(__file__).parents[1] / "docs" / "layout.md").read_text()
+    assert f"removed in noisysam {deprecation.REMOVED_IN}" in layout
+    assert "`noisysam.train.TrainConfig` and the" not in layout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from noisysam.methods import METHODS, get_method  # noqa: F401  (names of __all__ never warn)
