@@ -36,7 +36,7 @@ from noisysam.run.loop import TrainResult, TrainingDiverged
 from noisysam.data.streaming import DatasetPair
 from noisysam.core.files import RunDirectoryBusy
 from noisysam.core.deprecation import RemovedInNoisysam03Warning
-from noisysam.detect.detection import Detection, find_label_issues
+from noisysam.detect import Detection, find_label_issues
 from noisysam.report.live import train
 
 __all__ = [

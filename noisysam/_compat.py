@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "params": ("core.params",), "files": ("core.files", "run.rundir"), "sam": ("optim.sam",), "variants": ("optim.variants",),
     "learner": ("methods.learner",), "elr": ("methods.elr",), "coteaching": ("methods.coteaching",),
     "dividemix": ("methods.dividemix",), "metrics": ("run.metrics",),
-    "train": ("run.config", "run.rundir", "run.loop"), "distributed": ("run.distributed",),
+    "train": ("run.config", "run.rundir", "run.seeds", "run.loop"), "distributed": ("run.distributed",),
     "tensorboard": ("run.tensorboard",), "executors": ("grid.executors",), "table": ("grid.table",),
     "sweep": ("grid.sweep",), "plot": ("report.plots", "detect.figure"), "config_file": ("cli.config_file",),
 }

@@ -3,6 +3,8 @@ facts in one record, detection's ways each an entry point of its own, and the 0.
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -188,3 +190,108 @@ def test_the_docs_name_the_removal_version_and_say_only_what_works():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from noisysam.methods import METHODS, get_method  # noqa: F401  (names of __all__ never warn)
+
+
+# ------------------------------------------------------------------------------------------ detection's ways
+
+
+import noisysam.detect  # noqa: E402
+from noisysam.detect import detection  # noqa: E402
+from noisysam.detect import threshold  # noqa: E402
+from noisysam.run import loop, seeds  # noqa: E402
+
+ENTRY_POINTS = ("detect_dynamics", "detect_threshold_samples", "detect_annotators", "detect_kfold")
+
+
+def test_the_seed_purposes_are_declared_once_and_distinct():
+    """run/seeds.py's table: every purpose a number of its own (two uses sharing one would draw the same stream), the
+    run loop's and the threshold samples' read from it, with the numbers they had (a run's and a threshold run's
+    draws, and so their files, are unchanged)."""
+    declared = [name for name in seeds.__all__ if name not in ("derive_seed", "PURPOSES")]
+    assert sorted(seeds.PURPOSES.values()) == sorted(getattr(seeds, name) for name in declared)
+    assert len(set(seeds.PURPOSES.values())) == len(seeds.PURPOSES) == len(declared)
+    assert (seeds.SPLIT, seeds.INIT, seeds.LOADER, seeds.STEP, seeds.TORCH, seeds.THRESHOLD_SAMPLES) == (0, 1, 2, 3, 4,
+                                                                                                        100)
+    assert (loop._SPLIT, loop._INIT, loop._LOADER, loop._STEP, loop._TORCH) == (0, 1, 2, 3, 4)
+    assert loop.derive_seed is seeds.derive_seed and threshold.derive_seed is seeds.derive_seed
+    assert not any(name.startswith("_THRESHOLD") for name in vars(threshold))  # no private constant of its own
+    rows = np.arange(50)
+    expected = np.sort(np.random.default_rng(seeds.derive_seed(7, 100)).choice(rows, size=50 // 4, replace=False))
+    assert np.array_equal(threshold.threshold_sample_rows(rows, 3, 7), expected)
+
+
+@pytest.fixture
+def entry_points(monkeypatch):
+    """Each way of detecting replaced by one that records how the dispatcher called it."""
+    calls = []
+    for name in ENTRY_POINTS:
+        assert getattr(detection, name) is getattr(noisysam.detect, name)
+        monkeypatch.setattr(detection, name, lambda *a, _name=name, **kw: calls.append((_name, a, kw)) or _name)
+    return calls
+
+
+def _callback(event, info):
+    pass
+
+
+@pytest.mark.parametrize("args, kwargs, called", [
+    (("run",), {}, ("detect_dynamics", ("run", "aum"), dict(dataset=None, out=None))),
+    (("run",), dict(score="loss", out="o", dataset="d"), ("detect_dynamics", ("run", "loss"), dict(dataset="d",
+                                                                                                    out="o"))),
+    (("run",), dict(threshold_samples=True, out="o", callback=_callback),
+     ("detect_threshold_samples", ("run",), dict(out="o", dataset=None, callback=_callback))),
+    (("run",), dict(threshold_samples=True, score="aum", out="o"),
+     ("detect_threshold_samples", ("run",), dict(out="o", dataset=None, callback=None))),
+    (("run",), dict(annotators=True, dataset="d"), ("detect_annotators", ("run",), dict(dataset="d", out=None))),
+    ((), dict(kfold=3, dataset="cifar10-mini", noise="symmetric-0.2", out="o", epochs=1),
+     ("detect_kfold", (3,), dict(config=None, dataset="cifar10-mini", noise="symmetric-0.2", out="o", callback=None,
+                                 epochs=1))),
+    ((), dict(kfold=2, score="cleanlab", out="o", callback=_callback),
+     ("detect_kfold", (2,), dict(config=None, dataset=None, noise=None, out="o", callback=_callback))),
+])
+def test_find_label_issues_dispatches_to_one_entry_point_per_way(entry_points, args, kwargs, called):
+    assert noisysam.find_label_issues is noisysam.detect.find_label_issues is detection.find_label_issues
+    assert detection.find_label_issues(*args, **kwargs) == called[0]
+    assert entry_points == [called]
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    (("run",), dict(kfold=3), "either run_dir"),
+    ((), {}, "either run_dir"),
+    (("run",), dict(threshold_samples=True, annotators=True), "not both"),
+    ((), dict(kfold=3, annotators=True), "annotators need run_dir"),
+    ((), dict(kfold=3, threshold_samples=True), "threshold samples need run_dir"),
+    (("run",), dict(annotators=True, score="aum"), "take no score"),
+    (("run",), dict(threshold_samples=True, score="loss"), "take no score"),
+    ((), dict(kfold=3, score="aum"), "must be 'cleanlab'"),
+])
+def test_the_dispatcher_refuses_a_mix_of_ways_before_any_entry_point(entry_points, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        detection.find_label_issues(*args, **kwargs)
+    assert entry_points == []
+
+
+MOVED_FROM_DETECTION = [name for name in noisysam.detect.__all__
+                        if name not in ("find_label_issues", "other_estimates", *ENTRY_POINTS)]
+
+
+@pytest.mark.parametrize("name", MOVED_FROM_DETECTION)
+def test_the_old_names_of_detection_warn_and_are_the_same_objects(name):
+    with pytest.warns(deprecation.RemovedInNoisysam03Warning,
+                      match=rf"^noisysam\.detect\.detection\.{name} moved to noisysam\.detect\.\w+\.{name};") as record:
+        got = getattr(detection, name)
+    new_module = str(record[0].message).split(" moved to ")[1].split(";")[0].rpartition(".")[0]
+    assert got is getattr(importlib.import_module(new_module), name) is getattr(noisysam.detect, name)
+    assert record[0].filename == __file__
+    with pytest.warns(deprecation.RemovedInNoisysam03Warning):
+        exec(f"from noisysam.detect.detection import {name}", {})
+
+
+def test_detection_holds_only_the_dispatcher_and_the_package_names_never_warn():
+    assert "check_out" in MOVED_FROM_DETECTION and len(MOVED_FROM_DETECTION) == 30
+    own = [n for n, v in vars(detection).items() if callable(v) and getattr(v, "__module__", "") == detection.__name__]
+    assert own == ["find_label_issues"]  # and the moved names' __getattr__ (noisysam.core.deprecation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in noisysam.detect.__all__:
+            getattr(noisysam.detect, name)

@@ -35,7 +35,9 @@ from noisysam.grid import sweep as sweeps
 from noisysam.grid import table as grid
 from noisysam.core.assets import find_data_file
 from noisysam.data.datasets import load_dataset
-from noisysam.detect.detection import CLEAN_MODES, DYNAMICS_SCORES, cleaned, default_out, find_label_issues
+from noisysam.detect.cleaning import CLEAN_MODES, cleaned
+from noisysam.detect.detection import find_label_issues
+from noisysam.detect.record import DYNAMICS_SCORES, default_out
 from noisysam.core.files import to_jsonable
 from noisysam.methods.learner import LearnerMethod
 from noisysam.methods.registry import METHODS
