@@ -23,7 +23,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "learner": ("methods.learner",), "elr": ("methods.elr",), "coteaching": ("methods.coteaching",),
     "dividemix": ("methods.dividemix",), "metrics": ("run.metrics",),
     "train": ("run.config", "run.rundir", "run.seeds", "run.loop"), "distributed": ("run.distributed",),
-    "tensorboard": ("run.tensorboard",), "executors": ("grid.executors",), "table": ("grid.table",),
+    "tensorboard": ("run.tensorboard",), "executors": ("grid.executors",),
+    "table": ("grid.paper", "grid.cells", "grid.render", "grid.table"),
     "sweep": ("grid.sweep",), "plot": ("report.plots", "detect.figure"), "config_file": ("cli.config_file",),
 }
 

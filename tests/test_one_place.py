@@ -295,3 +295,39 @@ def test_detection_holds_only_the_dispatcher_and_the_package_names_never_warn():
         warnings.simplefilter("error")
         for name in noisysam.detect.__all__:
             getattr(noisysam.detect, name)
+
+
+# ------------------------------------------------------------------------------------------ the grid's table
+
+
+from noisysam.grid import table as grid_table  # noqa: E402
+
+MOVED_FROM_TABLE = {"noisysam.grid.paper": "PAPER_RATES PAPER_METHODS PAPER_TABLE4 LITERATURE_TABLE4 paper_value",
+                    "noisysam.grid.cells": ("PARAMS_FROM TUNING_SCHEMA Cell params_name cell_dir grid cell_config "
+                                            "run_grid read_tuning"),
+                    "noisysam.grid.render": "fmt fmt_diff fmt_ratio COST_NOTE render_markdown CSV_COLUMNS render_csv"}
+
+
+@pytest.mark.parametrize("new, name", [(new, name) for new, names in MOVED_FROM_TABLE.items() for name in names.split()])
+def test_the_old_names_of_the_table_module_warn_and_are_the_same_objects(new, name):
+    """grid/table.py held the paper's numbers, the grid runner, the aggregation and the rendering; each is a module
+    now, and table.py keeps the aggregation and writing the table."""
+    with pytest.warns(deprecation.RemovedInNoisysam03Warning,
+                      match=rf"^noisysam\.grid\.table\.{name} moved to {new}\.{name};"):
+        got = getattr(grid_table, name)
+    assert got is getattr(importlib.import_module(new), name)
+
+
+def test_the_table_module_keeps_its_own_job_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("TABLE_FILES", "SkippedCellWarning", "cell_key", "collect", "mean_std", "column_label",
+                     "aggregate", "settings", "write_table"):
+            getattr(grid_table, name)
+
+
+def test_the_0_2_table_module_finds_a_moved_name_with_one_warning():
+    with pytest.warns(deprecation.RemovedInNoisysam03Warning) as record:
+        got = noisysam.table.run_grid
+    assert got is importlib.import_module("noisysam.grid.cells").run_grid
+    assert [str(w.message).split(";")[0] for w in record] == ["noisysam.table.run_grid moved to noisysam.grid.cells.run_grid"]
