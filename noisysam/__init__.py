@@ -35,7 +35,8 @@ from noisysam.run.config import TrainConfig
 from noisysam.run.loop import TrainResult, TrainingDiverged
 from noisysam.data.streaming import DatasetPair
 from noisysam.core.files import RunDirectoryBusy
-from noisysam.detect.detection import Detection, find_label_issues
+from noisysam.core.deprecation import RemovedInNoisysam03Warning
+from noisysam.detect import Detection, find_label_issues
 from noisysam.report.live import train
 
 __all__ = [
@@ -44,13 +45,8 @@ __all__ = [
     "ImageDataset", "DatasetPair", "Loader", "NoisyDataset", "load_dataset",
     "MODELS", "get_model", "METHODS", "get_method", "register_method",
     "TrainConfig", "TrainResult", "TrainingDiverged", "train",
-    "RunDirectoryBusy",
+    "RunDirectoryBusy", "RemovedInNoisysam03Warning",
     "Detection", "find_label_issues",
 ]
 
-_compat.install()
-
-
-def __getattr__(name: str):
-    """``noisysam.sam`` and the other module paths of noisysam 0.2, as deprecated aliases (noisysam._compat)."""
-    return _compat.old_module(name)
+_compat.install()  # noisysam.sam and the other module paths of noisysam 0.2, as deprecated aliases

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from noisysam.grid import executors, table
+from noisysam.grid import cells as grid_cells, executors, paper
 from noisysam.data.loader import Loader
 from noisysam.data.streaming import DatasetLoader
 from noisysam.data.datasets import load_dataset
@@ -198,7 +198,7 @@ def grid_variants(quick: bool, epochs: Optional[int]) -> tuple[TrainConfig, dict
                                                                             seeds=[0])
     else:
         config, cells = (TrainConfig(profile="cpu", epochs=epochs),
-                         dict(methods=table.PAPER_METHODS, rates=table.PAPER_RATES, seeds=[0]))
+                         dict(methods=paper.PAPER_METHODS, rates=paper.PAPER_RATES, seeds=[0]))
     return config, cells, {"jobs 2 x 1 thread": lambda: executors.LocalProcesses(2, threads=1),
                            "jobs 1 x 2 threads": lambda: executors.InProcess(threads=2)}
 
@@ -209,7 +209,7 @@ def time_grid(config: TrainConfig, cells: dict, executor: executors.Executor) ->
 
     with tempfile.TemporaryDirectory(prefix="noisysam-bench-grid-") as root:
         t0 = time.perf_counter()
-        table.run_grid(table.grid(root, **cells), config, executor=executor)
+        grid_cells.run_grid(grid_cells.grid(root, **cells), config, executor=executor)
         return time.perf_counter() - t0
 
 
@@ -293,7 +293,7 @@ def section_d(args: argparse.Namespace, ctx: dict) -> None:
 
 def section_e(args: argparse.Namespace, ctx: dict) -> None:
     config, cells, variants = grid_variants(args.quick, args.grid_epochs)
-    n = len(table.grid(".", **cells))
+    n = len(grid_cells.grid(".", **cells))
     print(f"\n(e) grid wall time, {n} cells ({', '.join(cells['methods'])} x rates "
           f"{', '.join(map(str, cells['rates']))}, seed 0), profile cpu, {config.resolved().epochs} epochs"
           f"{' (quick grid: not the README figure)' if args.quick else ''}")

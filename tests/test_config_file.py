@@ -181,7 +181,7 @@ def test_table_takes_the_same_keys_and_its_lists_as_arrays(tmp_path, monkeypatch
         calls.append((cells, config))
         raise Stop
 
-    monkeypatch.setattr(cli_module.grid, "run_grid", fake_run_grid)
+    monkeypatch.setattr(cli_module.grid_cells, "run_grid", fake_run_grid)
     path = tmp_path / "table.toml"
     path.write_text(f'methods = ["sgd", "sam"]\nrates = [0.2, 0.8]\nseeds = "0,3"\nepochs = 2\n'
                     f'model_params = {{width = 4}}\nout = {json.dumps(str(tmp_path / "grid"))}\n')

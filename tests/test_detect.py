@@ -16,8 +16,9 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 import noisysam
 from noisysam import ImageDataset, train
 from noisysam.cli.commands import cli
-from noisysam.detect.detection import (THRESHOLD_RUN, _most_predicted_other, cleaned, crowdlab, find_label_issues,
-                             symmetric_rate, symmetric_rate_error, threshold_flags, threshold_sample_rows)
+from noisysam.detect import (THRESHOLD_RUN, cleaned, crowdlab, find_label_issues, symmetric_rate, symmetric_rate_error,
+                             threshold_flags, threshold_sample_rows)
+from noisysam.detect.dynamics import _most_predicted_other
 from noisysam.models.networks import get_model
 from noisysam.noise.labels import NoisyLabels, symmetric
 from noisysam.run.rundir import DYNAMICS_DIR
@@ -174,7 +175,7 @@ def test_kfold_probabilities_are_out_of_fold_and_go_to_cleanlab_unchanged(kfold,
     real = cleanlab.filter.find_label_issues
     monkeypatch.setattr(cleanlab.filter, "find_label_issues",
                         lambda labels, pred_probs, **kw: received.append((labels, pred_probs)) or real(labels, pred_probs, **kw))
-    from noisysam.detect.detection import cleanlab_scores
+    from noisysam.detect import cleanlab_scores
     again = cleanlab_scores(det.labels, probs, det.source)
     assert len(received) == 1 and np.array_equal(received[0][0], given) and np.array_equal(received[0][1], probs)
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from noisysam.grid import executors, table
+from noisysam.grid import cells as grid_cells, executors
 from noisysam.cli.commands import cli
 from noisysam.core.files import RunDirectoryBusy, run_lock
 from noisysam.run.config import TrainConfig
@@ -59,9 +59,9 @@ def run_files(run_dir):
 
 
 def assert_same_grid(root, reference):
-    cells = table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
+    cells = grid_cells.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
     for cell in cells:
-        mine, ref = run_files(cell.dir), run_files(table.cell_dir(reference, cell.method, cell.rate, cell.seed))
+        mine, ref = run_files(cell.dir), run_files(grid_cells.cell_dir(reference, cell.method, cell.rate, cell.seed))
         assert mine == ref, cell.label()
     rows = lambda r: json.loads((r / "table.json").read_text())["rows"]
     assert without_timing(rows(root)) == without_timing(rows(reference))
@@ -90,7 +90,7 @@ def test_two_jobs_give_the_same_runs_and_table_as_one_job(tiny_npz, tmp_path, re
             "--threads", 1)
     assert r.exit_code == 0, r.output
     assert sorted(line.split("] ")[1].split(":")[0] for line in r.stdout.splitlines() if line.startswith("[")) == \
-        sorted(cell.label() for cell in table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]))
+        sorted(cell.label() for cell in grid_cells.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]))
     assert_same_grid(root, reference)
     assert multiprocessing.active_children() == []  # the worker processes are gone
 
@@ -98,7 +98,7 @@ def test_two_jobs_give_the_same_runs_and_table_as_one_job(tiny_npz, tmp_path, re
 def test_ctrl_c_stops_every_worker_and_the_cells_resume_to_the_same_runs(tiny_npz, tmp_path, reference,
                                                                           fast_polling):
     root = tmp_path / "grid"
-    cells = table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
+    cells = grid_cells.grid(root, ["sgd", "sam"], [0.2, 0.6], [0])
 
     class CtrlC:
         """Ctrl-C in the driver as soon as any cell has finished its first epoch."""
@@ -108,7 +108,7 @@ def test_ctrl_c_stops_every_worker_and_the_cells_resume_to_the_same_runs(tiny_np
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        table.run_grid(cells, base_config(tiny_npz), executor=executors.LocalProcesses(2, threads=1),
+        grid_cells.run_grid(cells, base_config(tiny_npz), executor=executors.LocalProcesses(2, threads=1),
                        watch=CtrlC())
     assert multiprocessing.active_children() == []
     assert not all(c.finished for c in cells)
@@ -146,7 +146,7 @@ def test_workers_of_a_killed_driver_stop_and_free_their_cells(tiny_npz, tmp_path
     """SIGKILL of the driver (as a scheduler's kill would) leaves no worker training on: each notices its
     parent is gone and exits, the kernel frees its run lock, and the cell can be taken up again."""
     root = tmp_path / "grid"
-    cells = table.grid(root, ["sgd"], [0.2, 0.6], [0])
+    cells = grid_cells.grid(root, ["sgd"], [0.2, 0.6], [0])
     driver = subprocess.Popen([sys.executable, "-m", "noisysam.cli.commands", "table", "--dataset", tiny_npz, "--methods", "sgd",
                                "--rates", "0.2,0.6", "--seeds", "0", "--out", str(root), "--epochs", "5000", *TINY,
                                "--jobs", "2", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -182,14 +182,14 @@ def _lock_frees(run_dir, timeout=10.0):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_failing_cell_is_reported_and_the_others_finish(tiny_npz, tmp_path, reference, fast_polling, jobs):
     root = tmp_path / "grid"
-    [bad] = table.grid(root, ["sam"], [0.2], [0])
+    [bad] = grid_cells.grid(root, ["sam"], [0.2], [0])
 
     def stop_after_first_epoch(event, info):
         if event == "epoch":
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # a started cell ...
-        train(table.cell_config(base_config(tiny_npz), bad), callback=stop_after_first_epoch)
+        train(grid_cells.cell_config(base_config(tiny_npz), bad), callback=stop_after_first_epoch)
     (bad.dir / "checkpoint.pt").write_bytes(b"not a checkpoint")  # ... whose checkpoint is unreadable
 
     r = run("table", "--dataset", tiny_npz, *CELLS, "--out", root, "--epochs", EPOCHS, *TINY, "--jobs", jobs,
@@ -197,9 +197,9 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tiny_npz, tmp_path, re
     assert r.exit_code == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: 1 of 4 cells failed: sam 20% seed 0 (")
     assert "sam 20% seed 0: failed: " in r.stdout
-    others = [c for c in table.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]) if c != bad]
+    others = [c for c in grid_cells.grid(root, ["sgd", "sam"], [0.2, 0.6], [0]) if c != bad]
     for cell in others:
-        assert run_files(cell.dir) == run_files(table.cell_dir(reference, cell.method, cell.rate, cell.seed))
+        assert run_files(cell.dir) == run_files(grid_cells.cell_dir(reference, cell.method, cell.rate, cell.seed))
     rows = json.loads((root / "table.json").read_text())["rows"]  # the table of the cells that finished
     assert sorted((row["method"], row["rate"]) for row in rows) == [("sam", 0.6), ("sgd", 0.2), ("sgd", 0.6)]
     assert not bad.finished

@@ -467,7 +467,7 @@ def test_bad_names_and_params_raise(name, params, match):
 
 
 def test_register_method(monkeypatch):
-    monkeypatch.setattr(methods.registry, "METHODS", dict(METHODS))  # where register_method writes
+    monkeypatch.setattr(methods.registry, "REGISTRY", dict(methods.registry.REGISTRY))  # where register_method writes
 
     def focal_ish(gamma: float = 2.0):
         def loss(logits, labels):

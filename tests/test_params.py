@@ -81,6 +81,8 @@ CALLS = {
         variants.LookSAMUpdate, variants.RandomSAMUpdate, variants.AESAMUpdate, variants.MomentumSAMUpdate,
         variants.SAMOnUpdate, variants.NormPenaltyUpdate)},
     "noisysam.methods.registry.register_method": register_and_forget,
+    "noisysam.methods.registry.MethodInfo": lambda **kw: methods.MethodInfo(**{"name": "t", "factory": methods.registry._sgd,
+                                                                              **kw}),
     **{f"{f.__module__}.{f.__qualname__}": functools.partial(methods.get_method, name)
        for name, f in methods.METHODS.items()},
     **{f"noisysam.models.networks.{f.__name__}": (lambda f: lambda **kw: on_meta(lambda: f(**kw)))(f)

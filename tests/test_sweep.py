@@ -7,7 +7,7 @@ import statistics
 import pytest
 from click.testing import CliRunner
 
-from noisysam.grid import sweep, table
+from noisysam.grid import cells as grid_cells, sweep
 from noisysam.cli.commands import cli
 from noisysam.core.files import write_json
 from noisysam.run.config import TrainConfig
@@ -212,11 +212,11 @@ def test_table_params_from_applies_the_choice_per_rate_and_refuses_conflicts(fab
         r = run(*base, *bad)
         assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.output
         assert not grid_root.exists()
-    cells = table.grid(grid_root, ["sam"], [0.6, 0.4], [0])
+    cells = grid_cells.grid(grid_root, ["sam"], [0.6, 0.4], [0])
     tuned, used = sweep.tuned(cells, [root])
     assert [c.dir for c in tuned] == [c.dir for c in cells]  # the table's layout
-    assert [table.cell_config(TrainConfig(), c).method_params for c in tuned] == [{"m": 8}, {"m": 16}]
-    assert [table.cell_config(TrainConfig(), c).rho for c in tuned] == [0.05, 0.1]
+    assert [grid_cells.cell_config(TrainConfig(), c).method_params for c in tuned] == [{"m": 8}, {"m": 16}]
+    assert [grid_cells.cell_config(TrainConfig(), c).rho for c in tuned] == [0.05, 0.1]
     assert used == {"sam": {"sweep": str(root), "choices": {"0.6": {"rho": 0.05, "m": 8},
                                                             "0.4": {"rho": 0.1, "m": 16}}}}
 

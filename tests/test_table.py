@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from noisysam.grid import table
+from noisysam.grid import cells as grid_cells, paper as grid_paper, table
 from noisysam.cli.commands import cli
 from noisysam.methods.registry import get_method
 from noisysam.run.config import PROFILES
@@ -20,11 +20,11 @@ def run(*args):
 
 
 def test_paper_numbers_are_table_4():
-    assert table.paper_value("sgd", 0.8) == 26.2
-    assert table.paper_value("bootstrap-sam", 0.4) == 94.2
-    assert table.paper_value("sam", 0.3) is None and table.paper_value("gce", 0.2) is None
-    assert table.PAPER_METHODS == tuple(table.PAPER_TABLE4)
-    assert table.LITERATURE_TABLE4["MentorMix (Jiang et al. 2020)"] == (95.6, 94.2, 91.3, 81.0)
+    assert grid_paper.paper_value("sgd", 0.8) == 26.2
+    assert grid_paper.paper_value("bootstrap-sam", 0.4) == 94.2
+    assert grid_paper.paper_value("sam", 0.3) is None and grid_paper.paper_value("gce", 0.2) is None
+    assert grid_paper.PAPER_METHODS == tuple(grid_paper.PAPER_TABLE4)
+    assert grid_paper.LITERATURE_TABLE4["MentorMix (Jiang et al. 2020)"] == (95.6, 94.2, 91.3, 81.0)
 
 
 def test_aggregate_mean_std_and_difference_to_the_paper():
@@ -87,7 +87,7 @@ def test_grid_runs_skips_finished_cells_and_reports(tiny_npz, tmp_path):
         row = by_cell[(p.parts[-4], float(p.parts[-3][4:]))]
         assert row["last_mean"] == pytest.approx(100 * acc["last"])
         assert row["selected_mean"] == pytest.approx(100 * acc["selected"])
-        assert row["paper"] == table.paper_value(row["method"], row["rate"])
+        assert row["paper"] == grid_paper.paper_value(row["method"], row["rate"])
     with open(root / "table.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [(c["method"], float(c["rate"])) for c in csv_rows] == [("sgd", 0.2), ("sgd", 0.6), ("sam", 0.2), ("sam", 0.6)]
@@ -142,7 +142,7 @@ def test_table_plot(tmp_path):
                                       [[m - s, m + s] for m, s in zip(y, std)])
         dashed = paper[line.get_color()]
         np.testing.assert_array_equal(dashed.get_xdata(), [20, 40, 60, 80])
-        np.testing.assert_array_equal(dashed.get_ydata(), [table.paper_value(method, r) for r in (0.2, 0.4, 0.6, 0.8)])
+        np.testing.assert_array_equal(dashed.get_ydata(), [grid_paper.paper_value(method, r) for r in (0.2, 0.4, 0.6, 0.8)])
     assert ours["sgd"][0].get_color() != ours["sam"][0].get_color()
     # CIFAR-10N has no rate: its point sits at its realised rate (%), and the paper's symmetric line is not drawn.
     [ax] = table_figure([dict(method="sam", rate=0.0, noise="cifar10n-worse", realised_noise_rate_mean=41.0,
@@ -183,14 +183,14 @@ def test_a_method_parameter_no_method_of_the_grid_takes_fails_before_any_cell_tr
 def test_grid_defaults_are_the_papers_and_the_paper_profile_uses_its_rho_per_rate(tmp_path):
     from noisysam.run.config import TrainConfig, build_method
 
-    cells = table.grid(tmp_path)
-    assert {c.method for c in cells} == set(table.PAPER_METHODS) and {c.rate for c in cells} == {0.2, 0.4, 0.6, 0.8}
+    cells = grid_cells.grid(tmp_path)
+    assert {c.method for c in cells} == set(grid_paper.PAPER_METHODS) and {c.rate for c in cells} == {0.2, 0.4, 0.6, 0.8}
     sam = [c for c in cells if c.method == "sam"]
-    rho = {c.rate: build_method(table.cell_config(TrainConfig(profile="paper"), c).resolved()).params["rho"]
+    rho = {c.rate: build_method(grid_cells.cell_config(TrainConfig(profile="paper"), c).resolved()).params["rho"]
            for c in sam}
     assert rho == {0.2: 0.1, 0.4: 0.1, 0.6: 0.1, 0.8: 0.05}
-    assert table.cell_config(TrainConfig(profile="paper", rho=0.2), sam[-1]).resolved().rho == 0.2  # --rho wins
-    assert len(table.grid(tmp_path, ["sgd", "sgd"], [0.2, 0.20], [0, 0])) == 1  # repeats are one cell
+    assert grid_cells.cell_config(TrainConfig(profile="paper", rho=0.2), sam[-1]).resolved().rho == 0.2  # --rho wins
+    assert len(grid_cells.grid(tmp_path, ["sgd", "sgd"], [0.2, 0.20], [0, 0])) == 1  # repeats are one cell
 
 
 def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
@@ -198,7 +198,7 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
     from noisysam.run.loop import train
 
     root = tmp_path / "grid"
-    [cell] = table.grid(root, ["sgd"], [0.4], [0])
+    [cell] = grid_cells.grid(root, ["sgd"], [0.4], [0])
     base = TrainConfig(dataset=tiny_npz, epochs=2, model_params={"width": 4}, batch_size=50, amp="none")
 
     def kill_in_second_epoch(event, info):
@@ -206,7 +206,7 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(table.cell_config(base, cell), callback=kill_in_second_epoch)
+        train(grid_cells.cell_config(base, cell), callback=kill_in_second_epoch)
     first_epoch = (cell.dir / "metrics.jsonl").read_text().splitlines()
     assert len(first_epoch) == 1 and not cell.finished
 
@@ -221,20 +221,20 @@ def test_rerun_resumes_a_killed_cell_from_its_checkpoint(tiny_npz, tmp_path):
 def test_rho_alpha_and_method_params_go_to_the_cells_whose_method_takes_them(tmp_path):
     from noisysam.run.config import TrainConfig, build_method
 
-    cells = table.grid(tmp_path / "grid", ["sgd", "asam", "mixup", "mixup-sam"], [0.4], [0])
+    cells = grid_cells.grid(tmp_path / "grid", ["sgd", "asam", "mixup", "mixup-sam"], [0.4], [0])
     config = TrainConfig(rho=0.2, mixup_alpha=8.0)
-    built = {c.method: build_method(table.cell_config(config, c).resolved()).params for c in cells}
+    built = {c.method: build_method(grid_cells.cell_config(config, c).resolved()).params for c in cells}
     assert built == {"sgd": {}, "asam": get_method("asam", rho=0.2).params, "mixup": {"alpha": 8.0},
                      "mixup-sam": get_method("mixup-sam", rho=0.2, alpha=8.0).params}
-    with_m = {c.method: build_method(table.cell_config(TrainConfig(rho=0.2, method_params={"m": 16}), c).resolved())
-              .params for c in table.grid(tmp_path / "grid", ["sgd", "sam"], [0.4], [0])}
+    with_m = {c.method: build_method(grid_cells.cell_config(TrainConfig(rho=0.2, method_params={"m": 16}), c).resolved())
+              .params for c in grid_cells.grid(tmp_path / "grid", ["sgd", "sam"], [0.4], [0])}
     assert with_m == {"sgd": {}, "sam": get_method("sam", rho=0.2, m=16).params}
     for option, methods in ((dict(rho=0.2), ["sgd", "mixup"]), (dict(mixup_alpha=8.0), ["sgd", "sam", "asam"]),
                             (dict(method_params={"m": 16}), ["sgd", "mixup"])):
-        grid = table.grid(tmp_path / "grid", methods, [0.4], [0])
+        grid = grid_cells.grid(tmp_path / "grid", methods, [0.4], [0])
         name = next(iter(option.get("method_params", option)))
         with pytest.raises(ValueError, match=f"{name} is given .* but no method of the grid"):
-            table.run_grid(grid, TrainConfig(**option))
+            grid_cells.run_grid(grid, TrainConfig(**option))
     assert not (tmp_path / "grid").exists()
 
 
@@ -282,7 +282,7 @@ def write_result(root, method, rate, seed, last, wall, passes, noise="symmetric"
     if passes != "absent":
         result.update(forward_passes=None if passes is None else passes[0],
                       backward_passes=None if passes is None else passes[1])
-    path = table.cell_dir(root, method, rate, seed) / "result.json"
+    path = grid_cells.cell_dir(root, method, rate, seed) / "result.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(result))
 
@@ -298,7 +298,7 @@ def test_cost_relative_to_sgd_by_hand(tmp_path):
     write_result(root, "mixup", 0.4, 0, 0.6, 11.0, None)  # one seed counted null, one from before counting
     write_result(root, "mixup", 0.4, 1, 0.6, 13.0, "absent")
     write_result(root, "co-teaching", 0.4, 0, 0.7, 30.0, (300, 200))
-    two = table.cell_dir(root, "co-teaching", 0.4, 0) / "result.json"
+    two = grid_cells.cell_dir(root, "co-teaching", 0.4, 0) / "result.json"
     two.write_text(json.dumps({**json.loads(two.read_text()), "networks": 2}))  # a result.json says how many it trains
     rows = table.write_table(root)["rows"]
     cost = {(r["method"], r["rate"]): (r["passes_mean"], r["wall_seconds_mean"], r["passes_vs_sgd"], r["wall_vs_sgd"])
@@ -353,8 +353,8 @@ def test_the_papers_numbers_stand_only_beside_symmetric_noise_and_a_rateless_kin
         assert r.exit_code == 0 and "Table 4" not in r.stdout and "Δ" not in r.stdout, r.output
         assert heading.split(",")[0] in r.stdout, r.output
     [symmetric] = table.aggregate([dict(method="sam", rate=0.4, seed=0, result=json.loads(
-        (table.cell_dir(tmp_path / "asymmetric", "sam", 0.4, 0) / "result.json").read_text().replace("asymmetric", "symmetric")))])
-    assert symmetric["paper"] == table.paper_value("sam", 0.4)
+        (grid_cells.cell_dir(tmp_path / "asymmetric", "sam", 0.4, 0) / "result.json").read_text().replace("asymmetric", "symmetric")))])
+    assert symmetric["paper"] == grid_paper.paper_value("sam", 0.4)
 
 
 
@@ -363,9 +363,9 @@ def test_a_cell_is_what_its_result_json_says_not_what_its_folders_are_named(tmp_
     digits (%g), so 0.123456789 came back as 0.123457, and says nothing once a folder is renamed by hand."""
     root = tmp_path / "grid"
     write_result(root, "sgd", 0.123456789, 0, 0.5, 10.0, (100, 100))
-    assert table.cell_dir(root, "sgd", 0.123456789, 0).parent.name == "rate0.123457"
+    assert grid_cells.cell_dir(root, "sgd", 0.123456789, 0).parent.name == "rate0.123457"
     write_result(root, "sam", 0.4, 1, 0.7, 20.0, (200, 200))
-    table.cell_dir(root, "sam", 0.4, 1).rename(table.cell_dir(root, "sam", 0.4, 1).with_name("seed7"))
+    grid_cells.cell_dir(root, "sam", 0.4, 1).rename(grid_cells.cell_dir(root, "sam", 0.4, 1).with_name("seed7"))
     rows = table.write_table(root)["rows"]
     assert [(r["method"], r["rate"], r["seeds"]) for r in rows] == [("sgd", 0.123456789, [0]), ("sam", 0.4, [1])]
 
@@ -376,7 +376,7 @@ def test_labels_without_a_rate_take_the_rate_the_grid_recorded_in_config_json(tm
     root = tmp_path / "grid"
     for seed in (0, 1):
         write_result(root, "sgd", 0.0, seed, 0.5, 10.0, (100, 100), noise="cifar10n-worse", realised=0.4)
-        path = table.cell_dir(root, "sgd", 0.0, seed) / "result.json"
+        path = grid_cells.cell_dir(root, "sgd", 0.0, seed) / "result.json"
         result = json.loads(path.read_text())
         path.write_text(json.dumps({**result, "noise": {**result["noise"], "rate": None}}))
     (path.parent / "config.json").write_text(json.dumps({"config": {"noise_rate": 0.0}}))
@@ -451,7 +451,7 @@ def test_a_tiny_grid_counts_sam_at_twice_sgds_passes(tiny_npz, tmp_path):
     r = run("table", "--dataset", tiny_npz, "--methods", "sgd,sam", "--rates", "0.4", "--seeds", "0", "--out", root,
             *TINY)
     assert r.exit_code == 0, r.output
-    result = {m: json.loads((table.cell_dir(root, m, 0.4, 0) / "result.json").read_text()) for m in ("sgd", "sam")}
+    result = {m: json.loads((grid_cells.cell_dir(root, m, 0.4, 0) / "result.json").read_text()) for m in ("sgd", "sam")}
     rows = {row["method"]: row for row in json.loads((root / "table.json").read_text())["rows"]}
     # SGD: one forward and one backward pass per step; SAM: two of each.
     assert rows["sgd"]["passes_mean"] == 2 * result["sgd"]["train_steps"]
@@ -461,9 +461,9 @@ def test_a_tiny_grid_counts_sam_at_twice_sgds_passes(tiny_npz, tmp_path):
 
 
 def test_a_cells_label_names_a_noise_kind_that_takes_no_rate_instead_of_its_rate(tmp_path):
-    [cell] = table.grid(tmp_path, ["sam"], [0.0], [1], combos=({"m": 16},))
+    [cell] = grid_cells.grid(tmp_path, ["sam"], [0.0], [1], combos=({"m": 16},))
     assert cell.label() == "sam m=16 0% seed 1"
     assert cell.label("cifar10n-worse") == "sam m=16 cifar10n-worse seed 1"
     assert cell.label(str(tmp_path / "mine.npz")) == "sam m=16 mine.npz seed 1"
-    [cell] = table.grid(tmp_path, ["sgd"], [0.4], [0])
+    [cell] = grid_cells.grid(tmp_path, ["sgd"], [0.4], [0])
     assert cell.label("asymmetric") == "sgd 40% seed 0"

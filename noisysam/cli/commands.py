@@ -32,10 +32,14 @@ from noisysam.cli import config_file
 from noisysam.run import distributed
 from noisysam.grid import executors
 from noisysam.grid import sweep as sweeps
+from noisysam.grid import cells as grid_cells
 from noisysam.grid import table as grid
+from noisysam.grid.paper import PAPER_METHODS, PAPER_RATES
 from noisysam.core.assets import find_data_file
 from noisysam.data.datasets import load_dataset
-from noisysam.detect.detection import CLEAN_MODES, DYNAMICS_SCORES, cleaned, default_out, find_label_issues
+from noisysam.detect.cleaning import CLEAN_MODES, cleaned
+from noisysam.detect.detection import find_label_issues
+from noisysam.detect.record import DYNAMICS_SCORES, default_out
 from noisysam.core.files import to_jsonable
 from noisysam.methods.learner import LearnerMethod
 from noisysam.methods.registry import METHODS
@@ -222,13 +226,13 @@ def _executor(ctx: click.Context, executor_name: str, jobs: int, threads: Option
     return executors.InProcess(threads) if jobs == 1 else executors.LocalProcesses(jobs, threads, cells_per_gpu)
 
 
-def _train_grid(console: Console, cells: list[grid.Cell], config: TrainConfig, executor: executors.Executor,
-                plot: bool, tensorboard: bool) -> Optional[executors.CellsFailed]:
-    """Train a grid command's cells (grid.run_grid) with live progress, a line per finished cell, its curves.png
+def _train_grid(console: Console, cells: list[grid_cells.Cell], config: TrainConfig,
+                executor: executors.Executor, plot: bool, tensorboard: bool) -> Optional[executors.CellsFailed]:
+    """Train a grid command's cells (cells.run_grid) with live progress, a line per finished cell, its curves.png
     (``plot``) and TensorBoard logs; the failed cells (the others finished), or None."""
     progress = GridProgress(console, len(cells))
 
-    def finished(cell: grid.Cell, summary: dict, skipped: bool) -> None:
+    def finished(cell: grid_cells.Cell, summary: dict, skipped: bool) -> None:
         acc = summary["test_accuracy"]
         how = "already finished" if skipped else f"{summary['wall_seconds']:.0f} s"
         progress.report(cell.label(config.noise), f"last {pct(acc['last'])}, selected {pct(acc['selected'])} ({how})")
@@ -239,7 +243,7 @@ def _train_grid(console: Console, cells: list[grid.Cell], config: TrainConfig, e
 
     try:
         with progress, tensorboard_logger(tensorboard) as logger:
-            grid.run_grid(cells, config, executor=executor, callback=logger, on_cell=finished, watch=progress)
+            grid_cells.run_grid(cells, config, executor=executor, callback=logger, on_cell=finished, watch=progress)
     except executors.CellsFailed as e:
         return e
     return None
@@ -271,7 +275,7 @@ def compare_command(ctx: click.Context, methods: list[str], noise_rate: float, s
     config = dataclasses.replace(DEFAULT, **given_options(ctx, ("noise_rate", "seed") + TRAINING))
     root = Path(out)
     with user_errors(_interrupted(root)):
-        cells = grid.grid(root, methods, [config.noise_rate], [config.seed])
+        cells = grid_cells.grid(root, methods, [config.noise_rate], [config.seed])
         failed = _train_grid(console, cells, config, executor, plot=False, tensorboard=False)
         finished = [c.dir for c in cells if c.finished]
         for run_dir in finished:
@@ -283,9 +287,9 @@ def compare_command(ctx: click.Context, methods: list[str], noise_rate: float, s
 
 
 @cli.command("table")
-@click.option("--methods", default=",".join(grid.PAPER_METHODS), show_default=True, callback=list_of(str, "method"),
+@click.option("--methods", default=",".join(PAPER_METHODS), show_default=True, callback=list_of(str, "method"),
               help="Comma-separated methods.")
-@click.option("--rates", default=",".join(map(str, grid.PAPER_RATES)), show_default=True,
+@click.option("--rates", default=",".join(map(str, PAPER_RATES)), show_default=True,
               callback=list_of(float, "noise_rate"), help="Comma-separated noise rates.")
 @click.option("--seeds", default="0,1", show_default=True, callback=list_of(int, "seed"), help="Comma-separated seeds.")
 @click.option("--out", type=click.Path(file_okay=False), help="Table directory [default: results/table-<profile>].")
@@ -322,8 +326,8 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
     config = dataclasses.replace(DEFAULT, **given_options(ctx, TRAINING))
     root = Path(out or f"results/table-{config.profile}")
     with user_errors(_interrupted(root)):
-        cells, tuning = sweeps.tuned(grid.grid(root, methods, rates, seeds), params_from, config)
-        grid.read_tuning(root)  # the table reads it once trained: a damaged one is refused before any cell trains
+        cells, tuning = sweeps.tuned(grid_cells.grid(root, methods, rates, seeds), params_from, config)
+        grid_cells.read_tuning(root)  # the table reads it once trained: a damaged one is refused before a cell trains
         failed = _train_grid(console, cells, config, executor, plot, tensorboard)
         if tuning:
             sweeps.record_tuning(root, tuning)

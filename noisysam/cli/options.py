@@ -8,6 +8,7 @@ import dataclasses
 import json
 from contextlib import nullcontext
 from functools import reduce
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import click
@@ -15,7 +16,7 @@ import torch
 from click.core import ParameterSource
 
 from noisysam.cli import config_file
-from noisysam.methods.registry import METHODS, SAM_RADIUS_METHODS, default_param
+from noisysam.methods.registry import REGISTRY
 from noisysam.models.networks import MODELS
 from noisysam.noise.labels import KINDS
 from noisysam.core.params import Interval, InvalidParameterError, Options, Text
@@ -27,8 +28,9 @@ DEFAULT = TrainConfig()
 _PROFILE = "[default: from --profile]"
 # The --rho help's defaults, read from where they are declared (the profiles and each method's factory).
 _PROFILE_RHO = ", ".join(f"{name} {profile['rho']}" for name, profile in PROFILES.items())
-_OWN_RHO = ", ".join(f"{name} {default_param(name, 'rho')}" for name in sorted(METHODS)
-                     if name not in SAM_RADIUS_METHODS and default_param(name, "rho") is not None)
+_SAM_RHO = ", ".join(sorted(name for name, info in REGISTRY.items() if info.sam_radius))
+_OWN_RHO = ", ".join(f"{name} {info.defaults['rho']}" for name, info in sorted(REGISTRY.items())
+                     if info.radius == "own" and info.defaults.get("rho") is not None)
 
 
 def _json_value(text: str) -> Any:
@@ -61,7 +63,7 @@ def click_type(field: str) -> Optional[click.ParamType]:
             return kind(c.low, c.high, min_open=c.low is not None and not c.closed_low,
                         max_open=c.high is not None and not c.closed_high)
         if isinstance(c, Options):
-            return click.Choice(sorted(c.values) if isinstance(c.values, dict) else list(c.values))
+            return click.Choice(sorted(c.values) if isinstance(c.values, Mapping) else list(c.values))
     return None
 
 
@@ -111,7 +113,7 @@ OPTIONS: dict[str, Callable] = {
                                   help="Method parameter, repeatable; VALUE read as JSON where possible "
                                        "(e.g. mode=soft, p=3, m=32)."),
     "rho": click.option("--rho", type=click_type("rho"),
-                        help=f"SAM radius, for methods that have one [default: {', '.join(sorted(SAM_RADIUS_METHODS))}: "
+                        help=f"SAM radius, for methods that have one [default: {_SAM_RHO}: "
                              f"from --profile ({_PROFILE_RHO}), halved when the labels' noise rate is 80% or more, "
                              f"as in the paper; the others their own ({_OWN_RHO})]. An error for a method without a "
                              "radius."),

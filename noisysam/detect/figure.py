@@ -10,7 +10,7 @@ from noisysam.core.files import save_figure
 
 
 def plot_scores(detection: Any, path: Union[str, Path]) -> Path:
-    """Histogram of a :class:`noisysam.detect.detection.Detection`'s scores: clean against wrong labels where the truth
+    """Histogram of a :class:`noisysam.detect.record.Detection`'s scores: clean against wrong labels where the truth
     is known, all samples otherwise."""
     from matplotlib.figure import Figure
 

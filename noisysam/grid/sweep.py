@@ -3,7 +3,7 @@ method's parameter values x noise rates x seeds, and per noise rate pick the com
 validation accuracy on a split held out of the training set (the paper chose rho on a clean 10% split and
 tuned mixup's alpha per rate over {1, 8, 16, 32}).
 
-A sweep lives in one directory, one run directory per cell (:func:`noisysam.grid.table.run_grid`, so it resumes
+A sweep lives in one directory, one run directory per cell (:func:`noisysam.grid.cells.run_grid`, so it resumes
 and skips finished cells like the table)::
 
     ROOT/<method>/<name>=<value>,.../rate<r>/seed<s>/    e.g. ROOT/sam/rho=0.05,m=16/rate0.6/seed0/
@@ -23,7 +23,6 @@ labels the validation split with the clean labels (the paper's protocol); ``"noi
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import math
 import re
@@ -32,9 +31,10 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from noisysam.core.files import FileFormatError, atomic_write, read_json, write_json
-from noisysam.methods.registry import METHODS, get_method, takes_param
-from noisysam.grid.table import (PARAMS_FROM, Cell, cell_config, cell_dir, fmt, grid, mean_std, params_name,
-                                 read_tuning, run_grid, settings)
+from noisysam.methods.registry import get_method, method_info, takes_param
+from noisysam.grid.cells import PARAMS_FROM, Cell, cell_config, cell_dir, grid, params_name, read_tuning, run_grid
+from noisysam.grid.render import fmt
+from noisysam.grid.table import mean_std, settings
 from noisysam.run.config import CONFIG_PARAMS, METHOD_FIELDS, TrainConfig
 from noisysam.run.rundir import RESULT_SCHEMA, check_not_a_run, check_own, config_diff, saved_config
 
@@ -71,7 +71,7 @@ def check_params(method: str, params: Mapping[str, Sequence[Any]],
     CONFIG_PARAMS.check({"method": method})
     if not params:
         raise ValueError(f"params must name at least one parameter of method {method!r} to sweep, got none")
-    taken = list(inspect.signature(METHODS[method]).parameters)
+    taken = list(method_info(method).params)
     out: dict[str, list] = {}
     for name, values in params.items():
         if not takes_param(method, _method_param(name)):
@@ -159,7 +159,7 @@ def check_out(root: Union[str, Path], method: str) -> None:
 
 
 def run_sweep(root: Union[str, Path], sweep: Sweep, config: TrainConfig, **run: Any) -> dict:
-    """Train the sweep's unfinished cells into ``root`` (:func:`noisysam.grid.table.run_grid`; ``run``: its executor,
+    """Train the sweep's unfinished cells into ``root`` (:func:`noisysam.grid.cells.run_grid`; ``run``: its executor,
     callback, on_cell, watch), then write and return sweep.json (:func:`write_sweep`)."""
     cells = sweep.cells(root)
     run_grid(cells, sweep.config(config), **run)

@@ -22,7 +22,6 @@ so it returns a :class:`RelabelAndRetrain` (``relabel=True``) whose ``base`` the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
@@ -33,7 +32,7 @@ from torch import Tensor, nn
 
 from noisysam.optim.variants import LossFn, Targets
 from noisysam.core.params import Boolean, Interval, Options, validate_with
-from noisysam.optim.sam import SAM, sam_step
+from noisysam.optim.sam import METHOD_RHO, P_NORM, SAM, sam_step
 
 __all__ = ["Method", "RelabelAndRetrain", "CrossEntropy", "LabelSmoothing", "BootstrapLoss", "GeneralizedCrossEntropy",
            "PlainInputs", "MixupInputs", "SGDUpdate", "SAMUpdate", "METHOD_PARAMS", "ASAM_NORMALISATIONS"]
@@ -48,8 +47,8 @@ METHOD_PARAMS = dict(
     beta=Interval(float, 0, 1),
     mode=Options(("relabel", "soft", "hard")),
     hard=Boolean(),
-    rho=Interval(float, 0, closed="neither"),
-    p=Interval(float, 1, math.inf, closed="right"),
+    rho=METHOD_RHO,  # rho and p: SAM's radius and norm as noisysam.optim.sam declares them for methods
+    p=P_NORM,
     adaptive=Boolean(),
     m=Interval(int, 1),
     eta=Interval(float, 0),

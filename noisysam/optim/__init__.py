@@ -4,7 +4,7 @@ cheaper SAM variants in :mod:`.variants`.
 Imports only :mod:`noisysam.core`.
 """
 
-from noisysam.optim.sam import SAM_PARAMS, SAM, disable_running_stats, sam_step
+from noisysam.optim.sam import METHOD_RHO, P_NORM, RHO, SAM_PARAMS, SAM, disable_running_stats, sam_step
 from noisysam.optim import variants
 
-__all__ = ["SAM_PARAMS", "SAM", "disable_running_stats", "sam_step", "variants"]
+__all__ = ["RHO", "METHOD_RHO", "P_NORM", "SAM_PARAMS", "SAM", "disable_running_stats", "sam_step", "variants"]

@@ -33,14 +33,26 @@ from noisysam.core.params import Boolean, HasAttrs, InstanceOf, Interval, Subcla
 # Added to the norm so that a zero gradient gives e(w) = 0 instead of 0/0.
 _TINY = 1e-12
 
+# SAM's radius and norm, declared here once for every layer that takes them (this optimizer, the methods' update
+# rules in noisysam.optim.variants and noisysam.methods.rules, TrainConfig.rho), one contract per layer:
+#: rho of the optimizer: >= 0. At rho = 0 SAM never climbs and follows its base optimizer's trajectory exactly (a
+#: check of the implementation, and how davda54/sam's SAM reads), so the optimizer, a tool, takes it.
+RHO = Interval(float, 0)
+#: rho of a method or update rule (``get_method``, ``--rho``, the variants): > 0. A SAM method at radius 0 is sgd at
+#: twice the price and says nothing of sharpness; a run asking for it is refused rather than mislabelled ("sam").
+METHOD_RHO = Interval(float, 0, closed="neither")
+#: p of SAM's ball, a norm: p in (1, inf] (q = p / (p - 1) is its dual). random-sam's ``p`` is another quantity, the
+#: probability of a SAM step (noisysam.optim.variants.STEP_PROBABILITY).
+P_NORM = Interval(float, 1, math.inf, closed="right")
+
 #: SAM's parameters (noisysam.core.params); rho, adaptive and eta are checked again in every param group added.
 SAM_PARAMS = declare("noisysam.optim.sam.SAM", dict(
     params=InstanceOf(Iterable, exclude=(str, bytes, Mapping, Tensor),
                       description="an iterable of parameters or param groups"),
     base_optimizer=[SubclassOf(Optimizer, "a torch.optim.Optimizer class"),
                     InstanceOf(Optimizer, description="a torch.optim.Optimizer instance")],
-    rho=Interval(float, 0),
-    p=Interval(float, 1, math.inf, closed="right"),
+    rho=RHO,
+    p=P_NORM,
     adaptive=Boolean(),
     max_grad_norm=[Interval(float, 0, closed="neither"), None],
     eta=Interval(float, 0),

@@ -32,7 +32,7 @@ from torch.amp import GradScaler
 from torch.nn.modules.batchnorm import _NormBase
 
 from noisysam.core.params import Interval, validate_with
-from noisysam.optim.sam import SAM, disable_running_stats
+from noisysam.optim.sam import METHOD_RHO, SAM, disable_running_stats
 
 __all__ = [
     "StatefulSAM",
@@ -43,6 +43,7 @@ __all__ = [
     "SAMOnUpdate",
     "NormPenaltyUpdate",
     "NORM_LAYERS",
+    "STEP_PROBABILITY",
 ]
 
 Targets = tuple[Tensor, ...]
@@ -59,14 +60,18 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (_NormBase, nn.GroupNorm, nn.LayerNor
 # --------------------------------------------------------------------------------------------
 
 
+#: random-sam's ``p`` and ``p_start``: the probability of a SAM step, in [0, 1]; not SAM's ``p``, the norm of its ball
+#: (:data:`noisysam.optim.sam.P_NORM`), which no variant takes.
+STEP_PROBABILITY = Interval(float, 0, 1)
+
 #: Every variant parameter, declared once (noisysam.core.params): each update rule below and each factory in
 #: noisysam.methods.registry checks the ones its signature names (None too where None is its default).
 VARIANT_PARAMS = dict(
-    rho=Interval(float, 0, closed="neither"),
+    rho=METHOD_RHO,
     k=Interval(int, 1),
     alpha=Interval(float, 0),
-    p=Interval(float, 0, 1),  # a probability here, not SAM's p-norm
-    p_start=Interval(float, 0, 1),
+    p=STEP_PROBABILITY,
+    p_start=STEP_PROBABILITY,
     c=Interval(float),
     c_start=Interval(float),
     delta=Interval(float, 0, 1, closed="neither"),
@@ -298,7 +303,8 @@ class RandomSAMUpdate:
     """Randomized sharpness-aware training (Zhao et al. 2022, arXiv 2203.09962, Algorithm 1): each step
     is a SAM step with probability p(t) and an SGD step otherwise (a Bernoulli trial per step).
 
-    Schedule: p(t) = ``p`` (constant, ``p_start=None``) or the linear schedule from ``p_start`` at the
+    ``p`` is a probability here (:data:`STEP_PROBABILITY`), not the norm of SAM's ball (SAM's ``p``, which random-sam
+    keeps at 2). Schedule: p(t) = ``p`` (constant, ``p_start=None``) or the linear schedule from ``p_start`` at the
     start of training to ``p`` at its end, t the fraction of training done (the paper compares such
     scheduling functions; the expected extra cost is the mean of p(t)). The trial is
     ``torch.rand((), generator=generator) < p(t)`` on the run's CPU step generator (after the input

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisysam.grid import executors
-from noisysam.grid import table as grid
+from noisysam.grid import render
 from noisysam.noise.labels import NoisyLabels, label as noise_label
 
 
@@ -225,10 +225,10 @@ def grid_table(table: dict, root: Path) -> Table:
                 continue
             lines = [f"[dim]{'–' if r['paper'] is None else format(r['paper'], '.1f')}[/]"] if has_paper else []
             for key in ("last", "selected"):
-                lines.append(grid.fmt(r[f"{key}_mean"], r[f"{key}_std"]))
+                lines.append(render.fmt(r[f"{key}_mean"], r[f"{key}_std"]))
                 if has_paper:
-                    lines.append(f"[dim]{grid.fmt_diff(r[f'{key}_minus_paper'])}[/]")
-            lines += [grid.fmt_ratio(r["passes_vs_sgd"]), grid.fmt_ratio(r["wall_vs_sgd"])] if costed else []
+                    lines.append(f"[dim]{render.fmt_diff(r[f'{key}_minus_paper'])}[/]")
+            lines += [render.fmt_ratio(r["passes_vs_sgd"]), render.fmt_ratio(r["wall_vs_sgd"])] if costed else []
             cells.append("\n".join(lines))
         t.add_row(method, "[dim]" + "\n".join(what) + "[/]", *cells)
     s = table["settings"]
@@ -249,8 +249,8 @@ def sweep_table(content: dict, root: Path) -> Table:
     for column in ("rate", "chosen", "validation", "test"):
         t.add_column(column, justify="left" if column == "chosen" else "right")
     for c in content["choices"]:
-        t.add_row(f"{c['rate']:.0%}", escape(c["name"]), grid.fmt(c["val_mean"], c["val_std"]),
-                  grid.fmt(c["test_mean"], c["test_std"]))
+        t.add_row(f"{c['rate']:.0%}", escape(c["name"]), render.fmt(c["val_mean"], c["val_std"]),
+                  render.fmt(c["test_mean"], c["test_std"]))
     t.caption = "chosen: highest mean validation accuracy at the last epoch; the test set is not used to choose"
     return t
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 from noisysam.core.files import save_figure
 from noisysam.noise.labels import RATED_KINDS, label as noise_label
-from noisysam.grid.table import PAPER_RATES, PAPER_TABLE4
+from noisysam.grid.paper import PAPER_RATES, PAPER_TABLE4
 from noisysam.run.rundir import RunDir
 
 if TYPE_CHECKING:

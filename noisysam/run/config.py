@@ -14,8 +14,7 @@ import torch
 from noisysam.run import distributed
 from noisysam.data.loader import DEVICE, check_device
 from noisysam.methods.rules import METHOD_PARAMS
-from noisysam.methods.registry import (METHODS, NOISE_RATE_METHODS, SAM_RADIUS_METHODS, SAM_UPDATES, default_param,
-                                       get_method, takes_param)
+from noisysam.methods.registry import METHODS, SAM_UPDATES, get_method, method_info, takes_param
 from noisysam.models.networks import MODEL_NAME
 from noisysam.noise.labels import KINDS, NoisyLabels
 from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
@@ -24,7 +23,7 @@ from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLik
 # 5-conv CNN, crop and flip on every batch, Nesterov SGD, one-cycle to 0.05) on the embedded data, trained long
 # enough that SGD memorises the wrong labels (docs/cpu-profile.md says how it was chosen). "paper": the paper's
 # ResNet-32 protocol; what it leaves unstated follows ASAM's public CIFAR code. A profile's rho is plain SAM's
-# radius (for noisysam.methods.registry.SAM_RADIUS_METHODS only) up to 60% noise; at 80% it is halved, as the
+# radius (for the methods whose record has sam_radius only, noisysam.methods.registry.REGISTRY) up to 60% noise; at 80% it is halved, as the
 # paper does (0.1 -> 0.05), see profile_rho and method_radius.
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": dict(model="cnn5", model_params={"width": 32}, epochs=120, batch_size=128, lr=0.05, warmup_epochs=0,
@@ -60,21 +59,22 @@ def labels_rate(labels: NoisyLabels) -> tuple[float, str]:
 def method_radius(cfg: "TrainConfig", labels: Optional[NoisyLabels]) -> Optional[dict]:
     """The radius ``rho`` a run's method uses and where it comes from (recorded in result.json); None for a
     method without one. ``source``: "user" (``rho`` or ``method_params``), "profile" (plain SAM's ball only,
-    :data:`noisysam.methods.registry.SAM_RADIUS_METHODS`: :func:`profile_rho` at the ``noise_rate`` of ``labels``,
+    the methods whose radius rule is "profile", :attr:`noisysam.methods.registry.MethodInfo.radius`: :func:`profile_rho` at the ``noise_rate`` of ``labels``,
     ``rate`` saying "nominal" or "realised", see :func:`labels_rate`) or "method default" (e.g. asam's 0.5).
     ``labels`` None (a config checked before its labels exist) reads the config's ``noise_rate``."""
-    if not takes_param(cfg.method, "rho"):
+    info = method_info(cfg.method)
+    if info.radius is None:
         return None
     given = cfg.method_params.get("rho", cfg.rho)
     if given is not None:
         return dict(value=given, source="user")
     update = cfg.method_params.get("update", "sam")  # a field method's -sam form may take momentum-SAM's update
-    if cfg.method in SAM_RADIUS_METHODS and update == "sam":
+    if info.radius == "profile" and update == "sam":
         rate, kind = (cfg.noise_rate, "config") if labels is None else labels_rate(labels)
         return dict(value=profile_rho(cfg.profile, rate), source="profile", profile=cfg.profile, noise_rate=rate,
                     rate=kind)
-    default = default_param(cfg.method, "rho")
-    if default is None and cfg.method in SAM_RADIUS_METHODS and update in SAM_UPDATES:  # else the factory refuses
+    default = info.defaults.get("rho")
+    if default is None and info.radius == "profile" and update in SAM_UPDATES:  # else the factory refuses
         default = SAM_UPDATES[update]().rho
     return dict(value=default, source="method default")
 
@@ -258,15 +258,16 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 def build_method(cfg: TrainConfig, labels: Optional[NoisyLabels] = None) -> Any:
     """The config's method with ``method_params``, its radius from :func:`method_radius` (the profile's at the
-    noise rate of ``labels``), the config's ``mixup_alpha``, and for :data:`~noisysam.methods.registry.NOISE_RATE_METHODS`
-    a ``tau`` not given set to the share of wrong labels in ``labels`` (Co-teaching's noise rate; the config's
-    ``noise_rate`` without labels); raises ValueError for parameters it does not take."""
+    noise rate of ``labels``), the config's ``mixup_alpha``, and for a method that needs the noise rate (its record's
+    ``noise_rate_param``, co-teaching's ``tau``) that parameter, where not given, set to the share of wrong labels in
+    ``labels`` (the config's ``noise_rate`` without labels); raises ValueError for parameters it does not take."""
     params = {param: getattr(cfg, name) for name, param in METHOD_FIELDS.items() if getattr(cfg, name) is not None}
     radius = method_radius(cfg, labels)
     if radius is not None and radius["source"] == "profile":
         params["rho"] = radius["value"]
-    if cfg.method in NOISE_RATE_METHODS and cfg.method_params.get("tau") is None:
-        params["tau"] = labels.rate if labels is not None else cfg.noise_rate
+    needs = method_info(cfg.method).noise_rate_param
+    if needs is not None and cfg.method_params.get(needs) is None:
+        params[needs] = labels.rate if labels is not None else cfg.noise_rate
     return get_method(cfg.method, **{**params, **cfg.method_params})
 
 

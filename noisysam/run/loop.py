@@ -6,7 +6,7 @@ epochs: it peeks at the test set) and ``selected`` (the epoch with the best accu
 split carved out of the *noisy* training set: honest model selection).
 
 Reproducibility: every random draw comes from generators seeded from ``(seed, stage, epoch, purpose)``
-(:func:`derive_seed`); the caller's global RNG state is left untouched. A checkpoint is written
+(:func:`noisysam.run.seeds.derive_seed`); the caller's global RNG state is left untouched. A checkpoint is written
 atomically after every epoch, so ``resume=True`` continues a killed run to the same final weights
 as an uninterrupted run (CPU, same seed).
 
@@ -47,16 +47,9 @@ from noisysam.run.config import (TrainConfig, amp_choice, build_method, method_r
                                  resolve_device, method_stages)
 from noisysam.run.rundir import (Data, RunConfig, RunDir, amp_of_run, check_resume, fingerprints, given_inputs,
                                   inputs, locked, prepare_out, save_dynamics)
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed for one purpose, mixed from the run's seed and integer keys (stage, epoch, ...)."""
-    state = np.random.SeedSequence((seed, *keys)).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
-
-
-# Purposes for derive_seed: one stream per use, so adding a use never shifts another.
-_SPLIT, _INIT, _LOADER, _STEP, _TORCH = range(5)
+# derive_seed's purposes: one stream per use, declared with every other use in noisysam.run.seeds
+from noisysam.run.seeds import INIT as _INIT, LOADER as _LOADER, SPLIT as _SPLIT, STEP as _STEP, TORCH as _TORCH
+from noisysam.run.seeds import derive_seed
 
 
 #: The one-cycle schedule's shape (Smith & Topin, arXiv 1708.07120), as torch's ``OneCycleLR`` with

@@ -120,7 +120,7 @@ class TensorBoardLogger:
     hyperparameters (:func:`hparams`) with the final metrics (:data:`FINAL`) for the HParams dashboard.
 
     ``log_dir``: where to write; None (default): ``<run directory>/tensorboard`` of each run, so one logger
-    serves a whole grid (``noisysam.grid.table.run_grid``) and ``tensorboard --logdir GRID_DIR`` compares the
+    serves a whole grid (``noisysam.grid.cells.run_grid``) and ``tensorboard --logdir GRID_DIR`` compares the
     cells. A resumed run rewrites its log from the run's history behind a purge marker at step 1
     (``SummaryWriter(purge_step=1)``): TensorBoard then shows each epoch once, including epochs the
     interrupted session never flushed or ran without a logger. Use as a context manager, or call
