@@ -233,6 +233,8 @@ CASES = [
                                      lambda w: ["detect", "--from-run", w["dir"] / "run"]), "not an .npz (zip) file"),
     case("dynamics-epoch-gap", epoch_copy, "its dynamics/ files are not epochs 1..2"),
     case("dynamics-none", command("detect", "--from-run", "{dir}/det"), "has no training dynamics"),
+    case("detect-from-a-sweep", command("detect", "--from-run", "{dir}/sweep"),
+         "holds no config.json, so it is not a run directory"),
     case("detect-out-is-a-run", command("detect", "--from-run", "{dir}/run", "--out", "{dir}/sweep/sam/rho=0.05/rate0.4/"
                                                                                      "seed0"), "is a run directory"),
     case("detect-from-run-missing", command("detect", "--from-run", "{dir}/nowhere"), "does not exist"),
@@ -359,10 +361,19 @@ CASES = [
          "choice 'x' must be a noise rate"),
     case("table-out-is-a-run", command("table", "--dataset", "{data}", "--methods", "sgd", "--rates", "0.4", "--seeds",
                                        "0", "--out", "{dir}/run", *TINY), "is a run directory"),
+    case("table-out-a-sweep", command("table", "--dataset", "{data}", "--methods", "sgd", "--rates", "0.4", "--seeds",
+                                      "0", "--out", "{dir}/sweep", *TINY), "holds 'sweep.json', which a grid of runs"),
+    case("table-out-a-detection", command("table", "--dataset", "{data}", "--methods", "sgd", "--rates", "0.4",
+                                          "--seeds", "0", "--out", "{dir}/det", *TINY),
+         "holds 'issues.csv', which a grid of runs"),
     case("table-cell-metrics-garbage", table_cell_metrics, "line 1 is not valid JSON"),
     # compare: the first command
     case("compare-out-is-a-run", command("compare", "--dataset", "{data}", "--out", "{dir}/run", *TINY),
          "is a run directory"),
+    case("compare-out-a-detection", command("compare", "--dataset", "{data}", "--out", "{dir}/det", *TINY),
+         "holds 'issues.csv', which a grid of runs"),
+    case("compare-out-holds-your-files", unnamed(written("mine/notes.txt", "mine", lambda w: [
+        "compare", "--dataset", w["data"], "--out", w["dir"] / "mine", *TINY])), "holds 'notes.txt', which a grid"),
     case("compare-unknown-method", command("compare", "--dataset", "{data}", "--methods", "sgd,sharp", "--out",
                                            "{dir}/cmp", *TINY), "method must be one of"),
     case("compare-rate-out-of-range", command("compare", "--dataset", "{data}", "--noise-rate", "1.5", "--out",
@@ -388,6 +399,8 @@ CASES = [
     # train --resume into a directory that is not a run
     case("train-resume-into-a-sweep", command(*TRAIN[:3], "--out", "{dir}/sweep", "--resume", *TINY),
          "it holds no config.json but 'sam', so it is not a run directory"),
+    case("train-into-a-detection", command(*TRAIN[:3], "--out", "{dir}/det", *TINY),
+         "it holds no config.json but 'issues.csv', so it is not a run directory --resume could continue"),
     # train --resume --tensorboard of a finished run logs it from its files
     case("tensorboard-of-a-run-with-damaged-metrics", written("run/metrics.jsonl", '{"epoch": 1}\n[2]\n', lambda w: [
         "train", "--out", w["dir"] / "run", "--resume", "--tensorboard", "--no-plot"]), "line 2 is not a JSON object",

@@ -275,6 +275,7 @@ def compare_command(ctx: click.Context, methods: list[str], noise_rate: float, s
     config = dataclasses.replace(DEFAULT, **given_options(ctx, ("noise_rate", "seed") + TRAINING))
     root = Path(out)
     with user_errors(_interrupted(root)):
+        grid.check_grid_out(root)
         cells = grid_cells.grid(root, methods, [config.noise_rate], [config.seed])
         failed = _train_grid(console, cells, config, executor, plot=False, tensorboard=False)
         finished = [c.dir for c in cells if c.finished]
@@ -326,6 +327,7 @@ def table_command(ctx: click.Context, methods: list[str], rates: list[float], se
     config = dataclasses.replace(DEFAULT, **given_options(ctx, TRAINING))
     root = Path(out or f"results/table-{config.profile}")
     with user_errors(_interrupted(root)):
+        grid.check_grid_out(root)
         cells, tuning = sweeps.tuned(grid_cells.grid(root, methods, rates, seeds), params_from, config)
         grid_cells.read_tuning(root)  # the table reads it once trained: a damaged one is refused before a cell trains
         failed = _train_grid(console, cells, config, executor, plot, tensorboard)

@@ -34,6 +34,10 @@ def read_dynamics(run_dir: Union[str, Path], stage: int = 1) -> dict[str, np.nda
     otherwise."""
     run_dir = Path(run_dir)
     rows_file = dynamics_path(run_dir, 0, 0)
+    config = RunDir(run_dir).config_path
+    _check(rows_file.is_file() or config.is_file(),
+           f"{str(run_dir)!r} has no training dynamics: it holds no {config.name}, so it is not a run directory (a "
+           "table, sweep or detection? give one of its runs)")
     _check(rows_file.is_file(), f"run directory {str(run_dir)!r} has no training dynamics ({DYNAMICS_DIR}/ "
                                 "with rows.npz): train it with this noisysam version")
     epochs = sorted((run_dir / DYNAMICS_DIR).glob(f"stage{stage}_epoch_*.npz"))

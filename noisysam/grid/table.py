@@ -28,9 +28,20 @@ from noisysam.core.deprecation import moved_names
 from noisysam.core.files import FileFormatError, atomic_write, schema_problem, write_json
 from noisysam.grid import cells as _cells, paper as _paper, render as _render
 from noisysam.noise.labels import RATED_KINDS
-from noisysam.run.rundir import RESULT, RunDir
+from noisysam.methods.registry import METHODS
+from noisysam.run.rundir import RESULT, RunDir, check_own
 
 TABLE_FILES = ("table.json", "table.csv", "table.md")
+#: The figures `noisysam table` and `noisysam compare` draw beside their cells (noisysam.report.plots).
+GRID_FIGURES = ("table.png", "cost.png", "compare.png")
+
+
+def check_grid_out(root: Union[str, Path]) -> None:
+    """ValueError unless ``root`` is missing or holds only what a table or a comparison writes there: a folder per
+    method (its cells), the table's files and figures and its tuning record. A run directory, a sweep's or a
+    detection's folder, or a folder of the user's is refused in one line, before any cell trains: a grid's files
+    among theirs would mix two outputs, and their command would then refuse its own folder."""
+    check_own(root, "a grid of runs", (*TABLE_FILES, *GRID_FIGURES, _cells.PARAMS_FROM, *METHODS))
 
 
 class SkippedCellWarning(UserWarning):

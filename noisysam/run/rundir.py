@@ -260,16 +260,18 @@ def prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[RunConf
     from another path compares their content instead (:func:`check_resume`)."""
     if out is None or not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
         return None, None
-    require(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
-                       "or choose another out")
     run = RunDir(out)
     ckpt = run.checkpoint_path
-    if not run.config_path.exists():
-        require(not ckpt.exists(), f"cannot resume {str(out)!r}: it has a checkpoint.pt but no config.json, so what "
-                                  "the checkpoint was trained with is unknown; start a new run in another out")
+    if not run.config_path.exists():  # not a run directory: say so before suggesting --resume
+        require(not ckpt.exists(), f"cannot {'resume' if cfg.resume else 'train in'} {str(out)!r}: it has a "
+                                   "checkpoint.pt but no config.json, so what the checkpoint was trained with is "
+                                   "unknown; start a new run in another out")
         other = next((p.name for p in sorted(out.iterdir()) if p.name != LOCK_NAME and not p.name.startswith(".")), None)
-        require(other is None, f"cannot resume {str(out)!r}: it holds no config.json but {other!r}, so it is not a run "
-                              "directory (a table, sweep or detection?); choose another out")
+        require(other is None, f"{str(out)!r} is not empty: it holds no config.json but {other!r}, so it is not a run "
+                               "directory --resume could continue (a table, sweep or detection?); choose another out")
+    require(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
+                       "or choose another out")
+    if not run.config_path.exists():
         return None, None
     saved = run.config()
     require(saved.version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {saved.version} "
