@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from contextlib import nullcontext
@@ -266,7 +267,7 @@ class _Run:
         runs' seed), on the run's device, checked by :meth:`_probe`. A model object of yours is copied; a second
         network keeps its weights (a pretrained body stays pretrained) and draws its own classifier head."""
         cfg = self.cfg
-        sample = self._sample()
+        sample = self._sample
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, _INIT, stage, *((k,) if k else ())))
             if self.model_template is not None:
@@ -284,12 +285,11 @@ class _Run:
         self._probe(model, sample)
         return model
 
+    @functools.cached_property
     def _sample(self) -> torch.Tensor:
-        """Two training images as evaluation feeds them to the model (their shape sizes the model)."""
-        if not hasattr(self, "_two_images"):
-            rows = self.train_idx[:2]
-            self._two_images = next(iter(self._loader("eval", rows, self.labels.noisy[rows], batch_size=2)))[0]
-        return self._two_images
+        """Two training images as evaluation feeds them to the model (their shape sizes the model), loaded once."""
+        rows = self.train_idx[:2]
+        return next(iter(self._loader("eval", rows, self.labels.noisy[rows], batch_size=2)))[0]
 
     def _probe(self, model: nn.Module, x: torch.Tensor) -> None:
         """Refuse, before anything is written, a model that cannot take 2 training images ``x`` or does not return

@@ -261,8 +261,8 @@ def prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[RunConf
     if out is None or not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
         return None, None
     run = RunDir(out)
-    ckpt = run.checkpoint_path
-    if not run.config_path.exists():  # not a run directory: say so before suggesting --resume
+    ckpt, is_run = run.checkpoint_path, run.config_path.exists()
+    if not is_run:  # not a run directory: say so before suggesting --resume
         require(not ckpt.exists(), f"cannot {'resume' if cfg.resume else 'train in'} {str(out)!r}: it has a "
                                    "checkpoint.pt but no config.json, so what the checkpoint was trained with is "
                                    "unknown; start a new run in another out")
@@ -271,7 +271,7 @@ def prepare_out(cfg: TrainConfig, out: Optional[Path]) -> tuple[Optional[RunConf
                                "directory --resume could continue (a table, sweep or detection?); choose another out")
     require(cfg.resume, f"run directory {str(out)!r} is not empty: pass resume=True (--resume) to continue it, "
                        "or choose another out")
-    if not run.config_path.exists():
+    if not is_run:  # only the lock or temporary files: a new run
         return None, None
     saved = run.config()
     require(saved.version == __version__, f"cannot resume {str(out)!r}: it was written by noisysam {saved.version} "
