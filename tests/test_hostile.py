@@ -514,3 +514,17 @@ def test_train_refuses_labels_with_more_classes_than_the_data(tmp_path):
     with pytest.raises(ValueError, match="noisy labels have 8 classes, more than the dataset's 4"):
         train(dataset=data, noise=wide, out=str(tmp_path / "run"), epochs=1, model_params={"width": 4}, amp="none")
     assert not (tmp_path / "run").exists()
+
+
+def test_api_names_an_unknown_setting_in_one_line_and_writes_nothing(tmp_path):
+    from noisysam.detect.detection import find_label_issues
+    from noisysam.run.loop import train
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^unknown run setting 'epoch'; did you mean 'epochs'\?$"):
+        train(out=str(out), epoch=1)
+    with pytest.raises(ValueError, match=r"^unknown run setting 'threads'; .*torch\.set_num_threads"):
+        train(out=str(out), threads=1)
+    with pytest.raises(ValueError, match=r"^unknown run setting 'seeds'; did you mean 'seed'\?$"):
+        find_label_issues(kfold=2, out=str(tmp_path / "detect"), seeds=1)
+    assert not out.exists() and not (tmp_path / "detect").exists()

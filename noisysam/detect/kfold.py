@@ -88,7 +88,7 @@ def detect_kfold(kfold: int, *, config: Optional[TrainConfig] = None, dataset: U
     dataset, noise, _ = given_inputs(overrides, dataset, noise)  # names are config fields, as train() takes them
     _check(dataset is None or isinstance(dataset, ImageDataset),
            f"kfold detection needs arrays: dataset must be a name or an ImageDataset, got {type(dataset).__name__}")
-    cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
+    cfg = (config or TrainConfig()).with_settings(**overrides).resolved()
     data, labels = inputs(cfg, dataset, noise)
     check_kfold(kfold, labels.noisy, data.num_classes)
     out = Path(out)

@@ -6,6 +6,7 @@ builds (with the profile's SAM radius where the method takes plain SAM's)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -200,6 +201,18 @@ class TrainConfig:
         if self.model is None:  # the profile's model comes with its options; the user's given ones win
             fill["model_params"] = {**profile.get("model_params", {}), **self.model_params}
         return dataclasses.replace(self, **fill)
+
+    def with_settings(self, **settings: Any) -> "TrainConfig":
+        """A copy with ``settings`` (field name -> value) replaced; ValueError naming a name that is no field (with
+        the closest field, and where the process's threads are set for ``threads``), not dataclasses' TypeError."""
+        names = [f.name for f in dataclasses.fields(self)]
+        for name in settings:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = (f"; did you mean {close[0]!r}?" if close else
+                        "; threads belong to the process: torch.set_num_threads(n)" if name == "threads" else "")
+                raise ValueError(f"unknown run setting {name!r}{hint}")
+        return dataclasses.replace(self, **settings)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -450,7 +450,7 @@ def train(config: Optional[TrainConfig] = None, *, dataset: Union[str, ImageData
     Raises ValueError for bad settings before writing anything, and :class:`TrainingDiverged` on NaN loss.
     """
     dataset, noise, model = given_inputs(overrides, dataset, noise, model)
-    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
+    cfg = (config or TrainConfig()).with_settings(**overrides)
     custom: dict[str, Any] = {}
     if dataset is not None:
         custom["dataset"] = f"custom:{dataset.name}"
