@@ -12,13 +12,13 @@ writer is a dependency.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import re
 from typing import Any, Iterable, Optional
 
 import click
 
+from noisysam.core.params import did_you_mean
 from noisysam.run.config import TrainConfig
 
 #: Options that are not settings of a run (the file itself, and printing it).
@@ -111,8 +111,7 @@ def default_map(ctx: click.Context, path: str, lists: Iterable[str] = ()) -> dic
     for name, value in values.items():
         param = options.get(name)
         if param is None:
-            close = difflib.get_close_matches(name.replace("-", "_"), options, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; keys: {', '.join(options)}"
+            hint = did_you_mean(name.replace("-", "_"), options) or f"; keys: {', '.join(options)}"
             raise click.UsageError(f"{path}: unknown key {name!r}{hint}")
         expected, shaped = _shaped(param, value, lists)
         if expected:

@@ -16,6 +16,7 @@ generate invalid values for every public parameter from the table alone.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import math
@@ -249,6 +250,13 @@ class ParamTable:
                 if not any(c.is_satisfied_by(value) for c in constraints):
                     raise InvalidParameterError(f"{name} must be {_describe(constraints)}, got "
                                                 f"{_show.repr(value)} ({type(value).__name__})")
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the one of ``names`` closest to a mistyped ``name`` (difflib's similarity of at
+    least 0.6), else "": the hint every unknown-name message ends with."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 #: Every declared table by owner: what the parameter tests enumerate.

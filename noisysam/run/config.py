@@ -6,7 +6,6 @@ builds (with the profile's SAM radius where the method takes plain SAM's)."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,7 +17,7 @@ from noisysam.methods.rules import METHOD_PARAMS
 from noisysam.methods.registry import METHODS, SAM_UPDATES, get_method, method_info, takes_param
 from noisysam.models.networks import MODEL_NAME
 from noisysam.noise.labels import KINDS, NoisyLabels
-from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare
+from noisysam.core.params import Boolean, InstanceOf, Interval, Options, PathLike, Text, declare, did_you_mean
 
 # Profiles fill the fields left as None. "cpu": the plain reference's recipe (scripts/plain_reference.py: the
 # 5-conv CNN, crop and flip on every batch, Nesterov SGD, one-cycle to 0.05) on the embedded data, trained long
@@ -208,9 +207,8 @@ class TrainConfig:
         names = [f.name for f in dataclasses.fields(self)]
         for name in settings:
             if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
-                hint = (f"; did you mean {close[0]!r}?" if close else
-                        "; threads belong to the process: torch.set_num_threads(n)" if name == "threads" else "")
+                hint = did_you_mean(name, names) or (
+                    "; threads belong to the process: torch.set_num_threads(n)" if name == "threads" else "")
                 raise ValueError(f"unknown run setting {name!r}{hint}")
         return dataclasses.replace(self, **settings)
 
